@@ -55,12 +55,20 @@ def _fmt(value: float) -> str:
     return text
 
 
+# Parameters equal to these are left out of printed specs and PyTorch lines, as PyTorch's own defaults.
+QUIET_DEFAULTS = {"decay_steps": 1.0, "eta_min": 0.0, "T_mult": 1}
+
+
 def _params_of(schedule: object) -> dict[str, float]:
     return {f.name: getattr(schedule, f.name) for f in fields(schedule) if f.name != "kind"}  # type: ignore[arg-type]
 
 
-def _torch_args(schedule: object) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in _params_of(schedule).items())
+def _shown_params(schedule: Schedule) -> dict[str, float]:
+    return {k: v for k, v in schedule.params().items() if QUIET_DEFAULTS.get(k, None) != v}
+
+
+def _torch_args(schedule: Schedule) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in _shown_params(schedule).items())
 
 
 @dataclass(frozen=True)
@@ -316,5 +324,5 @@ def resolve(spec: ScheduleSpec, remaining_epochs: float) -> Schedule:
 
 
 def spec_of(schedule: Schedule, anchor: str | None = None) -> ScheduleSpec:
-    """The fully explicit spec of a resolved schedule."""
-    return ScheduleSpec(schedule.kind, tuple(schedule.params().items()), anchor)
+    """The spec of a resolved schedule: every parameter but those at PyTorch's defaults."""
+    return ScheduleSpec(schedule.kind, tuple(_shown_params(schedule).items()), anchor)

@@ -187,4 +187,3 @@ class Timeline:
             data.get("total_steps"),
             bool(data.get("per_epoch", False)),
         )
-

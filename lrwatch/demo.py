@@ -1,0 +1,102 @@
+"""The demo task: an MLP learning a noisy many-armed spiral, generated from a seed.
+
+Ten interleaved spiral arms in the plane, with noise and 5% flipped labels, so the loss keeps
+falling for a long while, has a floor, and reacts visibly when the LR changes. Written on the
+same :class:`~lrwatch.engine.Engine` API a user's loop uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrwatch.engine import Engine
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    epochs: int = 40
+    steps_per_epoch: int | None = None  # default: one pass over the training set
+    batch_size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    train_size: int = 60_000
+    val_size: int = 6_000
+    classes: int = 10
+    hidden: int = 256
+    noise: float = 0.35
+    label_noise: float = 0.05
+
+    @property
+    def steps(self) -> int:
+        return self.steps_per_epoch or max(1, self.train_size // self.batch_size)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def make_spirals(n: int, classes: int, noise: float, label_noise: float, rng: np.random.Generator):
+    """``n`` points on ``classes`` spiral arms of 1.5 turns, radius in (0, 1], Gaussian noise on the angle."""
+    labels = rng.integers(0, classes, n)
+    radius = np.sqrt(rng.random(n))
+    angle = labels * (2 * np.pi / classes) + radius * 3 * np.pi + rng.normal(0, noise, n) * (0.2 + radius)
+    points = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    flip = rng.random(n) < label_noise
+    labels = np.where(flip, rng.integers(0, classes, n), labels)
+    return points.astype(np.float32), labels.astype(np.int64)
+
+
+class DemoTask:
+    """Data, model and optimizer for the demo; :meth:`train` is the training loop."""
+
+    def __init__(self, config: DemoConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        rng = np.random.default_rng(config.seed)
+        x, y = make_spirals(config.train_size + config.val_size, config.classes, config.noise, config.label_noise, rng)
+        as_tensor = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        self.x_train, self.y_train = as_tensor(x[: config.train_size]), as_tensor(y[: config.train_size])
+        self.x_val, self.y_val = as_tensor(x[config.train_size :]), as_tensor(y[config.train_size :])
+        torch.manual_seed(config.seed)
+        h = config.hidden
+        layers = [nn.Linear(2, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU()]
+        self.model = nn.Sequential(*layers, nn.Linear(h, config.classes)).to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=0.9)
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        self.model.eval()
+        logits = self.model(self.x_val)
+        loss = self.loss_fn(logits, self.y_val).item()
+        acc = (logits.argmax(1) == self.y_val).float().mean().item()
+        self.model.train()
+        return loss, acc
+
+    def train(self, engine: Engine) -> None:
+        cfg = self.config
+        generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        n, bs = cfg.train_size, cfg.batch_size
+        engine.begin()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(n, generator=generator).to(self.device)
+            for i in range(cfg.steps):
+                start = (i * bs) % n
+                idx = order[start : start + bs]
+                loss = self.loss_fn(self.model(self.x_train[idx]), self.y_train[idx])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                if not engine.step(loss.item()):
+                    return
+            val_loss, val_acc = self.evaluate()
+            engine.end_epoch(val_loss=val_loss, val_acc=val_acc)

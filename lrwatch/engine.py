@@ -1,0 +1,274 @@
+"""The training engine: owns the optimizer's LR, applies commands at step boundaries, logs.
+
+No Textual import. A training loop calls :meth:`Engine.begin` once, :meth:`Engine.step` after
+every ``optimizer.step()`` and :meth:`Engine.end_epoch` after each epoch; any other thread talks
+to it only through :meth:`Engine.submit` (commands) and reads :meth:`Engine.events_since`,
+:attr:`Engine.history`, :attr:`Engine.timeline` and :meth:`Engine.status` (events and data).
+
+Per step the engine records the finished step, moves to the next, applies every queued command
+there (never mid-step), and sets the LR of every param group from the timeline. LRs come from
+:meth:`Timeline.lrs` over aligned blocks of steps, the same call the preview makes.
+"""
+
+from __future__ import annotations
+
+import platform
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrwatch.history import MetricHistory
+from lrwatch.protocol import Command, EditParams, Event, Pause, Resume, Stop, Switch
+from lrwatch.rundir import RunWriter
+from lrwatch.schedules import SpecError
+from lrwatch.timeline import Timeline
+
+LR_BLOCK = 1024
+PAUSE_POLL_SECONDS = 0.25
+
+Listener = Callable[[Event], None]
+
+
+class Engine:
+    """Drives ``optimizer``'s LR along ``timeline`` and records the run.
+
+    Param groups keep their ratio to group 0's LR at the start (``lr_g = lr · lr0_g / lr0_0``).
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        timeline: Timeline,
+        *,
+        run_dir: str | Path | None = None,
+        val_names: tuple[str, ...] = ("val_loss", "val_acc"),
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self._timeline = timeline
+        self.history = MetricHistory(val_names)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.writer = RunWriter(self.run_dir, val_names) if self.run_dir is not None else None
+        self.config = dict(config or {})
+        first = optimizer.param_groups[0]["lr"]
+        self._group_scale = [g["lr"] / first for g in optimizer.param_groups]
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._scripted: dict[int, list[Command]] = {}
+        self._events: list[Event] = []
+        self._events_lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        self._block_start = -1
+        self._block = np.empty(0)
+        self.step_index = 0
+        self.lr = timeline.initial_lr
+        self.state = "created"
+        self.started_at = time.time()
+        self.error: str | None = None
+
+    # -- the UI side: any thread ------------------------------------------------------------
+    @property
+    def timeline(self) -> Timeline:
+        return self._timeline
+
+    def submit(self, command: Command) -> None:
+        """Queue a command; it takes effect at the next step boundary."""
+        self._commands.put(command)
+
+    def events_since(self, index: int) -> list[Event]:
+        with self._events_lock:
+            return self._events[index:]
+
+    def status(self) -> dict[str, Any]:
+        k = self._timeline.steps_per_epoch
+        return {
+            "state": self.state,
+            "step": self.step_index,
+            "epoch": self.step_index / k,
+            "total_steps": self._timeline.total_steps,
+            "steps_per_epoch": k,
+            "lr": self.lr,
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+            "error": self.error,
+        }
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called in the training thread with every event; keep it cheap."""
+        self._listeners.append(listener)
+
+    def schedule_command(self, step: int, command: Command) -> None:
+        """Queue ``command`` when the run reaches ``step`` (``--switch EPOCH:SPEC``), as a key press would."""
+        self._scripted.setdefault(int(step), []).append(command)
+
+    # -- the training side ------------------------------------------------------------------
+    def _emit(self, kind: str, **data: Any) -> Event:
+        event = Event(kind, self.step_index, self.step_index / self._timeline.steps_per_epoch, time.time(), data)
+        with self._events_lock:
+            self._events.append(event)
+        if self.writer is not None:
+            self.writer.add_event(event)
+        for listener in self._listeners:
+            listener(event)
+        return event
+
+    def begin(self) -> None:
+        """Write ``run.json``, log the start, apply commands queued so far and the LR of step 0."""
+        self.state = "running"
+        if self.writer is not None:
+            self.writer.write_run_info(self.run_info())
+        self._emit("start", timeline=self._timeline.to_dict())
+        self._at_boundary()
+
+    def step(self, loss: float) -> bool:
+        """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now."""
+        s = self.step_index
+        loss = float(loss)
+        epoch = s / self._timeline.steps_per_epoch
+        self.history.append(s, epoch, self.lr, loss)
+        if self.writer is not None:
+            self.writer.add_step(s, epoch, self.lr, loss)
+        self.step_index = s + 1
+        return self._at_boundary()
+
+    def end_epoch(self, **metrics: float) -> None:
+        """Record validation metrics at the end of an epoch (``val_loss=…, val_acc=…``)."""
+        k = self._timeline.steps_per_epoch
+        epoch = self.step_index / k
+        values = {name: float(v) for name, v in metrics.items()}
+        self.history.append_epoch(self.step_index, epoch, values)
+        if self.writer is not None:
+            self.writer.add_epoch(self.step_index, epoch, values)
+        self._emit("epoch", **values)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Log how the run ended and close the run directory; safe to call twice."""
+        if self.state in ("finished", "stopped", "error"):
+            return
+        if error is not None:
+            self.error = "".join(traceback.format_exception_only(type(error), error)).strip()
+            self._emit("error", message=self.error, traceback="".join(traceback.format_exception(error)))
+            self.state = "error"
+        elif self.state == "stopping":
+            self.state = "stopped"
+        else:
+            self.state = "finished"
+        self._emit("finish", status=self.state)
+        if self.writer is not None:
+            self.writer.close()
+
+    def run_info(self) -> dict[str, Any]:
+        import torch
+
+        return {
+            "config": self.config,
+            "timeline": self._timeline.to_dict(),
+            "versions": {
+                "lrwatch": _version(),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "python": sys.version.split()[0],
+            },
+            "platform": platform.platform(),
+            "argv": sys.argv,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started_at)),
+        }
+
+    # -- step boundary ----------------------------------------------------------------------
+    def _at_boundary(self) -> bool:
+        due = self._scripted.pop(self.step_index, None)
+        if due:
+            for command in due:
+                self._commands.put(command)
+        while not self._commands.empty():
+            self._apply(self._commands.get_nowait())
+        while self.state == "paused":
+            if self.writer is not None:
+                self.writer.flush()
+            try:
+                self._apply(self._commands.get(timeout=PAUSE_POLL_SECONDS))
+            except queue.Empty:
+                pass
+        if self.state == "stopping":
+            return False
+        self._set_lr(self.step_index)
+        return True
+
+    def _apply(self, command: Command) -> None:
+        s = self.step_index
+        try:
+            if isinstance(command, Switch):
+                self._set_timeline(self._timeline.switch(s, command.spec, command.anchor))
+                seg = self._timeline.segments[-1]
+                self._emit(
+                    "switch",
+                    spec=str(seg.spec),
+                    requested=command.spec,
+                    anchor=seg.anchor,
+                    base_lr=seg.base_lr,
+                    torch=seg.schedule.torch_line(),
+                )
+            elif isinstance(command, EditParams):
+                self._set_timeline(self._timeline.edit(s, **dict(command.params)))
+                seg = self._timeline.segments[-1]
+                self._emit("edit", spec=str(seg.spec), params=dict(command.params), torch=seg.schedule.torch_line())
+            elif isinstance(command, Pause):
+                if self.state == "running":
+                    self.state = "paused"
+                    self._emit("pause")
+            elif isinstance(command, Resume):
+                if self.state == "paused":
+                    self.state = "running"
+                    self._emit("resume")
+            elif isinstance(command, Stop):
+                if self.state in ("running", "paused"):
+                    self.state = "stopping"
+                    self._emit("stop", reason=command.reason)
+        except SpecError as exc:
+            self._emit("rejected", command=command.to_dict(), reason=str(exc))
+
+    def _set_timeline(self, timeline: Timeline) -> None:
+        self._timeline = timeline
+        self._block_start = -1
+
+    def _set_lr(self, step: int) -> None:
+        offset = step - self._block_start
+        if self._block_start < 0 or not 0 <= offset < LR_BLOCK:
+            self._block_start = step - step % LR_BLOCK
+            self._block = self._timeline.lrs(np.arange(self._block_start, self._block_start + LR_BLOCK))
+            offset = step - self._block_start
+        lr = float(self._block[offset])
+        self.lr = lr
+        for group, scale in zip(self.optimizer.param_groups, self._group_scale, strict=True):
+            group["lr"] = lr * scale
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, train: Callable[[Engine], None]) -> None:
+        """Run ``train(self)`` here; any exception ends the run in state ``error`` (not re-raised)."""
+        try:
+            train(self)
+        except BaseException as exc:  # the app stays up and shows it; the run dir is closed below
+            self.finish(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self.finish()
+
+    def start_thread(self, train: Callable[[Engine], None]) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(train,), name="lrwatch-train", daemon=True)
+        thread.start()
+        return thread
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lrwatch")
+    except PackageNotFoundError:
+        return "unknown"

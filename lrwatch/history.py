@@ -1,0 +1,193 @@
+"""Thread-safe metric history with amortised growth, min/max decimation and an EMA helper.
+
+The training thread appends one row per step (O(1) amortised, no per-step allocation beyond
+the occasional doubling); readers take decimated snapshots so that what a plot draws is bounded
+by its width, not by the run's length.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+STEP_COLUMNS = ("epoch", "lr", "loss")
+
+
+def decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` points of ``(x, y)``: per bucket the min and the max, in x order.
+
+    Spikes survive (a bucket's extreme is always kept); NaNs are kept only where a bucket has
+    nothing else.
+    """
+    n = len(y)
+    if n <= max_points or max_points < 2:
+        return x, y
+    buckets = max_points // 2
+    size = -(-n // buckets)
+    buckets = -(-n // size)
+    pad = size * buckets - n
+    grid = np.concatenate([y, np.full(pad, np.nan)]) if pad else y
+    grid = grid.reshape(buckets, size)
+    missing = np.isnan(grid)
+    lo = np.where(missing, np.inf, grid).argmin(axis=1)
+    hi = np.where(missing, -np.inf, grid).argmax(axis=1)
+    offsets = np.arange(buckets)[:, None] * size
+    idx = (offsets + np.sort(np.stack([lo, hi], axis=1), axis=1)).ravel()
+    idx = np.unique(idx[idx < n])
+    return x[idx], y[idx]
+
+
+@dataclass
+class Snapshot:
+    """A decimated copy of the history for drawing. ``val`` maps metric → (steps, values)."""
+
+    length: int
+    version: int
+    steps_lr: np.ndarray
+    lr: np.ndarray
+    steps_loss: np.ndarray
+    loss: np.ndarray
+    val: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+class MetricHistory:
+    """Per-step ``step, epoch, lr, loss`` and per-epoch validation metrics."""
+
+    def __init__(self, val_names: tuple[str, ...] = ("val_loss", "val_acc"), capacity: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._n = 0
+        self._steps = np.empty(capacity, dtype=np.int64)
+        self._cols = {name: np.empty(capacity, dtype=np.float64) for name in STEP_COLUMNS}
+        self.val_names = tuple(val_names)
+        self._val_steps: list[int] = []
+        self._val_epochs: list[float] = []
+        self._val: dict[str, list[float]] = {name: [] for name in self.val_names}
+        self.version = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _grow(self) -> None:
+        capacity = 2 * len(self._steps)
+        self._steps = np.resize(self._steps, capacity)
+        self._cols = {k: np.resize(v, capacity) for k, v in self._cols.items()}
+
+    def append(self, step: int, epoch: float, lr: float, loss: float) -> None:
+        with self._lock:
+            if self._n == len(self._steps):
+                self._grow()
+            i = self._n
+            self._steps[i] = step
+            self._cols["epoch"][i] = epoch
+            self._cols["lr"][i] = lr
+            self._cols["loss"][i] = loss
+            self._n = i + 1
+            self.version += 1
+
+    def append_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        with self._lock:
+            self._val_steps.append(step)
+            self._val_epochs.append(epoch)
+            for name in self.val_names:
+                self._val[name].append(float(metrics.get(name, np.nan)))
+            self.version += 1
+
+    def column(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """A copy of ``step`` or one of ``epoch, lr, loss`` for rows ``start:stop``."""
+        with self._lock:
+            stop = self._n if stop is None else min(stop, self._n)
+            source = self._steps if name == "step" else self._cols[name]
+            return source[start:stop].copy()
+
+    def last(self) -> dict[str, float] | None:
+        with self._lock:
+            if self._n == 0:
+                return None
+            i = self._n - 1
+            return {"step": int(self._steps[i]), **{k: float(v[i]) for k, v in self._cols.items()}}
+
+    def validation(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """``(steps, epochs, {metric: values})`` of every epoch end."""
+        with self._lock:
+            return (
+                np.array(self._val_steps, dtype=np.int64),
+                np.array(self._val_epochs, dtype=np.float64),
+                {k: np.array(v, dtype=np.float64) for k, v in self._val.items()},
+            )
+
+    def snapshot(self, max_points: int, since_step: int | None = None) -> Snapshot:
+        """Decimated ``lr`` and ``loss`` (min/max per bucket), from ``since_step`` on if given."""
+        with self._lock:
+            n, version = self._n, self.version
+            start = 0
+            if since_step is not None and n:
+                start = int(np.searchsorted(self._steps[:n], since_step))
+            steps = self._steps[start:n].copy()
+            lr = self._cols["lr"][start:n].copy()
+            loss = self._cols["loss"][start:n].copy()
+        val_steps, _, val = self.validation()
+        keep = val_steps >= (since_step or 0)
+        xs_lr, lr = decimate(steps, lr, max_points)
+        xs_loss, loss = decimate(steps, loss, max_points)
+        return Snapshot(n, version, xs_lr, lr, xs_loss, loss, {k: (val_steps[keep], v[keep]) for k, v in val.items()})
+
+
+class Ema:
+    """Exponential moving average ``s_i = w·s_{i−1} + (1 − w)·x_i``, ``s_0 = x_0``, kept incrementally.
+
+    ``w`` is the smoothing (TensorBoard's slider): 0 is the raw series, 0.999 very smooth;
+    values in (0, 0.05) are taken as 0.05 so the chunked closed form stays in range.
+    Non-finite inputs are skipped (the average carries over).
+    """
+
+    CHUNK = 64
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        w = min(max(float(smoothing), 0.0), 0.999)
+        self.smoothing = 0.0 if w == 0 else max(w, 0.05)
+        self.values = np.empty(0, dtype=np.float64)
+        self._n = 0
+        self._last = np.nan
+
+    def reset(self, smoothing: float | None = None) -> None:
+        self.__init__(self.smoothing if smoothing is None else smoothing)  # type: ignore[misc]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if self._n + len(x) > len(self.values):
+            self.values = np.resize(self.values, max(2 * len(self.values), self._n + len(x), 1024))
+        w = self.smoothing
+        if w == 0:
+            self.values[self._n : self._n + len(x)] = x
+            self._n += len(x)
+            return
+        last = self._last
+        for lo in range(0, len(x), self.CHUNK):
+            chunk = x[lo : lo + self.CHUNK].copy()
+            finite = np.isfinite(chunk)
+            lead = 0  # positions before the first finite value ever seen stay NaN
+            if np.isnan(last) and finite.any():
+                lead = int(np.argmax(finite))
+                last = chunk[lead]
+            # Within a chunk: s_i = w^(i+1)·s_{-1} + (1−w)·Σ_j≤i w^(i−j)·x_j, skipping non-finite x_j.
+            chunk[~finite] = 0.0
+            weight = np.where(finite, 1.0 - w, 0.0)
+            carry = np.cumprod(np.where(finite, w, 1.0))
+            scaled = np.cumsum(weight * chunk / carry)
+            out = carry * (last + scaled)
+            if np.isnan(last):
+                out[:] = np.nan
+            out[:lead] = np.nan
+            self.values[self._n : self._n + len(out)] = out
+            self._n += len(out)
+            if len(out):
+                last = out[-1]
+        self._last = last
+
+    def series(self) -> np.ndarray:
+        return self.values[: self._n]

@@ -1,0 +1,173 @@
+"""Text charts with plotext 5: connected braille lines, left/bottom axes, compact tick labels.
+
+Used by the app's chart widgets and by ``lrwatch schedule --format plot``. Callers pass already
+decimated series; this module never sees more points than a chart has columns (×2).
+Log-y is drawn as log10 on a linear axis with ``10^k`` ticks, so zeros and negatives (clipped
+to the smallest positive value) and NaN/Inf (dropped) never reach plotext.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from plotext._figure import _figure_class as Figure
+
+# 256-colour indices: safe in tmux and 256-colour terminals alike.
+PALETTE = (39, 208, 170, 141, 220, 203, 75, 114)
+DIM = 244
+MARKER_COLOR = 179
+NOW_COLOR = 250
+
+
+@dataclass
+class Line:
+    """One series: ``x`` in the chart's units, ``y`` values, drawn as a connected line."""
+
+    x: np.ndarray
+    y: np.ndarray
+    color: int | str = PALETTE[0]
+    label: str | None = None
+    marker: str | None = None
+
+
+@dataclass
+class ChartSpec:
+    lines: list[Line]
+    width: int
+    height: int
+    log_y: bool = False
+    xlim: tuple[float, float] | None = None
+    vlines: list[tuple[float, int]] = field(default_factory=list)
+    ascii: bool = False
+
+
+def compact(value: float) -> str:
+    """Short tick label: ``0``, ``0.05``, ``387.1``, ``1.16k``, ``3k``, ``2.5M``, ``1e-4``."""
+    if value == 0 or not math.isfinite(value):
+        return "0" if value == 0 else str(value)
+    magnitude = abs(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    if magnitude < 1e-3:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{value:.3g}"
+
+
+def nice_ticks(lo: float, hi: float, count: int) -> list[float]:
+    """Up to ``count`` round values (1, 2, 2.5, 5 × 10^k steps) within ``[lo, hi]``."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or count < 1:
+        return []
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    v = first
+    while v <= hi + step * 1e-9:
+        ticks.append(round(v, 12))
+        v += step
+    return ticks
+
+
+def _finite_xy(x: np.ndarray, y: np.ndarray, log_y: bool, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if log_y:
+        y = np.log10(np.maximum(y, floor))
+    return x, y
+
+
+def render(chart: ChartSpec) -> str:
+    """The chart as text with ANSI colours (plotext's build)."""
+    fig = Figure()
+    width, height = max(chart.width, 12), max(chart.height, 4)
+    fig.plotsize(width, height)
+    fig.theme("clear")
+    fig.xaxes(True, False)
+    fig.yaxes(True, False)
+    marker = "dot" if chart.ascii else "braille"
+    ys = [np.asarray(line.y, dtype=np.float64) for line in chart.lines]
+    positive = np.concatenate([y[np.isfinite(y) & (y > 0)] for y in ys] or [np.empty(0)])
+    floor = float(positive.min()) if positive.size else 1e-12
+    lo_y, hi_y = math.inf, -math.inf
+    drawn = 0
+    for line in chart.lines:
+        x, y = _finite_xy(line.x, line.y, chart.log_y, floor)
+        if len(x) == 0:
+            continue
+        if len(x) == 1:  # plotext draws nothing for a one-point line
+            x, y = np.repeat(x, 2), np.repeat(y, 2)
+        lo_y, hi_y = min(lo_y, float(y.min())), max(hi_y, float(y.max()))
+        fig.plot(x.tolist(), y.tolist(), color=line.color, marker=line.marker or marker, label=line.label)
+        drawn += 1
+    if not drawn:
+        lo_y, hi_y = 0.0, 1.0
+    if hi_y - lo_y < 1e-12 * max(1.0, abs(hi_y)):  # a constant series still gets an axis
+        pad = abs(hi_y) * 0.1 or 1.0
+        lo_y, hi_y = lo_y - pad, hi_y + pad
+    fig.ylim(lo_y, hi_y)
+    if chart.xlim is not None:
+        lo_x, hi_x = chart.xlim
+        if hi_x <= lo_x:
+            hi_x = lo_x + 1
+        fig.xlim(lo_x, hi_x)
+        xt = nice_ticks(lo_x, hi_x, max(2, width // 12))
+        fig.xticks(xt, [compact(v) for v in xt])
+    for x, color in chart.vlines:
+        fig.vline(x, color)
+    y_count = max(2, min(5, height // 4))
+    if chart.log_y:
+        yt = [float(k) for k in range(math.ceil(lo_y), math.floor(hi_y) + 1)]
+        if len(yt) < 2:
+            yt = [lo_y, hi_y]
+        fig.yticks(yt, [compact(10**v) for v in yt])
+    else:
+        yt = nice_ticks(lo_y, hi_y, y_count)
+        fig.yticks(yt, [compact(v) for v in yt])
+    return fig.build()
+
+
+def text_chart(
+    series: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    *,
+    width: int,
+    height: int,
+    title: str | None = None,
+    log_y: bool = False,
+    markers: Sequence[int] = (),
+    steps_per_epoch: int = 1,
+) -> str:
+    """A standalone chart of ``(label, steps, values)`` series with x in epochs (for the CLI)."""
+    from lrwatch.history import decimate
+
+    lines = []
+    hi = 0.0
+    for i, (label, steps, values) in enumerate(series):
+        xs, ys = decimate(np.asarray(steps), np.asarray(values), 2 * width)
+        lines.append(Line(xs / steps_per_epoch, ys, PALETTE[i % len(PALETTE)], label if len(series) > 1 else None))
+        if len(steps):
+            hi = max(hi, (float(steps[-1]) + 1) / steps_per_epoch)
+    vlines = [(m / steps_per_epoch, MARKER_COLOR) for m in markers]
+    # plotext's own title row draws over the chart's top line, so the title is a line of its own.
+    chart = render(ChartSpec(lines, width, height - (1 if title else 0), log_y=log_y, xlim=(0.0, hi), vlines=vlines))
+    return f"{title}\n{chart}" if title else chart
+
+
+def terminal_size() -> tuple[int, int]:
+    """Chart size for stdout: the terminal's, or 100×25 when not a terminal (``COLUMNS``/``LINES`` win)."""
+    size = shutil.get_terminal_size((100, 25))
+    cols = int(os.environ.get("COLUMNS", size.columns))
+    lines = int(os.environ.get("LINES", size.lines))
+    return max(cols, 20), max(min(lines - 1, 40), 8)

@@ -1,0 +1,82 @@
+"""The run directory: ``metrics.csv``, ``events.jsonl`` and ``run.json``.
+
+``metrics.csv`` has one row per optimizer step (``step`` is its 0-based index, ``epoch`` its
+fractional position ``step / steps_per_epoch``, ``lr`` the LR it used, ``loss`` its training
+loss) and one row per epoch end (``step`` = steps done, ``epoch`` = epochs done, ``lr`` and
+``loss`` empty, the validation columns filled). Rows are buffered and flushed at least once a
+second; events are written and flushed as they happen; :meth:`RunWriter.close` flushes on
+every exit path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lrwatch.protocol import Event
+
+FLUSH_SECONDS = 1.0
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+class RunWriter:
+    def __init__(self, run_dir: str | Path, val_names: tuple[str, ...] = ("val_loss", "val_acc")) -> None:
+        self.path = Path(run_dir)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.val_names = tuple(val_names)
+        self._metrics = open(self.path / "metrics.csv", "w", encoding="utf-8", newline="")
+        self._events = open(self.path / "events.jsonl", "w", encoding="utf-8")
+        self._metrics.write(",".join(("step", "epoch", "lr", "loss", *self.val_names)) + "\n")
+        self._empty_val = "," * len(self.val_names)
+        self._rows: list[str] = []
+        self._last_flush = time.monotonic()
+        self.closed = False
+
+    def write_run_info(self, info: dict[str, Any]) -> None:
+        tmp = self.path / "run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path / "run.json")
+
+    def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
+        self._rows.append(f"{step},{_num(epoch)},{_num(lr)},{_num(loss)}{self._empty_val}\n")
+        now = time.monotonic()
+        if now - self._last_flush >= FLUSH_SECONDS:
+            self.flush(now)
+
+    def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        values = ",".join(_num(metrics[k]) if k in metrics else "" for k in self.val_names)
+        self._rows.append(f"{step},{_num(epoch)},,,{values}\n")
+        self.flush()
+
+    def add_event(self, event: Event) -> None:
+        if self.closed:
+            return
+        self._events.write(json.dumps(event.to_dict(), default=str) + "\n")
+        self._events.flush()
+
+    def flush(self, now: float | None = None) -> None:
+        if self.closed:
+            return
+        if self._rows:
+            self._metrics.write("".join(self._rows))
+            self._rows.clear()
+        self._metrics.flush()
+        self._last_flush = time.monotonic() if now is None else now
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        self._metrics.close()
+        self._events.close()

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lrwatch.history import Ema, MetricHistory, decimate
+
+
+def test_decimate_keeps_spikes_and_bounds_points() -> None:
+    y = np.zeros(100_000)
+    y[12_345] = 50.0
+    y[77_777] = -3.0
+    x = np.arange(len(y))
+    xs, ys = decimate(x, y, 200)
+    assert len(xs) <= 200
+    assert 50.0 in ys and -3.0 in ys
+    assert xs[ys.argmax()] == 12_345
+    assert np.all(np.diff(xs) > 0)
+
+
+def test_decimate_short_series_is_untouched() -> None:
+    x, y = np.arange(10), np.random.default_rng(0).normal(size=10)
+    xs, ys = decimate(x, y, 100)
+    assert np.array_equal(xs, x) and np.array_equal(ys, y)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5000), points=st.integers(2, 400))
+def test_decimate_keeps_min_and_max_of_any_series(n: int, points: int) -> None:
+    y = np.random.default_rng(n).normal(size=n)
+    xs, ys = decimate(np.arange(n), y, points)
+    assert len(ys) <= max(points, 2) or n <= points
+    assert ys.max() == y.max() and ys.min() == y.min()
+    assert np.array_equal(ys, y[xs])
+
+
+def test_decimate_survives_nan() -> None:
+    y = np.full(1000, np.nan)
+    y[500] = 1.0
+    _, ys = decimate(np.arange(1000), y, 20)
+    assert 1.0 in ys
+
+
+def test_history_grows_and_snapshots_concurrently() -> None:
+    history = MetricHistory(capacity=4)
+
+    def writer() -> None:
+        for i in range(20_000):
+            history.append(i, i / 100, 0.1, float(i % 7))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    sizes = []
+    while thread.is_alive():
+        snap = history.snapshot(100)
+        assert len(snap.lr) <= 100 and len(snap.steps_loss) == len(snap.loss)
+        sizes.append(snap.length)
+    thread.join()
+    assert len(history) == 20_000
+    assert sizes == sorted(sizes)
+    assert history.column("step").tolist() == list(range(20_000))
+    assert history.last() == {"step": 19_999, "epoch": 199.99, "lr": 0.1, "loss": float(19_999 % 7)}
+
+
+def test_history_snapshot_window_and_validation() -> None:
+    history = MetricHistory()
+    for i in range(1000):
+        history.append(i, i / 100, 0.1, 1.0)
+        if i % 100 == 99:
+            history.append_epoch(i + 1, (i + 1) / 100, {"val_loss": 0.5, "val_acc": 0.9})
+    snap = history.snapshot(50, since_step=800)
+    assert snap.steps_lr[0] >= 800
+    assert snap.val["val_loss"][0].tolist() == [800, 900, 1000]
+
+
+def reference_ema(x: np.ndarray, w: float) -> np.ndarray:
+    out, last = [], np.nan
+    for v in x:
+        if np.isfinite(v):
+            last = v if np.isnan(last) else w * last + (1 - w) * v
+        out.append(last)
+    return np.array(out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    w=st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.999]),
+    chunks=st.lists(st.integers(0, 300), min_size=1, max_size=5),
+)
+def test_ema_incremental_equals_recurrence(w: float, chunks: list[int]) -> None:
+    rng = np.random.default_rng(len(chunks))
+    x = rng.normal(size=sum(chunks)) + 5
+    x[rng.random(len(x)) < 0.02] = np.nan
+    ema = Ema(w)
+    pos = 0
+    for size in chunks:
+        ema.extend(x[pos : pos + size])
+        pos += size
+    ref = reference_ema(x, w)
+    if w == 0:
+        ref = x
+    np.testing.assert_allclose(ema.series(), ref, rtol=1e-9, equal_nan=True)

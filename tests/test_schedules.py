@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lrwatch.schedules import (
+    CosineAnnealing,
+    CosineWarmRestarts,
+    ExponentialDecay,
+    SpecError,
+    StepDecay,
+    parse_spec,
+    resolve,
+    spec_of,
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "exp:gamma=0.9",
+        "exp:gamma=0.5,decay_steps=10",
+        "cosine",
+        "cosine:T_max=25,eta_min=0.001",
+        "cosine-restarts:T_0=10,T_mult=2,eta_min=0.001",
+        "step:step_size=30,gamma=0.1",
+        "cosine:T_max=25,anchor=base",
+        "exp:gamma=1e-5",
+    ],
+)
+def test_spec_round_trips(text: str) -> None:
+    assert str(parse_spec(text)) == text
+
+
+def test_spec_normalises_order_and_numbers() -> None:
+    spec = parse_spec(" cosine-restarts: eta_min=1e-03 , T_0=10.0 ")
+    assert str(spec) == "cosine-restarts:T_0=10,eta_min=0.001"
+    assert parse_spec(str(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("linear", "unknown schedule 'linear'; choose one of: exp, cosine, cosine-restarts, step"),
+        ("exp:gama=0.9", "exp: unknown key 'gama'; allowed: gamma, decay_steps, anchor"),
+        ("exp:gamma=1.5", "exp: gamma must be in (0, 1] (got 1.5)"),
+        ("exp:gamma=0", "exp: gamma must be in (0, 1] (got 0)"),
+        ("cosine:T_max=0", "cosine: T_max must be > 0 epochs (got 0)"),
+        ("cosine:eta_min=-1", "cosine: eta_min must be >= 0 (got -1)"),
+        ("cosine-restarts:T_mult=1.5", "cosine-restarts: T_mult must be an integer in [1, 1000] (got 1.5)"),
+        ("step:step_size=ten", "step: step_size must be a number (got 'ten')"),
+        ("step:step_size", "step: expected key=value, got 'step_size'"),
+        ("cosine:T_max=1,T_max=2", "cosine: T_max given twice"),
+        ("cosine:anchor=start", "cosine: anchor must be one of continue, base (got 'start')"),
+        ("cosine:T_max=nan", "cosine: T_max must be > 0 epochs (got nan)"),
+        ("cosine:T_max=inf", "cosine: T_max must be > 0 epochs (got inf)"),
+    ],
+)
+def test_bad_specs_name_the_key_and_range(text: str, message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(text)
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_parses_or_fails_cleanly(text: str) -> None:
+    try:
+        spec = parse_spec(text)
+    except SpecError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert parse_spec(str(spec)) == spec
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from(["exp", "cosine", "cosine-restarts", "step"]),
+    remaining=st.floats(min_value=0.01, max_value=1e5),
+)
+def test_defaults_resolve_to_valid_schedules(kind: str, remaining: float) -> None:
+    schedule = resolve(parse_spec(kind), remaining)
+    assert parse_spec(str(spec_of(schedule))).kind == kind
+    lrs = schedule.lr(0.1, np.linspace(0, remaining, 50))
+    assert np.all(np.isfinite(lrs)) and np.all(lrs >= 0) and np.all(lrs <= 0.1 + 1e-15)
+
+
+def test_default_parameters_for_a_mid_run_switch() -> None:
+    assert resolve(parse_spec("cosine"), 30) == CosineAnnealing(T_max=30)
+    assert resolve(parse_spec("cosine-restarts"), 30) == CosineWarmRestarts(T_0=10)
+    assert resolve(parse_spec("cosine-restarts:T_mult=2"), 70) == CosineWarmRestarts(T_0=10, T_mult=2)
+    assert resolve(parse_spec("step"), 30) == StepDecay(step_size=10, gamma=0.1)
+    exp = resolve(parse_spec("exp"), 20)
+    assert isinstance(exp, ExponentialDecay)
+    assert exp.lr(1.0, np.array([20.0]))[0] == pytest.approx(0.01, rel=1e-3)
+    assert resolve(parse_spec("cosine:T_max=5"), 30) == CosineAnnealing(T_max=5)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("exp:gamma=0.9", "ExponentialLR(optimizer, gamma=0.9)"),
+        ("cosine:T_max=25,eta_min=0.001", "CosineAnnealingLR(optimizer, T_max=25, eta_min=0.001)"),
+        ("cosine:T_max=25", "CosineAnnealingLR(optimizer, T_max=25)"),
+        ("cosine-restarts:T_0=10,T_mult=2", "CosineAnnealingWarmRestarts(optimizer, T_0=10, T_mult=2)"),
+        ("step:step_size=30,gamma=0.1", "StepLR(optimizer, step_size=30, gamma=0.1)"),
+    ],
+)
+def test_torch_line(text: str, line: str) -> None:
+    assert resolve(parse_spec(text), 100).torch_line() == line
+
+
+def test_closed_forms_at_a_glance() -> None:
+    t = np.array([0.0, 5.0, 10.0, 15.0, 20.0])
+    np.testing.assert_allclose(StepDecay(10, 0.5).lr(1.0, t), [1, 1, 0.5, 0.5, 0.25])
+    np.testing.assert_allclose(CosineAnnealing(10).lr(1.0, t), [1, 0.5, 0, 0.5, 1], atol=1e-15)
+    np.testing.assert_allclose(CosineWarmRestarts(10).lr(1.0, t), [1, 0.5, 1, 0.5, 1], atol=1e-15)
+    np.testing.assert_allclose(ExponentialDecay(0.5, decay_steps=5).lr(1.0, t), [1, 0.5, 0.25, 0.125, 0.0625])

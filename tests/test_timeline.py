@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lrwatch.schedules import SpecError
+from lrwatch.timeline import Timeline
+
+K = 10
+
+
+def start(spec: str = "cosine", epochs: int = 40, **kw) -> Timeline:
+    return Timeline.start(spec, lr=0.1, steps_per_epoch=K, total_steps=epochs * K, **kw)
+
+
+def test_switch_continues_from_the_lr_in_force() -> None:
+    timeline = start().switch(123, "exp:gamma=0.9")
+    before = timeline.lr_at(122)
+    assert timeline.lr_at(123) == before
+    assert timeline.lr_at(133) == pytest.approx(before * 0.9, rel=1e-12)
+    assert timeline.segments[-1].base_lr == before
+
+
+def test_anchor_base_restarts_from_the_initial_lr() -> None:
+    timeline = start().switch(200, "cosine:T_max=10", anchor="base")
+    assert timeline.lr_at(200) == 0.1
+    assert timeline.switch(200, "cosine:T_max=10,anchor=base").lr_at(200) == 0.1
+
+
+def test_cosine_without_t_max_anneals_over_the_rest_of_the_run() -> None:
+    timeline = start(epochs=40).switch(100, "cosine")
+    seg = timeline.segments[-1]
+    assert seg.schedule.T_max == 30
+    assert timeline.lr_at(399) == pytest.approx(seg.base_lr * (1 + np.cos(np.pi * 29.9 / 30)) / 2)
+
+
+def test_restarts_without_t_0_fit_three_cycles_in_the_rest() -> None:
+    timeline = start(epochs=40).switch(100, "cosine-restarts")
+    assert timeline.segments[-1].schedule.T_0 == 10
+    lrs = timeline.lrs(np.array([100, 200, 300]))
+    np.testing.assert_allclose(lrs, timeline.segments[-1].base_lr)
+
+
+def test_switch_replaces_later_segments() -> None:
+    timeline = start().switch(100, "exp:gamma=0.9").switch(200, "step:step_size=5").switch(150, "cosine")
+    assert [s.start_step for s in timeline.segments] == [0, 100, 150]
+
+
+def test_edit_keeps_origin_and_base() -> None:
+    timeline = start("cosine:T_max=40").edit(100, T_max=20)
+    seg = timeline.segments[-1]
+    assert (seg.start_step, seg.origin_step, seg.base_lr) == (100, 0, 0.1)
+    assert timeline.lr_at(200) == pytest.approx(0.0, abs=1e-15)  # t = 20 = T_max
+    assert timeline.lr_at(99) == start("cosine:T_max=40").lr_at(99)
+    with pytest.raises(SpecError, match="T_max must be > 0"):
+        timeline.edit(150, T_max=-3)
+    with pytest.raises(SpecError, match="unknown key 'gamma'"):
+        timeline.edit(150, gamma=0.5)
+
+
+def test_per_epoch_updates_change_only_at_epoch_boundaries() -> None:
+    timeline = start("exp:gamma=0.5", per_epoch=True).switch(35, "step:step_size=1,gamma=0.5")
+    lrs = timeline.lrs(np.arange(0, 60))
+    changes = np.flatnonzero(np.diff(lrs)) + 1
+    assert set(changes.tolist()) <= {10, 20, 30, 40, 50}
+    assert lrs[35] == lrs[34] == 0.1 * 0.5**3
+    assert lrs[40] == lrs[35] * 0.5
+
+
+def test_preview_and_serialisation() -> None:
+    timeline = start().switch(55, "cosine-restarts:T_0=3,T_mult=2,eta_min=0.001").edit(90, eta_min=0.002)
+    again = Timeline.from_dict(timeline.to_dict())
+    assert again == timeline
+    assert np.array_equal(timeline.preview(0), again.lrs(np.arange(400)))
+    assert len(timeline.preview(390)) == 10
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    switches=st.lists(
+        st.tuples(
+            st.integers(1, 399),
+            st.sampled_from(["exp", "cosine", "cosine-restarts:T_mult=2", "step", "cosine:T_max=7,anchor=base"]),
+        ),
+        max_size=6,
+    )
+)
+def test_lr_sequence_is_continuous_at_continue_switches(switches: list[tuple[int, str]]) -> None:
+    timeline = start()
+    for step, spec in sorted(switches):
+        timeline = timeline.switch(step, spec)
+    lrs = timeline.lrs(np.arange(400))
+    assert np.all(np.isfinite(lrs)) and np.all(lrs >= 0)
+    for seg in timeline.segments[1:]:
+        expected = 0.1 if seg.anchor == "base" else lrs[seg.start_step - 1]
+        assert lrs[seg.start_step] == expected
+
+
+def test_bad_start_arguments() -> None:
+    with pytest.raises(SpecError, match="lr must be"):
+        Timeline.start("cosine", lr=0, steps_per_epoch=1)
+    with pytest.raises(SpecError, match="steps per epoch"):
+        Timeline.start("cosine", lr=0.1, steps_per_epoch=0)
