@@ -160,10 +160,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         switches = [seg.start_step for seg in timeline.segments[1:]]
         out.write(
             text_chart(
-                [(str(args.spec), steps, lrs)],
+                [(str(timeline.segments[0].spec), steps, lrs)],
                 width=width,
                 height=height,
-                title=f"learning rate · {args.spec} · lr {args.lr:g}",
+                title=f"learning rate · {timeline.segments[0].spec} · lr {args.lr:g}",
                 log_y=args.log_y,
                 markers=switches,
                 steps_per_epoch=timeline.steps_per_epoch,

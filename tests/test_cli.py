@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrwatch.cli import main
+from lrwatch.timeline import Timeline
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_schedule_csv_is_the_timeline(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys, "schedule", "cosine:T_max=5", "--lr", "0.1", "--epochs", "10", "--steps-per-epoch", "4",
+        "--switch", "6:step:step_size=1,gamma=0.5",
+    )  # fmt: skip
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 40 and list(rows[0]) == ["step", "epoch", "lr"]
+    expected = Timeline.start("cosine:T_max=5", lr=0.1, steps_per_epoch=4, total_steps=40).switch(
+        24, "step:step_size=1,gamma=0.5"
+    )
+    assert [float(r["lr"]) for r in rows] == expected.lrs(np.arange(40)).tolist()
+    assert rows[5]["epoch"] == "1.25"
+
+
+def test_schedule_per_epoch_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys, "schedule", "exp:gamma=0.5", "--lr", "1", "--epochs", "3", "--steps-per-epoch", "2", "--per-epoch",
+        "--format", "json",
+    )  # fmt: skip
+    data = json.loads(out)
+    assert code == 0 and data["lr"] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+    assert data["timeline"]["segments"][0]["spec"] == "exp:gamma=0.5"
+
+
+def test_schedule_plot_draws_a_chart(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setenv("LINES", "12")
+    code, out, _ = run_cli(capsys, "schedule", "step:step_size=10", "--lr", "0.1", "--epochs", "30", "--format", "plot")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "learning rate · step:step_size=10,gamma=0.1 · lr 0.1"
+    assert len(lines) == 11 and all(len(_strip(line)) <= 60 for line in lines)
+    assert any("0.1┤" in _strip(line) for line in lines)
+    assert "⠉" in out  # braille line
+
+
+def _strip(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["schedule", "cosine:T_max=0", "--lr", "0.1", "--epochs", "3"], "T_max must be > 0 epochs (got 0)"),
+        (["schedule", "cosine", "--epochs", "3"], "the following arguments are required: --lr"),
+        (["schedule", "cosine", "--lr", "-1", "--epochs", "3"], "argument --lr: expected a float > 0 (got '-1')"),
+        (["schedule", "cosine", "--lr", "0.1", "--epochs", "x"], "argument --epochs: expected a int > 0 (got 'x')"),
+        (["schedule", "wave", "--lr", "0.1", "--epochs", "3"], "unknown schedule 'wave'"),
+        (["demo", "--switch", "abc"], "expected EPOCH:SPEC"),
+        (["demo", "--switch", "3:exp:gamma=2"], "exp: gamma must be in (0, 1] (got 2)"),
+        (["demo", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["nonsense"], "invalid choice: 'nonsense'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_headless_demo_end_to_end(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrwatch.cli", "demo", "--headless", "--epochs", "3", "--steps-per-epoch", "20",
+         "--schedule", "cosine", "--switch", "1.5:exp:gamma=0.5", "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == 3
+    assert "  switch at step 30 (epoch 1.5): exp:gamma=0.5" in lines
+    assert lines[-1].startswith("finished at step 60")
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").open()]
+    assert [e["event"] for e in events if e["event"] != "epoch"] == ["start", "switch", "finish"]
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert len([r for r in rows if r["loss"]]) == 60
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["config"]["device"] == "cpu" and info["config"]["switch"] == ["1.5:exp:gamma=0.5"]
+
+
+def test_demo_is_deterministic_with_a_seed(tmp_path: Path) -> None:
+    losses = []
+    for name in ("a", "b"):
+        subprocess.run(
+            [sys.executable, "-m", "lrwatch.cli", "demo", "--headless", "--epochs", "1", "--steps-per-epoch", "15",
+             "--seed", "3", "--run-dir", str(tmp_path / name)],
+            capture_output=True, check=True, timeout=120,
+        )  # fmt: skip
+        losses.append([r["loss"] for r in csv.DictReader((tmp_path / name / "metrics.csv").open())])
+    assert losses[0] == losses[1]
