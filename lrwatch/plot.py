@@ -136,7 +136,7 @@ def render(chart: ChartSpec) -> str:
     else:
         yt = nice_ticks(lo_y, hi_y, y_count)
         fig.yticks(yt, [compact(v) for v in yt])
-    return fig.build()
+    return fig.build().rstrip("\n")
 
 
 def text_chart(
