@@ -24,6 +24,21 @@ MARKER_COLOR = 179
 NOW_COLOR = 250
 
 
+def color_hex(index: int) -> str:
+    """The xterm-256 colour ``index`` as ``#rrggbb`` (for legends drawn by Rich)."""
+    if index < 16:
+        base = (0x000000, 0x800000, 0x008000, 0x808000, 0x000080, 0x800080, 0x008080, 0xC0C0C0)
+        bright = (0x808080, 0xFF0000, 0x00FF00, 0xFFFF00, 0x0000FF, 0xFF00FF, 0x00FFFF, 0xFFFFFF)
+        return f"#{(base + bright)[index]:06x}"
+    if index >= 232:
+        level = 8 + 10 * (index - 232)
+        return f"#{level:02x}{level:02x}{level:02x}"
+    index -= 16
+    steps = (0, 95, 135, 175, 215, 255)
+    r, g, b = steps[index // 36], steps[(index // 6) % 6], steps[index % 6]
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
 @dataclass
 class Line:
     """One series: ``x`` in the chart's units, ``y`` values, drawn as a connected line."""
@@ -117,6 +132,8 @@ def render(chart: ChartSpec) -> str:
     if hi_y - lo_y < 1e-12 * max(1.0, abs(hi_y)):  # a constant series still gets an axis
         pad = abs(hi_y) * 0.1 or 1.0
         lo_y, hi_y = lo_y - pad, hi_y + pad
+    margin = (hi_y - lo_y) * 0.04  # keeps the extreme ticks (often 0) off the axis lines
+    lo_y, hi_y = lo_y - margin, hi_y + margin
     fig.ylim(lo_y, hi_y)
     if chart.xlim is not None:
         lo_x, hi_x = chart.xlim
@@ -127,7 +144,7 @@ def render(chart: ChartSpec) -> str:
         fig.xticks(xt, [compact(v) for v in xt])
     for x, color in chart.vlines:
         fig.vline(x, color)
-    y_count = max(2, min(5, height // 4))
+    y_count = max(2, min(6, height // 3))
     if chart.log_y:
         yt = [float(k) for k in range(math.ceil(lo_y), math.floor(hi_y) + 1)]
         if len(yt) < 2:

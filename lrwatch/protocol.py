@@ -7,7 +7,7 @@ cross a socket (``lrwatch attach``) or reach every DDP rank.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,22 @@ class Event:
     def from_dict(cls, data: dict[str, Any]) -> Event:
         data = dict(data)
         return cls(data.pop("event"), int(data.pop("step")), float(data.pop("epoch")), float(data.pop("time")), data)
+
+
+class RunSource(Protocol):
+    """What a monitor needs from a run: data to read and a place to send commands.
+
+    :class:`lrwatch.engine.Engine` is one; a client of a remote run could be another.
+    """
+
+    @property
+    def history(self) -> Any: ...
+
+    @property
+    def timeline(self) -> Any: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def events_since(self, index: int) -> list[Event]: ...
+
+    def submit(self, command: Command) -> None: ...

@@ -1,0 +1,146 @@
+"""What the two charts show, as :class:`~lrwatch.plot.ChartSpec` values: no Textual here.
+
+Every series is decimated to about two points per column before it reaches plotext, and the
+preview of the run ahead is computed once per timeline (and width), so a frame costs the same
+at step 1,000 and at step 1,000,000.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lrwatch.history import Ema, MetricHistory, decimate
+from lrwatch.plot import DIM, MARKER_COLOR, NOW_COLOR, PALETTE, ChartSpec, Line
+from lrwatch.timeline import Timeline
+
+APPLIED_COLOR = PALETTE[0]
+PREVIEW_COLOR = DIM
+CANDIDATE_COLORS = {"exp": 208, "cosine": 170, "cosine-restarts": 141, "step": 220}
+RAW_LOSS_COLOR = 240
+EMA_COLOR = 208
+VAL_COLOR = 170
+Y_AXIS_WIDTH = 6  # plotext's tick labels take about this much of the chart's width
+
+
+def plot_columns(width: int) -> int:
+    return max(width - Y_AXIS_WIDTH, 8)
+
+
+@dataclass
+class PreviewCache:
+    """The planned run's LRs under one timeline, decimated on the chart's column grid."""
+
+    timeline: Timeline | None = None
+    columns: int = 0
+    x: np.ndarray = field(default_factory=lambda: np.empty(0))
+    y: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def get(self, timeline: Timeline, columns: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        if timeline is not self.timeline or columns != self.columns:
+            steps = np.arange(end)
+            self.x, self.y = decimate(steps, timeline.lrs(steps), 2 * columns)
+            self.timeline, self.columns = timeline, columns
+        return self.x, self.y
+
+
+def planned_end(timeline: Timeline, step: int) -> int:
+    """The last step the x axis spans: the planned run, or a little past ``step`` when unknown."""
+    if timeline.total_steps:
+        return max(timeline.total_steps, step + 1)
+    return max(int(step * 1.25), step + 10 * timeline.steps_per_epoch)
+
+
+def lr_chart(
+    history: MetricHistory,
+    timeline: Timeline,
+    step: int,
+    *,
+    width: int,
+    height: int,
+    log_y: bool,
+    ascii: bool,
+    preview: PreviewCache,
+    candidates: dict[str, Timeline] | None = None,
+) -> ChartSpec:
+    """Applied LRs (solid), the preview ahead (dim), candidate previews (coloured), switch markers."""
+    k = timeline.steps_per_epoch
+    end = planned_end(timeline, step)
+    columns = plot_columns(width)
+    snap = history.snapshot(2 * columns)
+    lines = [Line(snap.steps_lr / k, snap.lr, APPLIED_COLOR, marker="*" if ascii else None)]
+    px, py = preview.get(timeline, columns, end)
+    ahead = px >= step
+    if ahead.any():
+        x = np.concatenate([[step], px[ahead]]) / k
+        y = np.concatenate([[timeline.lr_at(step)], py[ahead]])
+        lines.insert(0, Line(x, y, PREVIEW_COLOR, marker="." if ascii else None))
+    for kind, candidate in (candidates or {}).items():
+        steps = np.arange(step, end)
+        cx, cy = decimate(steps, candidate.lrs(steps), 2 * columns)
+        lines.append(Line(cx / k, cy, CANDIDATE_COLORS.get(kind, PALETTE[1]), marker="+" if ascii else None))
+    vlines = [(seg.start_step / k, MARKER_COLOR) for seg in timeline.segments[1:]]
+    vlines.append((step / k, NOW_COLOR))
+    return ChartSpec(lines, width, height, log_y=log_y, xlim=(0.0, end / k), vlines=vlines, ascii=ascii)
+
+
+@dataclass
+class LossView:
+    """Keeps the EMA of the training loss up to date, a few new points per frame."""
+
+    ema: Ema
+    seen: int = 0
+
+    @classmethod
+    def with_smoothing(cls, smoothing: float) -> LossView:
+        return cls(Ema(smoothing))
+
+    def update(self, history: MetricHistory) -> None:
+        n = len(history)
+        if n > self.seen:
+            self.ema.extend(history.column("loss", self.seen, n))
+            self.seen = n
+
+
+def recent_start(step: int, steps_per_epoch: int) -> int:
+    """The recent window: the last two epochs, or the last 500 steps if that is more."""
+    return max(0, step - max(2 * steps_per_epoch, 500))
+
+
+def loss_chart(
+    history: MetricHistory,
+    view: LossView,
+    timeline: Timeline,
+    step: int,
+    *,
+    width: int,
+    height: int,
+    log_y: bool,
+    recent: bool,
+    ascii: bool,
+) -> ChartSpec:
+    """Raw training loss (faint), its EMA (bright) and validation loss per epoch.
+
+    The whole-run window shares the LR chart's x axis (the planned run) and its switch
+    markers, so a switch and the loss's answer to it line up.
+    """
+    k = timeline.steps_per_epoch
+    view.update(history)
+    columns = plot_columns(width)
+    since = recent_start(step, k) if recent else 0
+    snap = history.snapshot(2 * columns, since_step=since)
+    n = view.seen
+    row_steps = history.column("step", 0, n)
+    start = int(np.searchsorted(row_steps, since))
+    ex, ey = decimate(row_steps[start:], view.ema.series()[start:n], 2 * columns)
+    lines = [
+        Line(snap.steps_loss / k, snap.loss, RAW_LOSS_COLOR, marker="." if ascii else None),
+        Line(ex / k, ey, EMA_COLOR, marker="*" if ascii else None),
+    ]
+    val_steps, val_loss = snap.val.get("val_loss", (np.empty(0), np.empty(0)))
+    if len(val_steps):
+        lines.append(Line(val_steps / k, val_loss, VAL_COLOR, marker="o" if ascii else None))
+    hi = max(step, since + 1) if recent else planned_end(timeline, step)
+    vlines = [(seg.start_step / k, MARKER_COLOR) for seg in timeline.segments[1:] if seg.start_step >= since]
+    return ChartSpec(lines, width, height, log_y=log_y, xlim=(since / k, hi / k), vlines=vlines, ascii=ascii)

@@ -1,0 +1,402 @@
+"""The live monitor: LR and loss charts, status, schedule, events; schedule switching by key.
+
+Data flows one way. The training thread appends to the history and logs events; this app polls
+them on a timer (``--fps``) and redraws a chart only when its data, size or options changed.
+It talks to the run only through :class:`~lrwatch.protocol.RunSource`: reads, and commands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Footer, Static
+
+from lrwatch.app.charts import (
+    APPLIED_COLOR,
+    CANDIDATE_COLORS,
+    EMA_COLOR,
+    PREVIEW_COLOR,
+    RAW_LOSS_COLOR,
+    VAL_COLOR,
+    LossView,
+    PreviewCache,
+    loss_chart,
+    lr_chart,
+)
+from lrwatch.app.screens import ErrorScreen, HelpScreen, SpecEditor
+from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, format_duration, progress_bar
+from lrwatch.history import Ema
+from lrwatch.plot import MARKER_COLOR, color_hex
+from lrwatch.protocol import EditParams, Pause, Resume, RunSource, Stop, Switch
+from lrwatch.schedules import KINDS, SpecError, parse_spec
+from lrwatch.timeline import Timeline
+
+KIND_KEYS = {"e": "exp", "c": "cosine", "r": "cosine-restarts", "s": "step"}
+MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size"}
+SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+NUDGE = 1.25
+RATE_WINDOW_SECONDS = 3.0
+QUIT_WAIT_SECONDS = 10.0
+LR_LEGEND = (
+    f"[{color_hex(APPLIED_COLOR)}]━ applied[/] [{color_hex(PREVIEW_COLOR)}]━ ahead[/] "
+    f"[{color_hex(MARKER_COLOR)}]│ switch[/]"
+)
+LOSS_LEGEND = f"[{color_hex(RAW_LOSS_COLOR)}]━ raw[/] [{color_hex(EMA_COLOR)}]━ ema[/] [{color_hex(VAL_COLOR)}]━ val[/]"
+
+
+def nudged(kind: str, value: float, up: bool) -> float:
+    """The main parameter one nudge up or down: times ×1.25; gamma moves its distance to 1 by ×1.25."""
+    if MAIN_PARAM[kind] == "gamma":
+        gap = (1 - value) / NUDGE if up else (1 - value) * NUDGE
+        return float(f"{min(max(1 - gap, 1e-3), 1.0):.4g}")
+    return float(f"{(value * NUDGE if up else value / NUDGE):.4g}")
+
+
+class LRWatchApp(App[None]):
+    CSS_PATH = "lrwatch.tcss"
+    TITLE = "lrwatch"
+    ENABLE_COMMAND_PALETTE = False
+
+    BINDINGS = [
+        Binding("e", "switch('exp')", "exp"),
+        Binding("c", "switch('cosine')", "cos"),
+        Binding("r", "switch('cosine-restarts')", "restarts"),
+        Binding("s", "switch('step')", "step"),
+        Binding("E", "candidate('exp')", "preview exp", show=False),
+        Binding("C", "candidate('cosine')", "preview cosine", show=False),
+        Binding("R", "candidate('cosine-restarts')", "preview restarts", show=False),
+        Binding("S", "candidate('step')", "preview step", show=False),
+        Binding("v", "candidate_all", "compare", show=False),
+        Binding("enter", "apply_candidate", "apply", show=False),
+        Binding("escape", "clear_candidates", "clear", show=False),
+        Binding("colon,slash", "edit_spec", "edit", key_display=":"),
+        Binding("plus,equals_sign", "nudge(True)", "+", show=False),
+        Binding("minus", "nudge(False)", "-", show=False),
+        Binding("a", "toggle_anchor", "anchor", show=False),
+        Binding("l", "toggle_log_lr", "log lr", show=False),
+        Binding("L", "toggle_log_loss", "log loss", show=False),
+        Binding("w", "toggle_window", "window", show=False),
+        Binding("left_square_bracket", "smoothing(-1)", "less smooth", show=False),
+        Binding("right_square_bracket", "smoothing(1)", "smoother", show=False),
+        Binding("space", "pause", "pause"),
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("q", "quit_run", "quit"),
+    ]
+
+    log_lr: reactive[bool] = reactive(False)
+    log_loss: reactive[bool] = reactive(False)
+    recent: reactive[bool] = reactive(False)
+    anchor: reactive[str] = reactive("continue")
+    smoothing: reactive[float] = reactive(0.9)
+
+    def __init__(
+        self,
+        source: RunSource,
+        train: Callable[[Any], None] | None = None,
+        *,
+        device: str = "",
+        fps: float = 4.0,
+        ascii_markers: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.train = train
+        self.device = device
+        self.fps = fps
+        self.ascii_markers = ascii_markers
+        self.clock = clock
+        self.thread: threading.Thread | None = None
+        self.candidates: dict[str, Timeline] = {}
+        self._candidate_step = -1
+        self._preview = PreviewCache()
+        self._loss_view = LossView(Ema(self.smoothing))
+        self._events_seen = 0
+        self._drawn: dict[str, Any] = {}
+        self._dirty = True
+        self._rate_samples: deque[tuple[float, int]] = deque()
+        self._quitting = False
+
+    # -- layout -----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="charts"):
+                yield Chart(id="lr-chart")
+                yield Chart(id="loss-chart")
+            with Vertical(id="side"):
+                yield Static(id="status")
+                yield Static(id="schedule")
+                yield EventLog(id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#status").border_title = "run"
+        self.query_one("#schedule").border_title = "schedule"
+        self.query_one("#events").border_title = "events"
+        self._titles()
+        if self.train is not None:
+            self.thread = threading.Thread(target=self._run_training, name="lrwatch-train", daemon=True)
+            self.thread.start()
+        self.set_interval(1 / self.fps, self.tick)
+        self.call_after_refresh(self.tick)
+
+    def _run_training(self) -> None:
+        run = getattr(self.source, "run", None)
+        if run is not None:
+            run(self.train)
+        else:  # a source without a runner: the train function drives it itself
+            self.train(self.source)  # type: ignore[misc]
+
+    def on_resize(self) -> None:
+        self.screen.set_class(self.size.width < 90, "narrow")
+        self._dirty = True
+        self.call_after_refresh(self.tick)
+
+    # -- the frame --------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Poll the run: new events, new data; redraw what changed."""
+        for event in self.source.events_since(self._events_seen):
+            self._events_seen += 1
+            self.query_one(EventLog).add(event)
+            if event.kind == "error":
+                self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
+            if event.kind in ("switch", "edit", "finish"):
+                self._dirty = True
+        status = self.source.status()
+        self._update_rate(status["step"])
+        self._update_status(status)
+        self._update_schedule(status)
+        key = (self.source.history.version, self.source.timeline, status["step"])
+        if self._dirty or key != self._drawn.get("key"):
+            self._draw_charts(status["step"])
+            self._drawn["key"] = key
+            self._dirty = False
+
+    def _draw_charts(self, step: int) -> None:
+        timeline = self.source.timeline
+        history = self.source.history
+        if self.candidates and abs(step - self._candidate_step) * 200 > max(timeline.total_steps or 0, 1):
+            self._refresh_candidates(step)
+        self.query_one("#lr-chart", Chart).draw(
+            lambda w, h: lr_chart(
+                history,
+                timeline,
+                step,
+                width=w,
+                height=h,
+                log_y=self.log_lr,
+                ascii=self.ascii_markers,
+                preview=self._preview,
+                candidates=self.candidates,
+            )
+        )
+        self.query_one("#loss-chart", Chart).draw(
+            lambda w, h: loss_chart(
+                history,
+                self._loss_view,
+                timeline,
+                step,
+                width=w,
+                height=h,
+                log_y=self.log_loss,
+                recent=self.recent,
+                ascii=self.ascii_markers,
+            )
+        )
+
+    def _titles(self) -> None:
+        lr = self.query_one("#lr-chart", Chart)
+        lr.border_title = "learning rate" + (" · log" if self.log_lr else "")
+        candidates = " ".join(f"[{color_hex(CANDIDATE_COLORS[k])}]━ {k}[/]" for k in self.candidates)
+        lr.border_subtitle = candidates or LR_LEGEND
+        loss = self.query_one("#loss-chart", Chart)
+        window = "recent" if self.recent else "whole run"
+        loss.border_title = f"loss · ema {self.smoothing:g} · {window}" + (" · log" if self.log_loss else "")
+        loss.border_subtitle = LOSS_LEGEND
+
+    def _update_rate(self, step: int) -> None:
+        now = self.clock()
+        samples = self._rate_samples
+        samples.append((now, step))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_SECONDS:
+            samples.popleft()
+
+    def steps_per_second(self) -> float:
+        if len(self._rate_samples) < 2:
+            return 0.0
+        (t0, s0), (t1, s1) = self._rate_samples[0], self._rate_samples[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _update_status(self, status: dict[str, Any]) -> None:
+        state = status["state"]
+        label, style = STATE_STYLES.get(state, (state, ""))
+        step, total, k = status["step"], status["total_steps"], status["steps_per_epoch"]
+        rate = self.steps_per_second() if state == "running" else 0.0
+        last = self.source.history.last() or {}
+        width = max(self.query_one("#status").content_size.width, 10)
+        lines = [Text.assemble((label, style), "  ", (self.device, "dim"))]
+        epochs = f"{total / k:g}" if total else "?"
+        lines.append(Text(f"epoch {step / k:.1f}/{epochs} · step {step:,}"))
+        if total:
+            lines.append(progress_bar(step / total, width - 5) + Text(f" {100 * step / total:3.0f}%"))
+        eta = (total - step) / rate if total and rate > 0 else float("nan")
+        lines.append(Text(f"{rate:,.0f} steps/s  ETA {format_duration(eta)}" if state == "running" else ""))
+        lines.append(Text(f"lr {status['lr']:.4g}  loss {last.get('loss', float('nan')):.4f}"))
+        _, _, val = self.source.history.validation()
+        if len(val.get("val_loss", ())):
+            acc = val.get("val_acc")
+            acc_text = f"  acc {100 * acc[-1]:.1f}%" if acc is not None and len(acc) else ""
+            lines.append(Text(f"val {val['val_loss'][-1]:.4f}{acc_text}"))
+        if status.get("run_dir"):
+            lines.append(Text(str(status["run_dir"]), style="dim", overflow="ellipsis", no_wrap=True))
+        self.query_one("#status", Static).update(Text("\n").join(lines))
+
+    def _update_schedule(self, status: dict[str, Any]) -> None:
+        timeline = self.source.timeline
+        seg = timeline.segment_at(status["step"])
+        k = timeline.steps_per_epoch
+        since = f"since epoch {seg.start_step / k:.4g}" if seg.start_step else "from the start"
+        lines = [
+            Text(str(seg.spec), style="bold"),
+            Text(f"{since}, from lr {seg.base_lr:.4g}", style="dim"),
+            Text(seg.schedule.torch_line(), style="#8fbcbb"),
+            Text.assemble(
+                "next switch: ", ("restart from initial LR" if self.anchor == "base" else "continue", "bold")
+            ),
+        ]
+        if self.candidates:
+            names = ", ".join(str(c.segments[-1].spec) for c in self.candidates.values())
+            hint = "enter applies" if len(self.candidates) == 1 else "press e/c/r/s to switch"
+            lines.append(Text.assemble(("candidate: ", "#e0a000"), names, (f" · {hint}", "dim")))
+        self.query_one("#schedule", Static).update(Text("\n").join(lines))
+
+    # -- actions ----------------------------------------------------------------------------
+    def _step(self) -> int:
+        return int(self.source.status()["step"])
+
+    def _redraw_now(self) -> None:
+        self._titles()
+        self._dirty = True
+        self.tick()
+
+    def action_switch(self, kind: str) -> None:
+        self.source.submit(Switch(kind, anchor=self.anchor))
+        self.candidates.clear()
+        self._redraw_now()
+
+    def action_candidate(self, kind: str) -> None:
+        if set(self.candidates) == {kind}:
+            self.candidates.clear()
+        else:
+            self.candidates = {kind: self.source.timeline.switch(self._step(), kind, self.anchor)}
+            self._candidate_step = self._step()
+        self._redraw_now()
+
+    def action_candidate_all(self) -> None:
+        if len(self.candidates) == len(KINDS):
+            self.candidates.clear()
+        else:
+            self._refresh_candidates(self._step(), list(KINDS))
+        self._redraw_now()
+
+    def _refresh_candidates(self, step: int, kinds: list[str] | None = None) -> None:
+        timeline = self.source.timeline
+        self.candidates = {kind: timeline.switch(step, kind, self.anchor) for kind in (kinds or list(self.candidates))}
+        self._candidate_step = step
+
+    def action_apply_candidate(self) -> None:
+        if len(self.candidates) == 1:
+            self.action_switch(next(iter(self.candidates)))
+        elif self.candidates:
+            self.notify("Several candidates shown: press e, c, r or s to switch to one.")
+
+    def action_clear_candidates(self) -> None:
+        self.candidates.clear()
+        self._redraw_now()
+
+    def action_edit_spec(self) -> None:
+        seg = self.source.timeline.segment_at(self._step())
+
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            spec = parse_spec(text)
+            if spec.kind == seg.schedule.kind and spec.anchor is None:
+                self.source.submit(EditParams(spec.params))
+            else:
+                self.source.submit(Switch(text, anchor=spec.anchor or self.anchor))
+            self._redraw_now()
+
+        self.push_screen(SpecEditor(str(seg.spec)), done)
+
+    def action_nudge(self, up: bool) -> None:
+        seg = self.source.timeline.segment_at(self._step())
+        name = MAIN_PARAM[seg.schedule.kind]
+        value = nudged(seg.schedule.kind, seg.schedule.params()[name], up)
+        try:
+            seg.spec.with_params(**{name: value})
+        except SpecError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.source.submit(EditParams(((name, value),)))
+        self._redraw_now()
+
+    def action_toggle_anchor(self) -> None:
+        self.anchor = "base" if self.anchor == "continue" else "continue"
+        if self.candidates:
+            self._refresh_candidates(self._step())
+        self._redraw_now()
+
+    def action_toggle_log_lr(self) -> None:
+        self.log_lr = not self.log_lr
+        self._redraw_now()
+
+    def action_toggle_log_loss(self) -> None:
+        self.log_loss = not self.log_loss
+        self._redraw_now()
+
+    def action_toggle_window(self) -> None:
+        self.recent = not self.recent
+        self._redraw_now()
+
+    def action_smoothing(self, direction: int) -> None:
+        levels = SMOOTHING_LEVELS
+        i = min(range(len(levels)), key=lambda j: abs(levels[j] - self.smoothing))
+        self.smoothing = levels[min(max(i + direction, 0), len(levels) - 1)]
+        self._loss_view = LossView(Ema(self.smoothing))
+        self._redraw_now()
+
+    def action_pause(self) -> None:
+        state = self.source.status()["state"]
+        self.source.submit(Resume() if state == "paused" else Pause())
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_quit_run(self) -> None:
+        """Stop training at a step boundary, wait for the run directory to be flushed, exit."""
+        if self._quitting:
+            return
+        self._quitting = True
+        if self.source.status()["state"] in ("created", "running", "paused"):
+            self.source.submit(Stop("quit"))
+        deadline = self.clock() + QUIT_WAIT_SECONDS
+
+        def check() -> None:
+            alive = self.thread is not None and self.thread.is_alive()
+            if alive and self.clock() < deadline:
+                self.set_timer(0.05, check)
+                return
+            failed = self.source.status()["state"] == "error"
+            self.exit(return_code=1 if failed else 0)
+
+        check()

@@ -1,0 +1,87 @@
+"""Modal screens: help, the spec editor and the error report."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+from lrwatch.schedules import SpecError, parse_spec
+
+HELP = """\
+[b]Switch the schedule[/b] (lands at the next step boundary; the preview changes at once)
+  [b]e[/b] exponential   [b]c[/b] cosine   [b]r[/b] cosine restarts (SGDR)   [b]s[/b] step decay
+  [b]E C R S[/b]  show that schedule as a candidate from now, without switching
+  [b]v[/b]        show every kind as a candidate       [b]enter[/b] apply the shown candidate
+  [b]escape[/b]   clear candidates
+  [b]a[/b]        anchor for switches: continue from the current LR ↔ restart from the initial LR
+[b]Tune the active schedule[/b]
+  [b]:[/b] or [b]/[/b]    edit the spec, e.g. cosine:T_max=30,eta_min=1e-4 (same kind: edit; other kind: switch)
+  [b]+ -[/b]      nudge the main parameter (gamma, T_max, T_0, step_size)
+[b]View[/b]
+  [b]l[/b] log-y on the LR chart   [b]L[/b] log-y on the loss chart   [b]w[/b] loss window: whole run ↔ recent
+  [b]\\[ ][/b]  less / more EMA smoothing of the loss
+[b]Run[/b]
+  [b]space[/b] pause / resume    [b]q[/b] stop at a step boundary, flush the run directory and quit
+  [b]?[/b] this help
+
+Specs: exp:gamma=G[,decay_steps=D]  cosine:T_max=T[,eta_min=E]
+       cosine-restarts:T_0=T[,T_mult=M][,eta_min=E]  step:step_size=N[,gamma=G]   (times in epochs)
+Press escape or ? to close."""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Static(HELP, id="help-text")
+
+
+class SpecEditor(ModalScreen[str | None]):
+    """An input for a schedule spec; a bad spec is refused with its reason and nothing changes."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, initial: str) -> None:
+        super().__init__()
+        self.initial = initial
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="editor-box"):
+            yield Static("Schedule spec  [dim](enter applies, escape cancels)[/dim]", id="editor-title")
+            yield Input(value=self.initial, id="spec-input")
+            yield Static("", id="spec-error")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        try:
+            spec = parse_spec(event.value)
+        except SpecError as exc:
+            self.query_one("#spec-error", Static).update(f"[red]{exc}[/red]")
+            return
+        self.dismiss(str(spec))
+
+    def on_input_changed(self, _event: Input.Changed) -> None:
+        self.query_one("#spec-error", Static).update("")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ErrorScreen(ModalScreen[None]):
+    """The training loop raised: its traceback, while the app stays up for inspection."""
+
+    BINDINGS = [Binding("escape,enter", "dismiss", "close")]
+
+    def __init__(self, message: str, traceback: str) -> None:
+        super().__init__()
+        self.message = message
+        self.traceback = traceback
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="error-box"):
+            yield Static(f"[b red]Training stopped with an error[/]\n{self.message}\n", markup=True)
+            yield Static(self.traceback, markup=False, id="error-traceback")
+            yield Static("[dim]Metrics up to here are in the run directory. escape: close · q: quit[/dim]")

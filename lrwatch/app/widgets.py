@@ -1,0 +1,108 @@
+"""Widgets of the monitor. They draw what they are given; none of them holds the engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual.widget import Widget
+from textual.widgets import Static
+
+from lrwatch.plot import ChartSpec, render
+from lrwatch.protocol import Event
+
+
+class Chart(Widget):
+    """A plotext chart, rebuilt only when :meth:`draw` gets a new spec or the widget is resized."""
+
+    DEFAULT_CSS = """
+    Chart { width: 1fr; height: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self._text = Text("")
+        self.frames = 0
+        self.last_frame_ms = 0.0
+
+    def draw(self, make_spec: Callable[[int, int], ChartSpec]) -> None:
+        """Build the chart at the widget's current size; ``make_spec(width, height)`` says what to draw."""
+        width, height = self.content_size.width, self.content_size.height
+        if width < 12 or height < 4:
+            self._text = Text("(too small)", style="dim")
+        else:
+            started = time.perf_counter()
+            self._text = Text.from_ansi(render(make_spec(width, height)), no_wrap=True, end="")
+            self.last_frame_ms = 1000 * (time.perf_counter() - started)
+            self.frames += 1
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        return self._text
+
+
+def progress_bar(fraction: float, width: int) -> Text:
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * width)
+    return Text.assemble(("━" * filled, "bold #2f9ee0"), ("━" * (width - filled), "#3a3a3a"))
+
+
+def format_duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf") or seconds < 0:
+        return "--:--"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+STATE_STYLES = {
+    "created": ("○ starting", "dim"),
+    "running": ("● running", "bold green"),
+    "paused": ("‖ paused", "bold yellow"),
+    "stopping": ("◌ stopping", "bold yellow"),
+    "stopped": ("■ stopped", "bold"),
+    "finished": ("✔ finished", "bold cyan"),
+    "error": ("✖ error", "bold red"),
+}
+
+
+class EventLog(Static):
+    """The last events, newest at the bottom: switches, edits, pauses, errors, rejected commands."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__("", id=id)
+        self.lines: list[Text] = []
+
+    def add(self, event: Event) -> None:
+        line = describe_event(event)
+        if line is not None:
+            self.lines.append(line)
+            del self.lines[:-50]
+            self.update(Text("\n").join(self.lines[-self.visible_lines() :]))
+
+    def visible_lines(self) -> int:
+        return max(self.content_size.height, 1)
+
+
+def describe_event(event: Event) -> Text | None:
+    """One line for the log, or ``None`` for events not worth one (epoch ends)."""
+    d = event.data
+    step = Text(f"{event.step:>6} ", style="dim")
+    if event.kind == "switch":
+        return step + Text.assemble(("switch ", "bold #e0a000"), d["spec"], (" ↺" if d["anchor"] == "base" else "", ""))
+    if event.kind == "edit":
+        return step + Text.assemble(("edit ", "bold #e0a000"), d["spec"])
+    if event.kind == "rejected":
+        return step + Text.assemble(("rejected ", "bold red"), d["reason"])
+    if event.kind == "error":
+        return step + Text.assemble(("error ", "bold red"), d["message"])
+    if event.kind in ("pause", "resume", "stop"):
+        return step + Text(event.kind + (f" ({d['reason']})" if d.get("reason") else ""), style="yellow")
+    if event.kind == "start":
+        return step + Text("start", style="green")
+    if event.kind == "finish":
+        return step + Text(d["status"], style="cyan")
+    return None
