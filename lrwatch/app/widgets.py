@@ -21,7 +21,7 @@ class Chart(Widget):
     Chart { width: 1fr; height: 1fr; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._text = Text("")
         self.frames = 0
@@ -52,7 +52,7 @@ def progress_bar(fraction: float, width: int) -> Text:
 def format_duration(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf") or seconds < 0:
         return "--:--"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -72,7 +72,7 @@ STATE_STYLES = {
 class EventLog(Static):
     """The last events, newest at the bottom: switches, edits, pauses, errors, rejected commands."""
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
         self.lines: list[Text] = []
 
