@@ -128,6 +128,7 @@ class LRWatchApp(App[None]):
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        yield Static(id="statusline")
         with Horizontal(id="main"):
             with Vertical(id="charts"):
                 yield Chart(id="lr-chart")
@@ -157,7 +158,9 @@ class LRWatchApp(App[None]):
             self.train(self.source)  # type: ignore[misc]
 
     def on_resize(self) -> None:
-        self.screen.set_class(self.size.width < 90, "narrow")
+        width, height = self.size
+        self.screen.set_class(width < 90, "narrow")
+        self.screen.set_class(width < 70 or height < 20, "tiny")
         self._dirty = True
         self.call_after_refresh(self.tick)
 
@@ -259,6 +262,10 @@ class LRWatchApp(App[None]):
         if status.get("run_dir"):
             lines.append(Text(str(status["run_dir"]), style="dim", overflow="ellipsis", no_wrap=True))
         self.query_one("#status", Static).update(Text("\n").join(lines))
+        if self.screen.has_class("tiny"):
+            compact = Text.assemble((label, style), f"  ep {step / k:.1f}/{epochs}  lr {status['lr']:.3g}  ")
+            compact.append(str(self.source.timeline.segment_at(step).spec), style="bold")
+            self.query_one("#statusline", Static).update(compact)
 
     def _update_schedule(self, status: dict[str, Any]) -> None:
         timeline = self.source.timeline
