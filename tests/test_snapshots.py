@@ -1,0 +1,39 @@
+"""Pictures of the main screen that must not regress (``pytest --snapshot-update`` to accept a change)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrwatch.app import LRWatchApp
+from lrwatch.engine import Engine
+from lrwatch.protocol import Switch
+from lrwatch.timeline import Timeline
+from tests.conftest import FakeOptimizer
+
+K = 40
+
+
+def deterministic_app(steps: int = 12 * K) -> LRWatchApp:
+    """A run driven to a fixed step without a thread: same data, same screen, every time."""
+    timeline = Timeline.start("cosine", lr=0.1, steps_per_epoch=K, total_steps=30 * K)
+    engine = Engine(FakeOptimizer(0.1), timeline)
+    engine.schedule_command(8 * K, Switch("exp:gamma=0.8"))
+    rng = np.random.default_rng(0)
+    engine.begin()
+    for s in range(steps):
+        engine.step(2.0 * np.exp(-s / 150) + 0.3 + 0.1 * rng.standard_normal())
+        if (s + 1) % K == 0:
+            engine.end_epoch(val_loss=2.0 * np.exp(-s / 150) + 0.35, val_acc=0.6)
+    return LRWatchApp(engine, None, device="cpu", clock=lambda: 0.0)
+
+
+def test_main_screen_100x30(snap_compare) -> None:
+    assert snap_compare(deterministic_app(), terminal_size=(100, 30))
+
+
+def test_main_screen_80x24_with_candidate_preview(snap_compare) -> None:
+    assert snap_compare(deterministic_app(), press=["R"], terminal_size=(80, 24))
+
+
+def test_tiny_terminal_status_line(snap_compare) -> None:
+    assert snap_compare(deterministic_app(), terminal_size=(60, 16))

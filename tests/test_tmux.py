@@ -1,0 +1,77 @@
+"""The real terminal: ``lrwatch demo`` in tmux, a key press, the screen, ``q``, the run directory."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+class Tmux:
+    def __init__(self, width: int, height: int, command: str) -> None:
+        self.name = f"lrwatch-test-{uuid.uuid4().hex[:8]}"
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command], check=True
+        )
+
+    def screen(self) -> str:
+        out = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
+        return out.stdout
+
+    def press(self, key: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True)
+
+    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; screen:\n{self.screen()}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("size", [(100, 30), (80, 24)])
+def test_demo_in_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
+    run_dir, exit_file = tmp_path / "run", tmp_path / "exit"
+    demo = [sys.executable, "-m", "lrwatch.cli", "demo", "--epochs", "20", "--steps-per-epoch", "200"]
+    command = f"{shlex.join([*demo, '--run-dir', str(run_dir)])}; echo $? > {shlex.quote(str(exit_file))}"
+    tmux = Tmux(*size, command)
+    try:
+        tmux.wait(lambda: "learning rate" in tmux.screen() and "running" in tmux.screen(), "the monitor")
+        tmux.wait(lambda: "⠀" in tmux.screen() or any("\u2801" <= c <= "\u28ff" for c in tmux.screen()), "a plot")
+        screen = tmux.screen()
+        assert all(len(line) <= size[0] for line in screen.splitlines())
+        assert "q quit" in screen
+        tmux.press("c")
+        tmux.wait(lambda: any(e["event"] == "switch" for e in read_events(run_dir)), "the switch in events.jsonl")
+        tmux.wait(lambda: "switch" in tmux.screen(), "the switch on screen")
+        switch = next(e for e in read_events(run_dir) if e["event"] == "switch")
+        assert switch["spec"].startswith("cosine:T_max=")
+        tmux.press("q")
+        tmux.wait(exit_file.exists, "the exit status")
+        assert exit_file.read_text().strip() == "0"
+        events = read_events(run_dir)
+        assert events[-1]["event"] == "finish" and events[-1]["status"] == "stopped"
+        rows = (run_dir / "metrics.csv").read_text().splitlines()
+        assert len(rows) > 1 and rows[0].startswith("step,epoch,lr,loss")
+    finally:
+        tmux.kill()
