@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import signal
 import sys
@@ -105,13 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fps", type=_positive(float), default=4.0, help="max plot redraws per second (UI)")
     demo.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
 
-    sched = sub.add_parser("schedule", help="print or draw the LR sequence of a schedule (the scriptable preview)")
-    sched.add_argument("spec", type=spec_arg, metavar="SPEC")
+    sched = sub.add_parser("schedule", help="print or draw the LR sequence of schedules (the scriptable preview)")
+    sched.add_argument("spec", type=spec_arg, nargs="+", metavar="SPEC", help="one, or several to overlay")
     _add_schedule_args(sched, lr_default=None, epochs_default=None)
-    sched.add_argument("--steps-per-epoch", type=_positive(int), default=1)
-    sched.add_argument("--format", choices=("csv", "json", "plot"), default="csv")
-    sched.add_argument("--log-y", action="store_true", help="log-scale y axis (plot)")
+    _add_output_args(sched, default_format="csv")
+
+    compare = sub.add_parser("compare", help="draw the textbook comparison: step, exponential, cosine, SGDR")
+    compare.set_defaults(spec=[parse_spec(text) for text in TEXTBOOK], switch=[])
+    compare.add_argument("--lr", type=_positive(float), default=0.1, help="initial LR (default 0.1)")
+    compare.add_argument("--epochs", type=_positive(int), default=50, help="epochs (default 50)")
+    compare.add_argument("--per-epoch", action="store_true", help="staircase: update the LR once per epoch")
+    _add_output_args(compare, default_format="plot")
     return parser
+
+
+def _add_output_args(p: argparse.ArgumentParser, *, default_format: str) -> None:
+    p.add_argument("--steps-per-epoch", type=_positive(int), default=None, help="default: 1, or 20 for plots")
+    p.add_argument("--format", choices=("csv", "json", "plot"), default=default_format)
+    p.add_argument("--log-y", action="store_true", help="log-scale y axis (plot)")
 
 
 def build_timeline(
@@ -124,52 +136,67 @@ def build_timeline(
     return timeline
 
 
+TEXTBOOK = (
+    "step:step_size=10,gamma=0.5",
+    "exp:gamma=0.95",
+    "cosine:T_max=50",
+    "cosine-restarts:T_0=10,T_mult=2",
+)
+
+
 def cmd_schedule(args: argparse.Namespace) -> int:
-    timeline = build_timeline(
-        args.spec,
-        args.switch,
-        lr=args.lr,
-        steps_per_epoch=args.steps_per_epoch,
-        epochs=args.epochs,
-        per_epoch=args.per_epoch,
-    )
-    steps = np.arange(timeline.total_steps)
-    lrs = timeline.lrs(steps)
-    epochs = timeline.epoch_at(steps)
+    """Print or draw one schedule, or overlay several (``lrwatch compare`` draws the textbook four)."""
+    if args.switch and len(args.spec) > 1:
+        raise UsageError(f"lrwatch {args.command}: --switch applies to a single SPEC (got {len(args.spec)})")
+    timelines = [
+        build_timeline(
+            spec,
+            args.switch,
+            lr=args.lr,
+            steps_per_epoch=args.steps_per_epoch,
+            epochs=args.epochs,
+            per_epoch=args.per_epoch,
+        )
+        for spec in args.spec
+    ]
+    names = [str(t.segments[0].spec) for t in timelines]
+    steps = np.arange(timelines[0].total_steps)
+    epochs = timelines[0].epoch_at(steps)
+    lrs = [t.lrs(steps) for t in timelines]
     out = sys.stdout
     if args.format == "csv":
-        out.write("step,epoch,lr\n")
-        out.writelines(
-            f"{s},{e!r},{v!r}\n" for s, e, v in zip(steps.tolist(), epochs.tolist(), lrs.tolist(), strict=True)
-        )
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["step", "epoch", *(["lr"] if len(names) == 1 else names)])
+        columns = [steps.tolist(), [repr(e) for e in epochs.tolist()], *([repr(v) for v in lr.tolist()] for lr in lrs)]
+        writer.writerows(zip(*columns, strict=True))
     elif args.format == "json":
-        json.dump(
-            {
-                "timeline": timeline.to_dict(),
-                "step": steps.tolist(),
-                "epoch": epochs.tolist(),
-                "lr": lrs.tolist(),
-            },
-            out,
-        )
+        schedules = [
+            {"spec": name, "timeline": t.to_dict(), "lr": lr.tolist()}
+            for name, t, lr in zip(names, timelines, lrs, strict=True)
+        ]
+        json.dump({"step": steps.tolist(), "epoch": epochs.tolist(), "schedules": schedules}, out)
         out.write("\n")
     else:
-        from lrwatch.plot import terminal_size, text_chart
+        from lrwatch.plot import legend_line, terminal_size, text_chart
 
         width, height = terminal_size()
-        switches = [seg.start_step for seg in timeline.segments[1:]]
-        out.write(
-            text_chart(
-                [(str(timeline.segments[0].spec), steps, lrs)],
-                width=width,
-                height=height,
-                title=f"learning rate · {timeline.segments[0].spec} · lr {args.lr:g}",
-                log_y=args.log_y,
-                markers=switches,
-                steps_per_epoch=timeline.steps_per_epoch,
-            )
-            + "\n"
+        height -= len(names) if len(names) > 1 else 0  # room for the legend below
+        title = f"learning rate · lr {args.lr:g} · {args.epochs} epochs"
+        if len(names) == 1:
+            title = f"learning rate · {names[0]} · lr {args.lr:g}"
+        chart = text_chart(
+            [(name, steps, lr) for name, lr in zip(names, lrs, strict=True)],
+            width=width,
+            height=height,
+            title=title,
+            log_y=args.log_y,
+            markers=[seg.start_step for seg in timelines[0].segments[1:]],
+            steps_per_epoch=timelines[0].steps_per_epoch,
         )
+        out.write(chart + "\n")
+        if len(names) > 1:
+            for i, (name, t) in enumerate(zip(names, timelines, strict=True)):
+                out.write(legend_line(i, f"{name:<34} {t.segments[0].schedule.torch_line()}") + "\n")
     return 0
 
 
@@ -268,7 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "schedule":
+        if args.command in ("schedule", "compare"):
+            if args.steps_per_epoch is None:  # smooth per-batch curves in plots; one row per epoch in data
+                args.steps_per_epoch = 20 if args.format == "plot" and not args.per_epoch else 1
             return cmd_schedule(args)
         return cmd_demo(args)
     except (UsageError, SpecError) as exc:

@@ -171,15 +171,21 @@ def text_chart(
 
     lines = []
     hi = 0.0
-    for i, (label, steps, values) in enumerate(series):
+    for i, (_label, steps, values) in enumerate(series):
         xs, ys = decimate(np.asarray(steps), np.asarray(values), 2 * width)
-        lines.append(Line(xs / steps_per_epoch, ys, PALETTE[i % len(PALETTE)], label if len(series) > 1 else None))
+        # No plotext legend: it covers the curves' start; callers print theirs below (legend_line).
+        lines.append(Line(xs / steps_per_epoch, ys, PALETTE[i % len(PALETTE)]))
         if len(steps):
             hi = max(hi, (float(steps[-1]) + 1) / steps_per_epoch)
     vlines = [(m / steps_per_epoch, MARKER_COLOR) for m in markers]
     # plotext's own title row draws over the chart's top line, so the title is a line of its own.
     chart = render(ChartSpec(lines, width, height - (1 if title else 0), log_y=log_y, xlim=(0.0, hi), vlines=vlines))
     return f"{title}\n{chart}" if title else chart
+
+
+def legend_line(index: int, text: str) -> str:
+    """``━━ text`` with the swatch in the colour :func:`text_chart` gives series ``index``."""
+    return f"\x1b[38;5;{PALETTE[index % len(PALETTE)]}m━━\x1b[0m {text}"
 
 
 def terminal_size() -> tuple[int, int]:

@@ -41,20 +41,25 @@ def test_schedule_per_epoch_json(capsys: pytest.CaptureFixture[str]) -> None:
         "--format", "json",
     )  # fmt: skip
     data = json.loads(out)
-    assert code == 0 and data["lr"] == [1, 1, 0.5, 0.5, 0.25, 0.25]
-    assert data["timeline"]["segments"][0]["spec"] == "exp:gamma=0.5"
+    (schedule,) = data["schedules"]
+    assert code == 0 and schedule["lr"] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+    assert schedule["spec"] == "exp:gamma=0.5" and schedule["timeline"]["segments"][0]["spec"] == "exp:gamma=0.5"
+    assert data["epoch"] == [0, 0.5, 1, 1.5, 2, 2.5]
 
 
 def test_schedule_plot_draws_a_chart(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "60")
     monkeypatch.setenv("LINES", "12")
-    code, out, _ = run_cli(capsys, "schedule", "step:step_size=10", "--lr", "0.1", "--epochs", "30", "--format", "plot")
+    code, out, _ = run_cli(
+        capsys, "schedule", "step:step_size=10", "--lr", "0.1", "--epochs", "30", "--format", "plot",
+        "--steps-per-epoch", "1",
+    )  # fmt: skip
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "learning rate · step:step_size=10,gamma=0.1 · lr 0.1"
     assert len(lines) == 11 and all(len(_strip(line)) <= 60 for line in lines)
     assert any("0.1┤" in _strip(line) for line in lines)
-    assert "⠉" in out  # braille line
+    assert any("\u2801" <= c <= "\u28ff" for c in out)  # a braille line
 
 
 def _strip(text: str) -> str:
@@ -113,3 +118,47 @@ def test_demo_is_deterministic_with_a_seed(tmp_path: Path) -> None:
         )  # fmt: skip
         losses.append([r["loss"] for r in csv.DictReader((tmp_path / name / "metrics.csv").open())])
     assert losses[0] == losses[1]
+
+
+def test_several_specs_share_one_csv_index(capsys: pytest.CaptureFixture[str]) -> None:
+    specs = ["step:step_size=3,gamma=0.5", "exp:gamma=0.9", "cosine"]
+    code, out, _ = run_cli(capsys, "schedule", *specs, "--lr", "0.1", "--epochs", "10", "--steps-per-epoch", "3")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == ["step", "epoch", "step:step_size=3,gamma=0.5", "exp:gamma=0.9", "cosine:T_max=10"]
+    for spec, column in zip(specs, list(rows[0])[2:], strict=True):
+        _, single, _ = run_cli(capsys, "schedule", spec, "--lr", "0.1", "--epochs", "10", "--steps-per-epoch", "3")
+        alone = list(csv.DictReader(io.StringIO(single)))
+        assert [r[column] for r in rows] == [r["lr"] for r in alone]
+        assert [(r["step"], r["epoch"]) for r in rows] == [(r["step"], r["epoch"]) for r in alone]
+
+
+def test_switch_with_several_specs_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "schedule", "exp", "cosine", "--lr", "1", "--epochs", "5", "--switch", "2:step")
+    assert code == 2 and err.strip() == "lrwatch schedule: --switch applies to a single SPEC (got 2)"
+
+
+def test_compare_draws_the_textbook_four(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("LINES", "24")
+    code, out, _ = run_cli(capsys, "compare")
+    assert code == 0
+    text = _strip(out)
+    assert text.splitlines()[0] == "learning rate · lr 0.1 · 50 epochs"
+    for spec, line in [
+        ("step:step_size=10,gamma=0.5", "StepLR(optimizer, step_size=10, gamma=0.5)"),
+        ("exp:gamma=0.95", "ExponentialLR(optimizer, gamma=0.95)"),
+        ("cosine:T_max=50", "CosineAnnealingLR(optimizer, T_max=50)"),
+        ("cosine-restarts:T_0=10,T_mult=2", "CosineAnnealingWarmRestarts(optimizer, T_0=10, T_mult=2)"),
+    ]:
+        assert spec in text and line in text
+    for color in (39, 208, 170, 141):
+        assert f"38;5;{color}m" in out  # each schedule in its own colour
+
+
+def test_compare_per_epoch_csv(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "compare", "--format", "csv", "--per-epoch", "--epochs", "30")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 30
+    assert float(rows[10]["step:step_size=10,gamma=0.5"]) == 0.05
+    assert float(rows[10]["cosine-restarts:T_0=10,T_mult=2"]) == 0.1
