@@ -237,20 +237,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from lrwatch.app import LRWatchApp
 
         app = LRWatchApp(engine, task.train, device=str(task.device), fps=args.fps, ascii_markers=args.ascii)
+
+        def on_signal_ui(signum: int, _frame: object) -> None:
+            # The handler runs between two steps of the app's own event loop: hand it over.
+            engine.submit(Stop(reason=signal.Signals(signum).name))
+            app.call_later(app.action_quit_run)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, on_signal_ui)
         app.run()
         return app.return_code or 0
 
     def on_signal(signum: int, _frame: object) -> None:
         engine.submit(Stop(reason=signal.Signals(signum).name))
+        if signum == signal.SIGINT:  # a second Ctrl+C interrupts at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
     print(f"lrwatch demo: {config.epochs} epochs × {config.steps} steps on {task.device}, run dir {run_dir}")
     engine.add_listener(_HeadlessPrinter(engine))
     try:
         engine.run(task.train)
     except KeyboardInterrupt:
-        engine.finish()
+        return 130
     return 1 if engine.state == "error" else 0
 
 

@@ -252,6 +252,12 @@ class Engine:
         """Run ``train(self)`` here; any exception ends the run in state ``error`` (not re-raised)."""
         try:
             train(self)
+        except KeyboardInterrupt:
+            if self.state in ("running", "paused"):
+                self.state = "stopping"
+                self._emit("stop", reason="KeyboardInterrupt")
+            self.finish()
+            raise
         except BaseException as exc:  # the app stays up and shows it; the run dir is closed below
             self.finish(exc)
             if not isinstance(exc, Exception):

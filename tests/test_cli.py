@@ -162,3 +162,27 @@ def test_compare_per_epoch_csv(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and len(rows) == 30
     assert float(rows[10]["step:step_size=10,gamma=0.5"]) == 0.05
     assert float(rows[10]["cosine-restarts:T_0=10,T_mult=2"]) == 0.1
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_headless_demo_stops_cleanly_on_signals(tmp_path: Path, sig: str) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lrwatch.cli", "demo", "--headless", "--epochs", "500", "--steps-per-epoch", "50",
+         "--run-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "metrics.csv").exists() or len((tmp_path / "metrics.csv").read_text().splitlines()) < 60:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stop at step" in err and sig in err
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").open()]
+    assert events[-1]["event"] == "finish" and events[-1]["status"] == "stopped"
+    steps = [int(r["step"]) for r in csv.DictReader((tmp_path / "metrics.csv").open()) if r["loss"]]
+    assert steps == list(range(len(steps))) and events[-1]["step"] == len(steps)

@@ -90,6 +90,7 @@ class LRWatchApp(App[None]):
         Binding("space", "pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit_run", "quit"),
+        Binding("ctrl+c,ctrl+q", "quit_run", "quit", show=False, priority=True),
     ]
 
     log_lr: reactive[bool] = reactive(False)
