@@ -293,6 +293,12 @@ def _round_sig(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
+def _ceil_sig(value: float, digits: int = 4) -> float:
+    """``value`` rounded up at ``digits`` significant digits, so a cycle fitted to the run never ends early."""
+    scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return math.ceil(value / scale - 1e-9) * scale if value > 0 else value
+
+
 def default_params(kind: str, remaining_epochs: float) -> dict[str, float]:
     """Parameters a spec leaves out, chosen for a schedule that starts with ``remaining_epochs`` to go.
 
@@ -301,13 +307,15 @@ def default_params(kind: str, remaining_epochs: float) -> dict[str, float]:
     - ``cosine``: ``T_max`` = the rest of the run, ``eta_min = 0``: one half cosine to the end.
     - ``cosine-restarts``: ``T_mult = 1``, ``eta_min = 0``, and ``T_0`` such that three cycles
       fill the rest of the run (``remaining / (1 + T_mult + T_mult²)``).
+
+    Fitted lengths are rounded *up* at 4 significant digits, so a cycle never ends before the run.
     - ``step``: ``gamma = 0.1`` (PyTorch's default) and ``step_size`` a third of the rest, so the
       LR drops twice before the end.
     """
     remaining = max(float(remaining_epochs), 1e-9)
     return {
         "exp": {"gamma": min(1.0, _round_sig(0.01 ** (1.0 / remaining))), "decay_steps": 1.0},
-        "cosine": {"T_max": _round_sig(remaining), "eta_min": 0.0},
+        "cosine": {"T_max": _round_sig(_ceil_sig(remaining)), "eta_min": 0.0},
         "cosine-restarts": {"T_0": None, "T_mult": 1, "eta_min": 0.0},
         "step": {"step_size": _round_sig(remaining / 3), "gamma": 0.1},
     }[kind]
@@ -319,7 +327,7 @@ def resolve(spec: ScheduleSpec, remaining_epochs: float) -> Schedule:
     values = default_params(spec.kind, remaining_epochs) | spec.given()
     if spec.kind == "cosine-restarts" and values["T_0"] is None:
         m = int(values["T_mult"])
-        values["T_0"] = _round_sig(max(remaining_epochs, 1e-9) / (1 + m + m * m))
+        values["T_0"] = _round_sig(_ceil_sig(max(remaining_epochs, 1e-9) / (1 + m + m * m)))
     return cls(**values)
 
 

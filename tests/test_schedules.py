@@ -119,3 +119,13 @@ def test_closed_forms_at_a_glance() -> None:
     np.testing.assert_allclose(CosineAnnealing(10).lr(1.0, t), [1, 0.5, 0, 0.5, 1], atol=1e-15)
     np.testing.assert_allclose(CosineWarmRestarts(10).lr(1.0, t), [1, 0.5, 1, 0.5, 1], atol=1e-15)
     np.testing.assert_allclose(ExponentialDecay(0.5, decay_steps=5).lr(1.0, t), [1, 0.5, 0.25, 0.125, 0.0625])
+
+
+@settings(max_examples=200, deadline=None)
+@given(remaining=st.floats(min_value=0.01, max_value=1e5), t_mult=st.integers(1, 4))
+def test_fitted_cycles_never_end_before_the_run(remaining: float, t_mult: int) -> None:
+    cosine = resolve(parse_spec("cosine"), remaining)
+    assert remaining * (1 - 1e-9) <= cosine.T_max <= remaining * (1 + 1e-3)
+    restarts = resolve(parse_spec(f"cosine-restarts:T_mult={t_mult}"), remaining)
+    three_cycles = restarts.T_0 * (1 + t_mult + t_mult**2)
+    assert remaining * (1 - 1e-9) <= three_cycles <= remaining * (1 + 1e-3)
