@@ -186,3 +186,12 @@ def test_headless_demo_stops_cleanly_on_signals(tmp_path: Path, sig: str) -> Non
     assert events[-1]["event"] == "finish" and events[-1]["status"] == "stopped"
     steps = [int(r["step"]) for r in csv.DictReader((tmp_path / "metrics.csv").open()) if r["loss"]]
     assert steps == list(range(len(steps))) and events[-1]["step"] == len(steps)
+
+
+def test_compare_plot_snapshot(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, snapshot) -> None:
+    """The textbook picture at 80×24, colours included; ``--snapshot-update`` accepts an intended change."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "24")
+    code, out, _ = run_cli(capsys, "compare")
+    assert code == 0
+    assert out == snapshot

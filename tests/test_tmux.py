@@ -61,11 +61,13 @@ def test_demo_in_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
         screen = tmux.screen()
         assert all(len(line) <= size[0] for line in screen.splitlines())
         assert "q quit" in screen
-        tmux.press("c")
-        tmux.wait(lambda: any(e["event"] == "switch" for e in read_events(run_dir)), "the switch in events.jsonl")
-        tmux.wait(lambda: "switch" in tmux.screen(), "the switch on screen")
-        switch = next(e for e in read_events(run_dir) if e["event"] == "switch")
-        assert switch["spec"].startswith("cosine:T_max=")
+        for n, (key, kind) in enumerate([("c", "cosine"), ("e", "exp"), ("r", "cosine-restarts"), ("s", "step")], 1):
+            tmux.press(key)
+            switches = lambda: [e for e in read_events(run_dir) if e["event"] == "switch"]  # noqa: E731
+            tmux.wait(lambda: len(switches()) == n, f"switch {n} in events.jsonl")  # noqa: B023
+            spec = switches()[-1]["spec"]
+            assert spec.startswith(f"{kind}:"), spec
+            tmux.wait(lambda: spec[:20] in tmux.screen(), f"{spec} on screen")  # noqa: B023
         tmux.press("q")
         tmux.wait(exit_file.exists, "the exit status")
         assert exit_file.read_text().strip() == "0"
