@@ -1,0 +1,8 @@
+"""lrwatch: watch the learning rate ahead and switch PyTorch LR schedules mid-run."""
+
+from __future__ import annotations
+
+from lrwatch.api import CheckpointError, Monitor, watch
+from lrwatch.schedules import SpecError
+
+__all__ = ["CheckpointError", "Monitor", "SpecError", "watch"]

@@ -14,6 +14,8 @@ from typing import NoReturn
 
 import numpy as np
 
+from lrwatch.api import CheckpointError
+from lrwatch.rundir import default_run_dir
 from lrwatch.schedules import KINDS, ScheduleSpec, SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
@@ -103,8 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     demo.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
-    demo.add_argument("--fps", type=_positive(float), default=4.0, help="max plot redraws per second (UI)")
-    demo.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
+    demo.add_argument(
+        "--checkpoint-every",
+        type=_positive(float),
+        default=None,
+        metavar="EPOCHS",
+        help="save a checkpoint every EPOCHS epochs (the k key saves one; every stop does)",
+    )
+    demo.add_argument(
+        "--resume",
+        type=_run_dir_arg,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run from its checkpoint; --schedule/--switch given now become new switches",
+    )
+    _add_ui_args(demo)
+
+    run = sub.add_parser("run", help="run your training script under the monitor (it calls lrwatch.watch)")
+    run.add_argument("script", help="path to a Python script that calls lrwatch.watch()")
+    run.add_argument("--headless", action="store_true", help="no UI; lrwatch's lines go to stderr")
+    run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
+    run.add_argument("--resume", type=_run_dir_arg, default=None, metavar="RUN_DIR", help="continue a run")
+    _add_ui_args(run)
+    run.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script, after --")
 
     sched = sub.add_parser("schedule", help="print or draw the LR sequence of schedules (the scriptable preview)")
     sched.add_argument("spec", type=spec_arg, nargs="+", metavar="SPEC", help="one, or several to overlay")
@@ -118,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--per-epoch", action="store_true", help="staircase: update the LR once per epoch")
     _add_output_args(compare, default_format="plot")
     return parser
+
+
+def _add_ui_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fps", type=_positive(float), default=4.0, help="max plot redraws per second (UI)")
+    p.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
+
+
+def _run_dir_arg(text: str) -> Path:
+    path = Path(text)
+    if not (path / "run.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a run directory (no run.json)")
+    return path
 
 
 def _add_output_args(p: argparse.ArgumentParser, *, default_format: str) -> None:
@@ -202,80 +237,128 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from lrwatch.demo import DemoConfig, DemoTask
-    from lrwatch.engine import Engine
-    from lrwatch.protocol import Stop, Switch
-    from lrwatch.rundir import default_run_dir
 
-    config = DemoConfig(
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-    )
+    fields = {
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "schedule": str(args.schedule),
+        "switches": tuple(f"{sw.epoch:g}:{sw.spec}" for sw in args.switch),
+        "per_epoch": args.per_epoch,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    if args.resume is not None:
+        # The data, model and run length come from the run being resumed; a --schedule or --switch
+        # given now is applied as a new switch (see lrwatch.watch).
+        fields = DemoConfig.from_run_dir(args.resume).as_fields() | {
+            "schedule": str(args.schedule) if args.schedule_given else None,
+            "switches": fields["switches"],
+            "checkpoint_every": args.checkpoint_every,
+        }
     try:
-        task = DemoTask(config)
+        task = DemoTask(DemoConfig(**fields, device=args.device))
     except ValueError as exc:
         raise UsageError(f"lrwatch demo: {exc}") from None
-    timeline = build_timeline(
-        args.schedule, [], lr=args.lr, steps_per_epoch=config.steps, epochs=config.epochs, per_epoch=args.per_epoch
-    )
-    run_dir = args.run_dir or default_run_dir()
-    settings = {k: (str(v) if isinstance(v, (Path, ScheduleSpec)) else v) for k, v in vars(args).items()}
-    settings["switch"] = [f"{sw.epoch:g}:{sw.spec}" for sw in args.switch]
-    engine = Engine(
-        task.optimizer,
-        timeline,
-        run_dir=run_dir,
-        config={"command": "demo", **settings, "device": str(task.device), "steps_per_epoch": config.steps},
-    )
-    for sw in args.switch:
-        engine.schedule_command(sw.step(config.steps), Switch(str(sw.spec)))
-
+    run_dir = args.resume or args.run_dir or default_run_dir()
     if not args.headless:
-        from lrwatch.app import LRWatchApp
+        return run_with_app(task.train, run_dir=run_dir, resume=args.resume, fps=args.fps, ascii_markers=args.ascii)
+    print(f"lrwatch demo: {task.config.epochs} epochs × {task.config.steps} steps on {task.device}, run dir {run_dir}")
+    return run_headless(task.train, run_dir=run_dir, resume=args.resume, log=sys.stdout)
 
-        app = LRWatchApp(engine, task.train, device=str(task.device), fps=args.fps, ascii_markers=args.ascii)
 
-        def on_signal_ui(signum: int, _frame: object) -> None:
-            # The handler runs between two steps of the app's own event loop: hand it over.
-            engine.submit(Stop(reason=signal.Signals(signum).name))
-            app.call_later(app.action_quit_run)
+def run_with_app(target, *, run_dir, resume=None, fps: float = 4.0, ascii_markers: bool = False) -> int:
+    """Run ``target`` in a worker thread under the live monitor (the main thread is the app's)."""
+    from lrwatch.api import Host
+    from lrwatch.app import LRWatchApp
+    from lrwatch.protocol import Stop
 
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, on_signal_ui)
-        app.run()
-        return app.return_code or 0
+    host = Host(headless=False, run_dir=Path(run_dir), resume=resume, log=None)
+    app = LRWatchApp(None, target, host=host, fps=fps, ascii_markers=ascii_markers)
 
     def on_signal(signum: int, _frame: object) -> None:
-        engine.submit(Stop(reason=signal.Signals(signum).name))
-        if signum == signal.SIGINT:  # a second Ctrl+C interrupts at once
+        # The handler runs between two steps of the app's own event loop: hand it over.
+        if host.engine is not None:
+            host.engine.submit(Stop(reason=signal.Signals(signum).name))
+        app.call_later(app.action_quit_run)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    app.run()
+    return app.return_code or 0
+
+
+def run_headless(target, *, run_dir, resume=None, log=None) -> int:
+    """Run ``target`` here; Ctrl+C, SIGTERM and SIGHUP stop it at a step boundary (a second Ctrl+C at once)."""
+    from lrwatch.api import Host, run_loop
+    from lrwatch.protocol import Stop
+
+    host = Host(headless=True, run_dir=Path(run_dir), resume=resume, log=log)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if host.engine is None:
+            raise KeyboardInterrupt
+        host.engine.submit(Stop(reason=signal.Signals(signum).name))
+        if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
-    print(f"lrwatch demo: {config.epochs} epochs × {config.steps} steps on {task.device}, run dir {run_dir}")
-    engine.add_listener(_HeadlessPrinter(engine))
     try:
-        engine.run(task.train)
+        run_loop(host, target)
     except KeyboardInterrupt:
         return 130
-    return 1 if engine.state == "error" else 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    failed = host.error is not None or (host.engine is not None and host.engine.state == "error")
+    if host.error is not None and host.engine is None:
+        print(f"lrwatch: the loop failed before lrwatch.watch(): {host.error!r}", file=sys.stderr)
+    return 1 if failed else 0
 
 
-class _HeadlessPrinter:
-    """One line per epoch, and one per switch, pause, stop or error."""
+def cmd_run(args: argparse.Namespace) -> int:
+    """``lrwatch run script.py [-- args]``: the user's script, its ``lrwatch.watch()`` attached to us."""
+    import runpy
 
-    def __init__(self, engine) -> None:
-        self.engine = engine
-        self.last_step = 0
+    script = Path(args.script)
+    if not script.is_file():
+        raise UsageError(f"lrwatch run: no such script: {script}")
+    script_args = list(args.script_args)
+    if script_args[:1] == ["--"]:
+        script_args = script_args[1:]
+
+    def target() -> None:
+        sys.argv = [str(script), *script_args]
+        sys.path.insert(0, str(script.resolve().parent))
+        runpy.run_path(str(script), run_name="__main__")
+
+    run_dir = args.resume or args.run_dir or default_run_dir()
+    if args.headless:
+        return run_headless(target, run_dir=run_dir, resume=args.resume, log=sys.stderr)
+    return run_with_app(target, run_dir=run_dir, resume=args.resume, fps=args.fps, ascii_markers=args.ascii)
+
+
+class HeadlessPrinter:
+    """One line per epoch, and one per switch, edit, rejected command, stop or error, to ``out``."""
+
+    def __init__(self, engine, out=None) -> None:
         import time
 
+        self.engine = engine
+        self.out = out or sys.stdout
+        self.last_step = engine.step_index
         self.clock = time.perf_counter
         self.last_time = self.clock()
 
     def __call__(self, event) -> None:
+        try:
+            self._print(event)
+        except (BrokenPipeError, ValueError):  # a closed stream must never stop training
+            pass
+
+    def _print(self, event) -> None:
+        out = self.out
         k = self.engine.timeline.steps_per_epoch
         total_epochs = (self.engine.timeline.total_steps or 0) // k
         if event.kind == "epoch":
@@ -289,28 +372,41 @@ class _HeadlessPrinter:
                 f"loss {last.get('loss', float('nan')):.4f}  val_loss {val.get('val_loss', float('nan')):.4f}  "
                 f"val_acc {100 * val.get('val_acc', float('nan')):.1f}%  {rate:.0f} steps/s",
                 flush=True,
+                file=out,
             )
         elif event.kind in ("switch", "edit"):
-            print(f"  {event.kind} at step {event.step} (epoch {event.epoch:g}): {event.data['spec']}", flush=True)
+            print(
+                f"  {event.kind} at step {event.step} (epoch {event.epoch:g}): {event.data['spec']}",
+                file=out,
+                flush=True,
+            )
+        elif event.kind in ("warning", "checkpoint"):
+            detail = event.data.get("message") or event.data.get("path")
+            print(f"  {event.kind} at step {event.step}: {detail}", file=out, flush=True)
+        elif event.kind == "resume":
+            print(f"  resumed at step {event.step} (epoch {event.epoch:g})", file=out, flush=True)
         elif event.kind == "rejected":
-            print(f"  rejected at step {event.step}: {event.data['reason']}", flush=True)
+            print(f"  rejected at step {event.step}: {event.data['reason']}", file=out, flush=True)
         elif event.kind in ("stop", "error"):
             detail = event.data.get("reason") or event.data.get("message", "")
             print(f"  {event.kind} at step {event.step}: {detail}", file=sys.stderr, flush=True)
         elif event.kind == "finish":
-            print(f"{event.data['status']} at step {event.step}; run dir {self.engine.run_dir}", flush=True)
+            print(f"{event.data['status']} at step {event.step}; run dir {self.engine.run_dir}", file=out, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "run":
+            return cmd_run(args)
         if args.command in ("schedule", "compare"):
             if args.steps_per_epoch is None:  # smooth per-batch curves in plots; one row per epoch in data
                 args.steps_per_epoch = 20 if args.format == "plot" and not args.per_epoch else 1
             return cmd_schedule(args)
+        args.schedule_given = any(a == "--schedule" or a.startswith("--schedule=") for a in (argv or sys.argv[1:]))
         return cmd_demo(args)
-    except (UsageError, SpecError) as exc:
+    except (UsageError, SpecError, CheckpointError) as exc:
         print(str(exc) if isinstance(exc, UsageError) else f"lrwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:

@@ -7,13 +7,16 @@ same :class:`~lrwatch.engine.Engine` API a user's loop uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from lrwatch.engine import Engine
+import lrwatch
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,10 @@ class DemoConfig:
     lr: float = 0.05
     seed: int = 0
     device: str = "auto"
+    schedule: str | None = "cosine"
+    switches: tuple[str, ...] = ()
+    per_epoch: bool = False
+    checkpoint_every: float | None = None
     train_size: int = 60_000
     val_size: int = 6_000
     classes: int = 10
@@ -34,6 +41,39 @@ class DemoConfig:
     @property
     def steps(self) -> int:
         return self.steps_per_epoch or max(1, self.train_size // self.batch_size)
+
+    def as_fields(self) -> dict[str, Any]:
+        """Everything but the device (a resumed run may move)."""
+        return {k: v for k, v in asdict(self).items() if k != "device"}
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> DemoConfig:
+        """The configuration a demo run recorded in its ``run.json``."""
+        config = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))["config"]
+        if config.get("command") != "demo":
+            raise ValueError(f"{run_dir} is not a demo run; resume it with lrwatch run --resume")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in config.items() if k in known}
+        values["switches"] = tuple(values.get("switches", ()))
+        return cls(**values)
+
+
+class EpochOrder:
+    """The data order's generator, checkpointed as it was when the current epoch began."""
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.epoch_start = self.generator.get_state()
+
+    def permutation(self, n: int) -> torch.Tensor:
+        self.epoch_start = self.generator.get_state()
+        return torch.randperm(n, generator=self.generator)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"epoch_start": self.epoch_start}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["epoch_start"])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,21 +122,37 @@ class DemoTask:
         self.model.train()
         return loss, acc
 
-    def train(self, engine: Engine) -> None:
+    def train(self) -> None:
+        """The training loop, on the public API: :func:`lrwatch.watch` plus ``step`` and ``epoch_end``."""
         cfg = self.config
-        generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        order = EpochOrder(cfg.seed)
+        monitor = lrwatch.watch(
+            self.optimizer,
+            model=self.model,
+            epochs=cfg.epochs,
+            steps_per_epoch=cfg.steps,
+            schedule=cfg.schedule,
+            lr=cfg.lr,
+            per_epoch=cfg.per_epoch,
+            switches=cfg.switches,
+            checkpoint_every=cfg.checkpoint_every,
+            extra_state={"data_order": order},
+            config={"command": "demo", **self.config.as_fields(), "device": str(self.device), "steps": cfg.steps},
+        )
         n, bs = cfg.train_size, cfg.batch_size
-        engine.begin()
-        for _ in range(cfg.epochs):
-            order = torch.randperm(n, generator=generator).to(self.device)
-            for i in range(cfg.steps):
+        for epoch in range(monitor.start_epoch, cfg.epochs):
+            indices = order.permutation(n).to(self.device)
+            first = monitor.step_in_epoch if epoch == monitor.start_epoch else 0
+            for i in range(first, cfg.steps):
                 start = (i * bs) % n
-                idx = order[start : start + bs]
+                idx = indices[start : start + bs]
                 loss = self.loss_fn(self.model(self.x_train[idx]), self.y_train[idx])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                if not engine.step(loss.item()):
+                if not monitor.step(loss.item()):
+                    monitor.close()
                     return
             val_loss, val_acc = self.evaluate()
-            engine.end_epoch(val_loss=val_loss, val_acc=val_acc)
+            monitor.epoch_end(val_loss=val_loss, val_acc=val_acc)
+        monitor.close()

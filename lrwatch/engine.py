@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lrwatch.history import MetricHistory
-from lrwatch.protocol import Command, EditParams, Event, Pause, Resume, Stop, Switch
+from lrwatch.protocol import Checkpoint, Command, EditParams, Event, Pause, Resume, Stop, Switch
 from lrwatch.rundir import RunWriter
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
@@ -50,15 +50,25 @@ class Engine:
         run_dir: str | Path | None = None,
         val_names: tuple[str, ...] = ("val_loss", "val_acc"),
         config: dict[str, Any] | None = None,
+        drive_lr: bool = True,
+        start_step: int = 0,
+        checkpointer: Callable[[str], Path] | None = None,
     ) -> None:
         self.optimizer = optimizer
         self._timeline = timeline
+        self.drive_lr = drive_lr
         self.history = MetricHistory(val_names)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.writer = RunWriter(self.run_dir, val_names) if self.run_dir is not None else None
+        self.writer = (
+            RunWriter(self.run_dir, val_names, resume_at=start_step or None) if self.run_dir is not None else None
+        )
         self.config = dict(config or {})
+        self.checkpointer = checkpointer
         first = optimizer.param_groups[0]["lr"]
         self._group_scale = [g["lr"] / first for g in optimizer.param_groups]
+        self._outside_lr_warned = False
+        hook = getattr(optimizer, "register_step_pre_hook", None)
+        self._hook = hook(self._before_optimizer_step) if hook is not None else None
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._scripted: dict[int, list[Command]] = {}
         self._events: list[Event] = []
@@ -66,8 +76,9 @@ class Engine:
         self._listeners: list[Listener] = []
         self._block_start = -1
         self._block = np.empty(0)
-        self.step_index = 0
-        self.lr = timeline.initial_lr
+        self.step_index = start_step
+        self.start_step = start_step
+        self.lr = timeline.initial_lr if drive_lr else float(first)
         self.state = "created"
         self.started_at = time.time()
         self.error: str | None = None
@@ -96,6 +107,8 @@ class Engine:
             "lr": self.lr,
             "run_dir": str(self.run_dir) if self.run_dir else None,
             "error": self.error,
+            "drives_lr": self.drive_lr,
+            "device": self.config.get("device", ""),
         }
 
     def add_listener(self, listener: Listener) -> None:
@@ -118,16 +131,34 @@ class Engine:
         return event
 
     def begin(self) -> None:
-        """Write ``run.json``, log the start, apply commands queued so far and the LR of step 0."""
+        """Write ``run.json``, log the start (or resume), apply queued commands and the first step's LR."""
         self.state = "running"
-        if self.writer is not None:
+        if self.writer is not None and not self.start_step:
             self.writer.write_run_info(self.run_info())
-        self._emit("start", timeline=self._timeline.to_dict())
+        if self.start_step:
+            self._emit("resume", timeline=self._timeline.to_dict(), resumed=True)
+        else:
+            self._emit("start", timeline=self._timeline.to_dict(), drives_lr=self.drive_lr)
         self._at_boundary()
+
+    def _before_optimizer_step(self, optimizer: Any, *_args: Any) -> None:
+        """Read the LR the step really uses (monitor-only), or notice a scheduler fighting lrwatch."""
+        lr = float(optimizer.param_groups[0]["lr"])
+        if not self.drive_lr:
+            self.lr = lr
+        elif lr != self.lr * self._group_scale[0] and not self._outside_lr_warned:
+            self._outside_lr_warned = True
+            self._emit(
+                "warning",
+                message=f"the optimizer's LR was changed outside lrwatch ({lr:.6g} instead of {self.lr:.6g}): "
+                "is a PyTorch scheduler still stepping? Remove it, or use lrwatch.watch(..., drive_lr=False)",
+            )
 
     def step(self, loss: float) -> bool:
         """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now."""
         s = self.step_index
+        if not self.drive_lr and self._hook is None:
+            self.lr = float(self.optimizer.param_groups[0]["lr"])
         loss = float(loss)
         epoch = s / self._timeline.steps_per_epoch
         self.history.append(s, epoch, self.lr, loss)
@@ -161,6 +192,18 @@ class Engine:
         self._emit("finish", status=self.state)
         if self.writer is not None:
             self.writer.close()
+        if self._hook is not None:
+            self._hook.remove()
+
+    def checkpoint(self, reason: str = "request") -> Path | None:
+        """Save a checkpoint now (a step boundary) through the checkpointer; log it. ``None``: none set."""
+        if self.checkpointer is None:
+            return None
+        if self.writer is not None:
+            self.writer.flush()
+        path = self.checkpointer(reason)
+        self._emit("checkpoint", path=str(path), reason=reason)
+        return path
 
     def run_info(self) -> dict[str, Any]:
         import torch
@@ -202,7 +245,12 @@ class Engine:
     def _apply(self, command: Command) -> None:
         s = self.step_index
         try:
-            if isinstance(command, Switch):
+            if isinstance(command, (Switch, EditParams)) and not self.drive_lr:
+                raise SpecError("monitor-only: the loop's own scheduler sets the LR, so switching is unavailable")
+            if isinstance(command, Checkpoint):
+                if self.checkpoint("request") is None:
+                    raise SpecError("no checkpoint: pass model= to lrwatch.watch() to enable checkpoints")
+            elif isinstance(command, Switch):
                 self._set_timeline(self._timeline.switch(s, command.spec, command.anchor))
                 seg = self._timeline.segments[-1]
                 self._emit(
@@ -229,6 +277,7 @@ class Engine:
                 if self.state in ("running", "paused"):
                     self.state = "stopping"
                     self._emit("stop", reason=command.reason)
+                    self.checkpoint("stop")  # so that --resume continues exactly here
         except SpecError as exc:
             self._emit("rejected", command=command.to_dict(), reason=str(exc))
 
@@ -237,6 +286,8 @@ class Engine:
         self._block_start = -1
 
     def _set_lr(self, step: int) -> None:
+        if not self.drive_lr:
+            return
         offset = step - self._block_start
         if self._block_start < 0 or not 0 <= offset < LR_BLOCK:
             self._block_start = step - step % LR_BLOCK

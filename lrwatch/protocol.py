@@ -51,7 +51,14 @@ class Stop(Command):
     name: ClassVar[str] = "stop"
 
 
-COMMANDS: dict[str, type[Command]] = {c.name: c for c in (Switch, EditParams, Pause, Resume, Stop)}
+@dataclass(frozen=True)
+class Checkpoint(Command):
+    """Save model, optimizer, timeline, step and RNG states into the run directory."""
+
+    name: ClassVar[str] = "checkpoint"
+
+
+COMMANDS: dict[str, type[Command]] = {c.name: c for c in (Switch, EditParams, Pause, Resume, Stop, Checkpoint)}
 
 
 def command_from_dict(data: dict[str, Any]) -> Command:
@@ -65,7 +72,8 @@ def command_from_dict(data: dict[str, Any]) -> Command:
 @dataclass(frozen=True)
 class Event:
     """Something that happened at a step: ``start``, ``switch``, ``edit``, ``pause``, ``resume``,
-    ``stop``, ``finish``, ``error``, ``rejected`` (a command that changed nothing, with the reason)."""
+    ``stop``, ``checkpoint``, ``epoch``, ``warning``, ``finish``, ``error``, ``rejected`` (a command
+    that changed nothing, with the reason)."""
 
     kind: str
     step: int

@@ -30,13 +30,25 @@ def _num(value: float) -> str:
 
 
 class RunWriter:
-    def __init__(self, run_dir: str | Path, val_names: tuple[str, ...] = ("val_loss", "val_acc")) -> None:
+    def __init__(
+        self, run_dir: str | Path, val_names: tuple[str, ...] = ("val_loss", "val_acc"), resume_at: int | None = None
+    ) -> None:
+        """A new run directory, or (``resume_at``) an existing one whose rows from that step on are dropped."""
         self.path = Path(run_dir)
         self.path.mkdir(parents=True, exist_ok=True)
         self.val_names = tuple(val_names)
-        self._metrics = open(self.path / "metrics.csv", "w", encoding="utf-8", newline="")
-        self._events = open(self.path / "events.jsonl", "w", encoding="utf-8")
-        self._metrics.write(",".join(("step", "epoch", "lr", "loss", *self.val_names)) + "\n")
+        header = ",".join(("step", "epoch", "lr", "loss", *self.val_names)) + "\n"
+        metrics_path = self.path / "metrics.csv"
+        if resume_at is not None and metrics_path.exists():
+            kept = [header, *_rows_before(metrics_path, resume_at)]
+            tmp = self.path / "metrics.csv.tmp"
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, metrics_path)
+            self._metrics = open(metrics_path, "a", encoding="utf-8", newline="")
+        else:
+            self._metrics = open(metrics_path, "w", encoding="utf-8", newline="")
+            self._metrics.write(header)
+        self._events = open(self.path / "events.jsonl", "a" if resume_at is not None else "w", encoding="utf-8")
         self._empty_val = "," * len(self.val_names)
         self._rows: list[str] = []
         self._last_flush = time.monotonic()
@@ -80,3 +92,22 @@ class RunWriter:
         self.closed = True
         self._metrics.close()
         self._events.close()
+
+
+def _rows_before(metrics_path: Path, step: int) -> list[str]:
+    """Complete step rows before ``step`` and epoch rows up to it (a cut-off last line is dropped)."""
+    kept = []
+    with metrics_path.open(encoding="utf-8") as f:
+        next(f, None)
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            head, _, rest = line.partition(",")
+            try:
+                row_step = int(head)
+            except ValueError:
+                continue
+            is_epoch_row = rest.split(",")[2:3] == [""]
+            if row_step < step or (is_epoch_row and row_step <= step):
+                kept.append(line)
+    return kept

@@ -105,7 +105,7 @@ def test_headless_demo_end_to_end(tmp_path: Path) -> None:
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert len([r for r in rows if r["loss"]]) == 60
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["config"]["device"] == "cpu" and info["config"]["switch"] == ["1.5:exp:gamma=0.5"]
+    assert info["config"]["device"] == "cpu" and info["config"]["switches"] == ["1.5:exp:gamma=0.5"]
 
 
 def test_demo_is_deterministic_with_a_seed(tmp_path: Path) -> None:

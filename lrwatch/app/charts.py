@@ -61,16 +61,16 @@ def lr_chart(
     height: int,
     log_y: bool,
     ascii: bool,
-    preview: PreviewCache,
+    preview: PreviewCache | None,
     candidates: dict[str, Timeline] | None = None,
 ) -> ChartSpec:
-    """Applied LRs (solid), the preview ahead (dim), candidate previews (coloured), switch markers."""
+    """Applied LRs (solid), the preview ahead (dim; none when ``preview`` is None), candidates, switch markers."""
     k = timeline.steps_per_epoch
     end = planned_end(timeline, step)
     columns = plot_columns(width)
     snap = history.snapshot(2 * columns)
     lines = [Line(snap.steps_lr / k, snap.lr, APPLIED_COLOR, marker="*" if ascii else None)]
-    px, py = preview.get(timeline, columns, end)
+    px, py = preview.get(timeline, columns, end) if preview is not None else (np.empty(0), np.empty(0))
     ahead = px >= step
     if ahead.any():
         x = np.concatenate([[step], px[ahead]]) / k

@@ -20,6 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
+from lrwatch.api import Host, run_loop
 from lrwatch.app.charts import (
     APPLIED_COLOR,
     CANDIDATE_COLORS,
@@ -36,7 +37,7 @@ from lrwatch.app.screens import ErrorScreen, HelpScreen, SpecEditor
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, format_duration, progress_bar
 from lrwatch.history import Ema
 from lrwatch.plot import MARKER_COLOR, color_hex
-from lrwatch.protocol import EditParams, Pause, Resume, RunSource, Stop, Switch
+from lrwatch.protocol import Checkpoint, EditParams, Pause, Resume, RunSource, Stop, Switch
 from lrwatch.schedules import KINDS, SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
@@ -87,6 +88,7 @@ class LRWatchApp(App[None]):
         Binding("w", "toggle_window", "window", show=False),
         Binding("left_square_bracket", "smoothing(-1)", "less smooth", show=False),
         Binding("right_square_bracket", "smoothing(1)", "smoother", show=False),
+        Binding("k", "checkpoint", "checkpoint", show=False),
         Binding("space", "pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit_run", "quit"),
@@ -101,17 +103,19 @@ class LRWatchApp(App[None]):
 
     def __init__(
         self,
-        source: RunSource,
-        train: Callable[[Any], None] | None = None,
+        source: RunSource | None,
+        train: Callable[..., None] | None = None,
         *,
+        host: Host | None = None,
         device: str = "",
         fps: float = 4.0,
         ascii_markers: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self.source = source
+        self.source: RunSource | None = source
         self.train = train
+        self.host = host
         self.device = device
         self.fps = fps
         self.ascii_markers = ascii_markers
@@ -152,11 +156,34 @@ class LRWatchApp(App[None]):
         self.call_after_refresh(self.tick)
 
     def _run_training(self) -> None:
+        if self.host is not None:  # the loop calls lrwatch.watch(), which attaches its engine to the host
+            try:
+                run_loop(self.host, self.train)
+            except BaseException:  # SystemExit or KeyboardInterrupt from the script: the run is already closed
+                pass
+            return
         run = getattr(self.source, "run", None)
         if run is not None:
             run(self.train)
         else:  # a source without a runner: the train function drives it itself
             self.train(self.source)  # type: ignore[misc]
+
+    def _connect(self) -> bool:
+        """Pick up the engine a script's lrwatch.watch() made; say what we wait for until then."""
+        if self.source is None and self.host is not None and self.host.engine is not None:
+            self.source = self.host.engine
+            self._dirty = True
+        if self.source is not None:
+            return True
+        alive = self.thread is not None and self.thread.is_alive()
+        if self.host is not None and self.host.error is not None:
+            message = Text(f"✖ the script failed before lrwatch.watch():\n{self.host.error!r}", style="bold red")
+        elif alive or self.thread is None:
+            message = Text("waiting for the training loop to call lrwatch.watch() …", style="dim")
+        else:
+            message = Text("the script ended without calling lrwatch.watch()", style="bold yellow")
+        self.query_one("#status", Static).update(message)
+        return False
 
     def on_resize(self) -> None:
         width, height = self.size
@@ -168,6 +195,8 @@ class LRWatchApp(App[None]):
     # -- the frame --------------------------------------------------------------------------
     def tick(self) -> None:
         """Poll the run: new events, new data; redraw what changed."""
+        if not self._connect():
+            return
         for event in self.source.events_since(self._events_seen):
             self._events_seen += 1
             self.query_one(EventLog).add(event)
@@ -199,7 +228,7 @@ class LRWatchApp(App[None]):
                 height=h,
                 log_y=self.log_lr,
                 ascii=self.ascii_markers,
-                preview=self._preview,
+                preview=self._preview if self.source.status().get("drives_lr", True) else None,
                 candidates=self.candidates,
             )
         )
@@ -247,7 +276,7 @@ class LRWatchApp(App[None]):
         rate = self.steps_per_second() if state == "running" else 0.0
         last = self.source.history.last() or {}
         width = max(self.query_one("#status").content_size.width, 10)
-        lines = [Text.assemble((label, style), "  ", (self.device, "dim"))]
+        lines = [Text.assemble((label, style), "  ", (self.device or status.get("device") or "", "dim"))]
         epochs = f"{total / k:g}" if total else "?"
         lines.append(Text(f"epoch {step / k:.1f}/{epochs} · step {step:,}"))
         if total:
@@ -269,6 +298,11 @@ class LRWatchApp(App[None]):
             self.query_one("#statusline", Static).update(compact)
 
     def _update_schedule(self, status: dict[str, Any]) -> None:
+        if not status.get("drives_lr", True):
+            self.query_one("#schedule", Static).update(
+                Text("monitor-only: the loop's own scheduler sets the LR; switching is unavailable", style="yellow")
+            )
+            return
         timeline = self.source.timeline
         seg = timeline.segment_at(status["step"])
         k = timeline.steps_per_epoch
@@ -289,7 +323,23 @@ class LRWatchApp(App[None]):
 
     # -- actions ----------------------------------------------------------------------------
     def _step(self) -> int:
-        return int(self.source.status()["step"])
+        return int(self.source.status()["step"]) if self.source is not None else 0
+
+    def _can_switch(self) -> bool:
+        """Whether schedule commands make sense here; if not, say why."""
+        if self.source is None:
+            self.notify("No run yet: the training loop has not called lrwatch.watch().", severity="warning")
+            return False
+        status = self.source.status()
+        if status.get("read_only"):
+            self.notify("A read-only view of a run: nothing to switch.", severity="warning")
+            return False
+        if not status.get("drives_lr", True):
+            self.notify(
+                "Monitor-only: the loop's own scheduler sets the LR; switching is unavailable.", severity="warning"
+            )
+            return False
+        return True
 
     def _redraw_now(self) -> None:
         self._titles()
@@ -297,11 +347,15 @@ class LRWatchApp(App[None]):
         self.tick()
 
     def action_switch(self, kind: str) -> None:
+        if not self._can_switch():
+            return
         self.source.submit(Switch(kind, anchor=self.anchor))
         self.candidates.clear()
         self._redraw_now()
 
     def action_candidate(self, kind: str) -> None:
+        if not self._can_switch():
+            return
         if set(self.candidates) == {kind}:
             self.candidates.clear()
         else:
@@ -310,6 +364,8 @@ class LRWatchApp(App[None]):
         self._redraw_now()
 
     def action_candidate_all(self) -> None:
+        if not self._can_switch():
+            return
         if len(self.candidates) == len(KINDS):
             self.candidates.clear()
         else:
@@ -332,6 +388,8 @@ class LRWatchApp(App[None]):
         self._redraw_now()
 
     def action_edit_spec(self) -> None:
+        if not self._can_switch():
+            return
         seg = self.source.timeline.segment_at(self._step())
 
         def done(text: str | None) -> None:
@@ -347,6 +405,8 @@ class LRWatchApp(App[None]):
         self.push_screen(SpecEditor(str(seg.spec)), done)
 
     def action_nudge(self, up: bool) -> None:
+        if not self._can_switch():
+            return
         seg = self.source.timeline.segment_at(self._step())
         name = MAIN_PARAM[seg.schedule.kind]
         value = nudged(seg.schedule.kind, seg.schedule.params()[name], up)
@@ -383,7 +443,13 @@ class LRWatchApp(App[None]):
         self._loss_view = LossView(Ema(self.smoothing))
         self._redraw_now()
 
+    def action_checkpoint(self) -> None:
+        if self.source is not None and not self.source.status().get("read_only"):
+            self.source.submit(Checkpoint())
+
     def action_pause(self) -> None:
+        if self.source is None or self.source.status().get("read_only"):
+            return
         state = self.source.status()["state"]
         self.source.submit(Resume() if state == "paused" else Pause())
 
@@ -395,7 +461,7 @@ class LRWatchApp(App[None]):
         if self._quitting:
             return
         self._quitting = True
-        if self.source.status()["state"] in ("created", "running", "paused"):
+        if self.source is not None and self.source.status()["state"] in ("created", "running", "paused"):
             self.source.submit(Stop("quit"))
         deadline = self.clock() + QUIT_WAIT_SECONDS
 
@@ -404,7 +470,9 @@ class LRWatchApp(App[None]):
             if alive and self.clock() < deadline:
                 self.set_timer(0.05, check)
                 return
-            failed = self.source.status()["state"] == "error"
+            failed = (self.source is not None and self.source.status()["state"] == "error") or (
+                self.host is not None and self.host.error is not None
+            )
             self.exit(return_code=1 if failed else 0)
 
         check()

@@ -24,7 +24,8 @@ HELP = """\
   [b]l[/b] log-y on the LR chart   [b]L[/b] log-y on the loss chart   [b]w[/b] loss window: whole run ↔ recent
   [b]\\[ ][/b]  less / more EMA smoothing of the loss
 [b]Run[/b]
-  [b]space[/b] pause / resume    [b]q[/b] stop at a step boundary, flush the run directory and quit
+  [b]space[/b] pause / resume    [b]k[/b] save a checkpoint (continue later with --resume RUN_DIR)
+  [b]q[/b] stop at a step boundary (saving a checkpoint when it can), flush the run directory and quit
   [b]?[/b] this help
 
 Specs: exp:gamma=G[,decay_steps=D]  cosine:T_max=T[,eta_min=E]

@@ -1,0 +1,410 @@
+"""The public API: lrwatch in your own PyTorch loop with three added lines.
+
+.. code-block:: python
+
+    monitor = lrwatch.watch(optimizer, epochs=50, steps_per_epoch=len(loader), schedule="cosine", model=model)
+    for epoch in range(monitor.start_epoch, 50):
+        for x, y in loader:
+            ...; optimizer.step()
+            if not monitor.step(loss):          # logs, applies switches/pause/stop, sets the next LR
+                break
+        monitor.epoch_end(val_loss=val_loss)    # optional validation metrics
+    monitor.close()
+
+Run the script with ``lrwatch run train.py`` for the live monitor, or plainly (``python train.py``,
+``lrwatch run --headless train.py``) for none: the same code either way. ``drive_lr=False`` keeps the
+loop's own PyTorch scheduler and only watches (monitor-only).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import csv
+import math
+import random
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from lrwatch.engine import Engine
+from lrwatch.protocol import Switch, command_from_dict
+from lrwatch.rundir import default_run_dir
+from lrwatch.schedules import SpecError, parse_spec
+from lrwatch.timeline import Timeline
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely; the message is one line for the user."""
+
+
+@dataclass
+class Host:
+    """Where a watched loop's monitor goes: set by ``lrwatch run`` / ``lrwatch demo``, else headless.
+
+    ``engines`` receives the engine once :func:`watch` made it (the app polls for it).
+    """
+
+    headless: bool = True
+    run_dir: Path | None = None
+    resume: Path | None = None
+    log: TextIO | None = field(default_factory=lambda: sys.stderr)
+    engine: Engine | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    on_engine: Any = None  # called with the engine before its first step (tests, scripted stops)
+    error: BaseException | None = None  # what the loop raised, if it raised
+
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+        if self.log is not None:
+            from lrwatch.cli import HeadlessPrinter
+
+            engine.add_listener(HeadlessPrinter(engine, self.log))
+        if self.on_engine is not None:
+            self.on_engine(engine)
+        self.ready.set()
+
+
+_host_lock = threading.Lock()
+_host: Host | None = None
+
+
+def current_host() -> Host:
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = Host()
+        return _host
+
+
+@contextlib.contextmanager
+def using_host(host: Host) -> Iterator[Host]:
+    """Make ``host`` the one :func:`watch` attaches to, for the duration of the block."""
+    global _host
+    with _host_lock:
+        previous, _host = _host, host
+    try:
+        yield host
+    finally:
+        with _host_lock:
+            _host = previous
+
+
+def _parse_switch(text: str) -> tuple[float, str]:
+    epoch_text, sep, spec = text.partition(":")
+    try:
+        epoch = float(epoch_text)
+    except ValueError:
+        epoch = math.nan
+    if not sep or not math.isfinite(epoch) or epoch < 0:
+        raise SpecError(f"expected EPOCH:SPEC with EPOCH >= 0, e.g. 10:cosine:T_max=20, got {text!r}")
+    return epoch, str(parse_spec(spec))
+
+
+class Monitor:
+    """What :func:`watch` returns: call :meth:`step` after every ``optimizer.step()``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        model: Any = None,
+        extra_state: dict[str, Any] | None = None,
+        checkpoint_every: float | None = None,
+    ) -> None:
+        self.engine = engine
+        self.model = model
+        self.extra_state = dict(extra_state or {})
+        self.checkpoint_every = checkpoint_every
+        self._closed = False
+
+    # -- the loop's side --------------------------------------------------------------------
+    @property
+    def start_step(self) -> int:
+        """The first step to run: 0, or where a resumed run stopped."""
+        return self.engine.start_step
+
+    @property
+    def start_epoch(self) -> int:
+        return self.engine.start_step // self.engine.timeline.steps_per_epoch
+
+    @property
+    def step_in_epoch(self) -> int:
+        """Batches of ``start_epoch`` already done before a resume (skip them)."""
+        return self.engine.start_step % self.engine.timeline.steps_per_epoch
+
+    @property
+    def stopped(self) -> bool:
+        return self.engine.state in ("stopping", "stopped", "finished", "error")
+
+    @property
+    def lr(self) -> float:
+        return self.engine.lr
+
+    def step(self, loss: Any) -> bool:
+        """Log this step's loss (a float or a 0-d tensor); ``False`` means stop now (``q``, a signal)."""
+        if self.stopped:
+            return False
+        return self.engine.step(float(loss))
+
+    def epoch_end(self, **metrics: float) -> None:
+        """Log validation metrics (names from ``val_names``); checkpoint if ``checkpoint_every`` is due."""
+        self.engine.end_epoch(**metrics)
+        every = self.checkpoint_every
+        if every and self.model is not None:
+            epoch = self.engine.step_index / self.engine.timeline.steps_per_epoch
+            if abs(epoch / every - round(epoch / every)) < 1e-9:
+                self.engine.checkpoint("every")
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End the run: log how it ended, flush and close the run directory. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self.engine.finish(error)
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: object) -> None:
+        self.close(exc if isinstance(exc, Exception) else None)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def checkpoint(self) -> Path | None:
+        """Save a checkpoint now (call between steps); the monitor's ``k`` key does the same."""
+        return self.engine.checkpoint("request")
+
+    def _save(self, reason: str) -> Path:
+        import torch
+
+        engine = self.engine
+        pending = [
+            [step, command.to_dict()] for step, commands in sorted(engine._scripted.items()) for command in commands
+        ]
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": engine.step_index,
+            "reason": reason,
+            "timeline": engine.timeline.to_dict(),
+            "model": self.model.state_dict() if self.model is not None else None,
+            "optimizer": engine.optimizer.state_dict(),
+            "rng": rng_state(),
+            "extra": {name: _state_of(obj) for name, obj in self.extra_state.items()},
+            "scripted": pending,
+        }
+        path = engine.run_dir / CHECKPOINT_NAME
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        return path
+
+
+def _state_of(obj: Any) -> Any:
+    return obj.get_state() if hasattr(obj, "get_state") else obj.state_dict()
+
+
+def _load_state(obj: Any, state: Any) -> None:
+    if hasattr(obj, "set_state"):
+        obj.set_state(state)
+    else:
+        obj.load_state_dict(state)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states, as tensors and plain values only."""
+    import torch
+
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": [has_gauss, cached]},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy_state["pos"], *numpy_state["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The latest checkpoint of ``run_dir``, loaded with ``torch.load(..., weights_only=True)``."""
+    import torch
+
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.exists():
+        raise CheckpointError(f"{run_dir}: no {CHECKPOINT_NAME} (save one with the k key or --checkpoint-every)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unsafe or corrupt pickle: refuse it, name the reason in one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused, it does not load with weights_only=True ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an lrwatch checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
+    """Fill the history with the rows a resumed run already logged, so its plots show the whole run."""
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                step = int(row["step"])
+                if row.get("loss"):
+                    if step < before_step:
+                        engine.history.append(step, float(row["epoch"]), float(row["lr"]), float(row["loss"]))
+                elif step <= before_step:
+                    metrics = {k: float(row[k]) for k in engine.history.val_names if row.get(k)}
+                    engine.history.append_epoch(step, float(row["epoch"]), metrics)
+            except (KeyError, TypeError, ValueError):
+                continue
+
+
+def watch(
+    optimizer: Any,
+    *,
+    steps_per_epoch: int,
+    epochs: int | None = None,
+    schedule: str | None = None,
+    lr: float | None = None,
+    per_epoch: bool = False,
+    model: Any = None,
+    run_dir: str | Path | None = None,
+    drive_lr: bool = True,
+    switches: Sequence[str] = (),
+    val_names: Sequence[str] = ("val_loss", "val_acc"),
+    checkpoint_every: float | None = None,
+    resume: str | Path | None = None,
+    extra_state: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Monitor:
+    """Start watching (and, by default, driving) ``optimizer``'s learning rate.
+
+    Args:
+        steps_per_epoch: optimizer steps per epoch (``len(loader)``); schedule times are in epochs.
+        epochs: the planned length, for the preview and fitted defaults (``None``: unknown).
+        schedule: initial spec, e.g. ``"cosine:T_max=25,eta_min=0.001"`` (default ``cosine``). On a resume,
+            a schedule that differs from the one in force is applied as a new, logged switch.
+        lr: initial LR (default: the optimizer's group 0 LR).
+        per_epoch: change the LR only at epoch boundaries, like ``scheduler.step()`` once per epoch.
+        model: enables checkpoints (``k`` key, ``checkpoint_every``, and one on every stop).
+        drive_lr: ``False``: monitor-only; the loop's own scheduler sets the LR, switching is off.
+        switches: ``"EPOCH:SPEC"`` switches applied when the run gets there, as key presses would be.
+        resume: a run directory with a checkpoint: restore model, optimizer, timeline, step, RNG states.
+        extra_state: more things to checkpoint: ``torch.Generator`` or anything with ``state_dict``.
+    """
+    host = current_host()
+    resume = Path(resume) if resume is not None else host.resume
+    if lr is None:
+        lr = float(optimizer.param_groups[0]["lr"])
+    total = steps_per_epoch * epochs if epochs else None
+    scripted = [_parse_switch(text) for text in switches]
+    if resume is not None:
+        state = load_checkpoint(resume)
+        timeline = replace(Timeline.from_dict(state["timeline"]), total_steps=total)
+        start_step = int(state["step"])
+        directory = resume
+    else:
+        timeline = Timeline.start(
+            schedule or "cosine", lr=lr, steps_per_epoch=steps_per_epoch, total_steps=total, per_epoch=per_epoch
+        )
+        start_step = 0
+        directory = Path(run_dir) if run_dir is not None else (host.run_dir or default_run_dir())
+    monitor: Monitor | None = None
+
+    def checkpointer(reason: str) -> Path:
+        assert monitor is not None
+        return monitor._save(reason)
+
+    engine = Engine(
+        optimizer,
+        timeline,
+        run_dir=directory,
+        val_names=tuple(val_names),
+        config=dict(config or {}),
+        drive_lr=drive_lr,
+        start_step=start_step,
+        checkpointer=checkpointer if model is not None else None,
+    )
+    monitor = Monitor(engine, model=model, extra_state=extra_state, checkpoint_every=checkpoint_every)
+    k = steps_per_epoch
+    if resume is not None:
+        if model is not None and state["model"] is not None:
+            model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        for name, obj in monitor.extra_state.items():
+            if name in state["extra"]:
+                _load_state(obj, state["extra"][name])
+        pending = {(step, json_key(cmd)) for step, cmd in state["scripted"]}
+        for step, cmd in state["scripted"]:
+            engine.schedule_command(step, command_from_dict(cmd))
+        for epoch, spec in scripted:
+            step = round(epoch * k)
+            if step >= start_step and (step, json_key(Switch(spec).to_dict())) not in pending:
+                engine.schedule_command(step, Switch(spec))
+        active = timeline.segment_at(start_step).spec
+        if schedule is not None and str(parse_spec(schedule)) not in (str(active), schedule):
+            engine.submit(Switch(schedule))
+        _load_history(engine, directory, start_step)
+    else:
+        for epoch, spec in scripted:
+            engine.schedule_command(round(epoch * k), Switch(spec))
+    host.attach(engine)
+    engine.begin()
+    atexit.register(monitor.close)  # a script that never calls close() still ends its run on exit
+    return monitor
+
+
+def json_key(command: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(command, sort_keys=True)
+
+
+def run_loop(host: Host, target: Any) -> None:
+    """Run ``target()`` (a training function or a script) under ``host``; end the run on any exit."""
+    with using_host(host):
+        try:
+            target()
+        except SystemExit as exc:  # a script's sys.exit(): 0 ends the run, anything else is an error
+            _finish(host, None if exc.code in (0, None) else RuntimeError(f"the script exited with {exc.code}"))
+            raise
+        except KeyboardInterrupt:
+            engine = host.engine
+            if engine is not None and engine.state in ("running", "paused"):
+                engine.state = "stopping"
+                engine._emit("stop", reason="KeyboardInterrupt")
+            _finish(host)
+            raise
+        except BaseException as exc:
+            _finish(host, exc)
+            if not isinstance(exc, Exception):
+                raise
+            host.error = exc
+        else:
+            _finish(host)
+
+
+def _finish(host: Host, error: BaseException | None = None) -> None:
+    if host.engine is not None:
+        host.engine.finish(error)
