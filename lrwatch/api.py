@@ -153,7 +153,8 @@ class Monitor:
         """Log this step's loss (a float or a 0-d tensor); ``False`` means stop now (``q``, a signal)."""
         if self.stopped:
             return False
-        return self.engine.step(float(loss))
+        value = loss.detach().item() if hasattr(loss, "detach") else float(loss)
+        return self.engine.step(value)
 
     def epoch_end(self, **metrics: float) -> None:
         """Log validation metrics (names from ``val_names``); checkpoint if ``checkpoint_every`` is due."""
@@ -363,7 +364,7 @@ def watch(
             if step >= start_step and (step, json_key(Switch(spec).to_dict())) not in pending:
                 engine.schedule_command(step, Switch(spec))
         active = timeline.segment_at(start_step).spec
-        if schedule is not None and str(parse_spec(schedule)) not in (str(active), schedule):
+        if schedule is not None and str(parse_spec(schedule)) != str(active):
             engine.submit(Switch(schedule))
         _load_history(engine, directory, start_step)
     else:

@@ -146,7 +146,11 @@ class Engine:
         lr = float(optimizer.param_groups[0]["lr"])
         if not self.drive_lr:
             self.lr = lr
-        elif lr != self.lr * self._group_scale[0] and not self._outside_lr_warned:
+        else:
+            self._check_outside_change(lr)
+
+    def _check_outside_change(self, lr: float) -> None:
+        if lr != self.lr * self._group_scale[0] and not self._outside_lr_warned:
             self._outside_lr_warned = True
             self._emit(
                 "warning",
@@ -157,8 +161,11 @@ class Engine:
     def step(self, loss: float) -> bool:
         """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now."""
         s = self.step_index
-        if not self.drive_lr and self._hook is None:
-            self.lr = float(self.optimizer.param_groups[0]["lr"])
+        if not self.drive_lr:
+            if self._hook is None:
+                self.lr = float(self.optimizer.param_groups[0]["lr"])
+        elif not self._outside_lr_warned:
+            self._check_outside_change(float(self.optimizer.param_groups[0]["lr"]))
         loss = float(loss)
         epoch = s / self._timeline.steps_per_epoch
         self.history.append(s, epoch, self.lr, loss)

@@ -1,0 +1,219 @@
+"""The public API on real PyTorch loops: lrwatch.watch, lrwatch run, monitor-only, checkpoints and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lrwatch
+from lrwatch.api import CheckpointError, Host, load_checkpoint, run_loop, using_host
+from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.protocol import Stop, Switch
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"epochs": 4, "steps_per_epoch": 10, "train_size": 2000, "val_size": 400, "hidden": 32}
+
+
+def step_rows(run_dir: Path) -> list[tuple[str, str, str]]:
+    rows = csv.DictReader((run_dir / "metrics.csv").open())
+    return [(r["step"], r["lr"], r["loss"]) for r in rows if r["loss"]]
+
+
+def events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").open()]
+
+
+def run_demo(run_dir: Path, resume: Path | None = None, on_engine=None, **overrides) -> Host:
+    config = {**SMALL, "switches": ("1.5:exp:gamma=0.5", "3:step:step_size=1,gamma=0.5"), **overrides}
+    if resume is not None:
+        config = DemoConfig.from_run_dir(resume).as_fields() | {"schedule": overrides.get("schedule")}
+    host = Host(run_dir=run_dir, resume=resume, log=None, on_engine=on_engine)
+    run_loop(host, DemoTask(DemoConfig(**config, device="cpu")).train)
+    return host
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path) -> None:
+    run_demo(tmp_path / "whole")
+    stopped = tmp_path / "stopped"
+    run_demo(stopped, on_engine=lambda engine: engine.schedule_command(23, Stop("test")))
+    assert [e["event"] for e in events(stopped)][-3:] == ["stop", "checkpoint", "finish"]
+    assert load_checkpoint(stopped)["step"] == 23
+    host = run_demo(stopped, resume=stopped)
+    assert host.engine.state == "finished"
+    whole, resumed = step_rows(tmp_path / "whole"), step_rows(stopped)
+    assert [r[1] for r in resumed] == [r[1] for r in whole]  # the LR sequence
+    assert resumed == whole  # and, with model, optimizer, RNG and data order restored, the losses too
+    kinds = [e["event"] for e in events(stopped)]
+    assert kinds.count("resume") == 1 and kinds.count("switch") == 2 and kinds[-1] == "finish"
+
+
+def test_a_schedule_given_at_resume_is_a_visible_switch(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_demo(run_dir, on_engine=lambda engine: engine.schedule_command(12, Stop("test")))
+    run_demo(run_dir, resume=run_dir, schedule="cosine:T_max=2")
+    switches = [e for e in events(run_dir) if e["event"] == "switch"]
+    assert (switches[0]["step"], switches[0]["spec"]) == (12, "cosine:T_max=2")
+    assert [s["step"] for s in switches] == [12, 15, 30]  # the planned switches still land
+
+
+def test_checkpoint_key_and_every(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_demo(run_dir, checkpoint_every=2, on_engine=lambda engine: engine.schedule_command(5, lrwatch_checkpoint()))
+    saved = [(e["step"], e["reason"]) for e in events(run_dir) if e["event"] == "checkpoint"]
+    assert saved == [(5, "request"), (20, "every"), (40, "every")]
+
+
+def lrwatch_checkpoint():
+    from lrwatch.protocol import Checkpoint
+
+    return Checkpoint()
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_checkpoints_load_only_with_weights_only(tmp_path: Path) -> None:
+    torch.save({"format": 1, "evil": Evil()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="refused, it does not load with weights_only=True"):
+        load_checkpoint(tmp_path)
+    torch.save({"format": 99}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="not an lrwatch checkpoint"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint.pt"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def tiny_loop(monitor_kwargs: dict, tmp_path: Path, scheduler_factory=None, steps: int = 60):
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = scheduler_factory(optimizer) if scheduler_factory else None
+    used = []
+    with using_host(Host(run_dir=tmp_path, log=None)):
+        monitor = lrwatch.watch(optimizer, steps_per_epoch=10, epochs=steps // 10, **monitor_kwargs)
+        monitor.engine.submit(Switch("exp"))
+        for _ in range(steps):
+            used.append(optimizer.param_groups[0]["lr"])
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            monitor.step(loss)
+        monitor.close()
+    return monitor, used
+
+
+def test_monitor_only_plots_the_loops_own_scheduler(tmp_path: Path) -> None:
+    monitor, used = tiny_loop(
+        {"drive_lr": False}, tmp_path, lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=60)
+    )
+    assert monitor.engine.history.column("lr").tolist() == used
+    rejected = [e for e in events(tmp_path) if e["event"] == "rejected"]
+    assert "monitor-only" in rejected[0]["reason"]
+    assert not [e for e in events(tmp_path) if e["event"] == "switch"]
+
+
+def test_a_scheduler_fighting_lrwatch_is_reported(tmp_path: Path) -> None:
+    tiny_loop({"schedule": "cosine"}, tmp_path, lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=5))
+    warnings = [e for e in events(tmp_path) if e["event"] == "warning"]
+    assert len(warnings) == 1 and "changed outside lrwatch" in warnings[0]["message"]
+
+
+def test_driven_lrs_are_what_the_optimizer_used(tmp_path: Path) -> None:
+    monitor, used = tiny_loop({"schedule": "step:step_size=1,gamma=0.5"}, tmp_path)
+    assert monitor.engine.history.column("lr").tolist() == used
+    assert np.array_equal(np.array(used), monitor.engine.timeline.lrs(np.arange(60)))
+
+
+def test_tutorial_port_prints_what_plain_pytorch_prints(tmp_path: Path) -> None:
+    script = str(ROOT / "demo" / "torch_tutorial.py")
+    plain = subprocess.run([sys.executable, script, "--plain"], capture_output=True, text=True, check=True)
+    ported = subprocess.run(
+        [sys.executable, "-m", "lrwatch.cli", "run", "--headless", "--run-dir", str(tmp_path), script],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert plain.stdout.splitlines()[0] == "Epoch 1, Current LR: 0.099610"
+    assert len(plain.stdout.splitlines()) == 50
+    assert ported.stdout == plain.stdout
+    assert "finished at step 200" in ported.stderr
+
+
+def test_cnn_example_runs(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "demo" / "cnn.py"), "--epochs", "1", "--train-size", "640", "--device", "cpu"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("epoch 1: val_loss")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert events(run_dir)[-1]["status"] == "finished"
+
+
+def test_run_passes_script_arguments_and_exit_status(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys, torch, lrwatch\n"
+        "print(sys.argv[1:])\n"
+        "opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)\n"
+        "m = lrwatch.watch(opt, steps_per_epoch=2, epochs=1)\n"
+        "m.step(1.0)\n"
+        "raise ValueError('boom')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrwatch.cli", "run", "--headless", "--run-dir", str(tmp_path / "r"), str(script),
+         "--", "--lr", "3"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout.strip() == "['--lr', '3']"
+    assert proc.returncode == 1 and "ValueError: boom" in proc.stderr
+    assert [e["event"] for e in events(tmp_path / "r")][-2:] == ["error", "finish"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "nowhere.py"], "lrwatch run: no such script: nowhere.py"),
+        (["demo", "--resume", "nowhere"], "nowhere is not a run directory (no run.json)"),
+    ],
+)
+def test_bad_run_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from lrwatch.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+async def test_lrwatch_run_with_the_monitor(tmp_path: Path) -> None:
+    import runpy
+
+    from lrwatch.app import LRWatchApp
+
+    script = str(ROOT / "demo" / "torch_tutorial.py")
+
+    def target() -> None:
+        sys.argv = [script]
+        runpy.run_path(script, run_name="__main__")
+
+    host = Host(headless=False, run_dir=tmp_path, log=None)
+    app = LRWatchApp(None, target, host=host, fps=4)
+    async with app.run_test(size=(100, 30)) as pilot:
+        deadline = time.monotonic() + 30
+        while app.source is None or app.source.status()["state"] != "finished":
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        assert "finished" in str(app.query_one("#status").render())
+        assert "CosineAnnealingLR(optimizer, T_max=25, eta_min=0.001)" in str(app.query_one("#schedule").render())
+        await pilot.press("q")
+    assert app.return_code == 0
