@@ -89,7 +89,7 @@ def test_checkpoints_load_only_with_weights_only(tmp_path: Path) -> None:
     torch.save({"format": 99}, tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="not an lrwatch checkpoint"):
         load_checkpoint(tmp_path)
-    with pytest.raises(CheckpointError, match="no checkpoint.pt"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint\.pt"):
         load_checkpoint(tmp_path / "nowhere")
 
 
