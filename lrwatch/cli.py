@@ -15,6 +15,7 @@ from typing import NoReturn
 import numpy as np
 
 from lrwatch.api import CheckpointError
+from lrwatch.reader import RunDirError, RunReader
 from lrwatch.rundir import default_run_dir
 from lrwatch.schedules import KINDS, ScheduleSpec, SpecError, parse_spec
 from lrwatch.timeline import Timeline
@@ -128,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=_run_dir_arg, default=None, metavar="RUN_DIR", help="continue a run")
     _add_ui_args(run)
     run.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script, after --")
+
+    view = sub.add_parser("view", help="open runs read-only (following them as they grow); several: overlaid")
+    view.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    view.add_argument("--summary", action="store_true", help="print a table and what was skipped, no UI")
+    _add_ui_args(view)
 
     sched = sub.add_parser("schedule", help="print or draw the LR sequence of schedules (the scriptable preview)")
     sched.add_argument("spec", type=spec_arg, nargs="+", metavar="SPEC", help="one, or several to overlay")
@@ -339,6 +345,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_with_app(target, run_dir=run_dir, resume=args.resume, fps=args.fps, ascii_markers=args.ascii)
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    """``lrwatch view RUN_DIR ...``: one run in the monitor, read-only; several overlaid; or a summary."""
+    readers = [RunReader(path) for path in args.run_dirs]
+    notes = [f"{r.name}: {note}" for r in readers for note in [*r.skipped, r.incomplete_tail()] if note]
+    if args.summary:
+        from lrwatch.app.compare import run_summary
+
+        for reader in readers:
+            s = run_summary(reader)
+            best = f"{s['best_val_loss']:.4f}" if s["best_val_loss"] is not None else "-"
+            last = f"{s['last_val_loss']:.4f}" if s["last_val_loss"] is not None else "-"
+            schedules = " → ".join(s["schedules"])
+            print(f"{s['name']}: {s['state']}, {s['steps']} steps, val_loss {last} (best {best}), {schedules}")
+        for note in notes:
+            print(f"skipped: {note}", file=sys.stderr)
+        return 0
+    if len(readers) == 1:
+        from lrwatch.app import LRWatchApp
+        from lrwatch.reader import FileRunSource
+
+        app = LRWatchApp(FileRunSource(readers[0]), None, fps=args.fps, ascii_markers=args.ascii, notes=notes)
+    else:
+        from lrwatch.app.compare import CompareRunsApp
+
+        app = CompareRunsApp(readers, fps=args.fps, ascii_markers=args.ascii)
+    app.run()
+    return 0
+
+
 class HeadlessPrinter:
     """One line per epoch, and one per switch, edit, rejected command, stop or error, to ``out``."""
 
@@ -383,7 +418,7 @@ class HeadlessPrinter:
         elif event.kind in ("warning", "checkpoint"):
             detail = event.data.get("message") or event.data.get("path")
             print(f"  {event.kind} at step {event.step}: {detail}", file=out, flush=True)
-        elif event.kind == "resume":
+        elif event.kind == "resumed":
             print(f"  resumed at step {event.step} (epoch {event.epoch:g})", file=out, flush=True)
         elif event.kind == "rejected":
             print(f"  rejected at step {event.step}: {event.data['reason']}", file=out, flush=True)
@@ -400,13 +435,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "view":
+            return cmd_view(args)
         if args.command in ("schedule", "compare"):
             if args.steps_per_epoch is None:  # smooth per-batch curves in plots; one row per epoch in data
                 args.steps_per_epoch = 20 if args.format == "plot" and not args.per_epoch else 1
             return cmd_schedule(args)
         args.schedule_given = any(a == "--schedule" or a.startswith("--schedule=") for a in (argv or sys.argv[1:]))
         return cmd_demo(args)
-    except (UsageError, SpecError, CheckpointError) as exc:
+    except (UsageError, SpecError, CheckpointError, RunDirError) as exc:
         print(str(exc) if isinstance(exc, UsageError) else f"lrwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:

@@ -136,7 +136,7 @@ class Engine:
         if self.writer is not None and not self.start_step:
             self.writer.write_run_info(self.run_info())
         if self.start_step:
-            self._emit("resume", timeline=self._timeline.to_dict(), resumed=True)
+            self._emit("resumed", timeline=self._timeline.to_dict(), drives_lr=self.drive_lr)
         else:
             self._emit("start", timeline=self._timeline.to_dict(), drives_lr=self.drive_lr)
         self._at_boundary()

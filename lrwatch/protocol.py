@@ -71,9 +71,9 @@ def command_from_dict(data: dict[str, Any]) -> Command:
 
 @dataclass(frozen=True)
 class Event:
-    """Something that happened at a step: ``start``, ``switch``, ``edit``, ``pause``, ``resume``,
-    ``stop``, ``checkpoint``, ``epoch``, ``warning``, ``finish``, ``error``, ``rejected`` (a command
-    that changed nothing, with the reason)."""
+    """Something that happened at a step: ``start``, ``resumed`` (from a checkpoint), ``switch``,
+    ``edit``, ``pause``, ``resume``, ``stop``, ``checkpoint``, ``epoch``, ``warning``, ``finish``,
+    ``error``, ``rejected`` (a command that changed nothing, with the reason)."""
 
     kind: str
     step: int

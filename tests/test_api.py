@@ -52,7 +52,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path) -> None:
     assert [r[1] for r in resumed] == [r[1] for r in whole]  # the LR sequence
     assert resumed == whole  # and, with model, optimizer, RNG and data order restored, the losses too
     kinds = [e["event"] for e in events(stopped)]
-    assert kinds.count("resume") == 1 and kinds.count("switch") == 2 and kinds[-1] == "finish"
+    assert kinds.count("resumed") == 1 and kinds.count("switch") == 2 and kinds[-1] == "finish"
 
 
 def test_a_schedule_given_at_resume_is_a_visible_switch(tmp_path: Path) -> None:

@@ -111,8 +111,10 @@ class LRWatchApp(App[None]):
         fps: float = 4.0,
         ascii_markers: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        notes: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.notes = list(notes or [])
         self.source: RunSource | None = source
         self.train = train
         self.host = host
@@ -149,6 +151,8 @@ class LRWatchApp(App[None]):
         self.query_one("#schedule").border_title = "schedule"
         self.query_one("#events").border_title = "events"
         self._titles()
+        for note in self.notes:
+            self.notify(note, severity="warning", timeout=8)
         if self.train is not None:
             self.thread = threading.Thread(target=self._run_training, name="lrwatch-train", daemon=True)
             self.thread.start()
@@ -197,6 +201,9 @@ class LRWatchApp(App[None]):
         """Poll the run: new events, new data; redraw what changed."""
         if not self._connect():
             return
+        poll = getattr(self.source, "poll", None)  # a run directory being followed
+        if poll is not None:
+            poll()
         for event in self.source.events_since(self._events_seen):
             self._events_seen += 1
             self.query_one(EventLog).add(event)

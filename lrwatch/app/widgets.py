@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.text import Text
 from textual.app import RenderResult
@@ -101,8 +102,12 @@ def describe_event(event: Event) -> Text | None:
         return step + Text.assemble(("error ", "bold red"), d["message"])
     if event.kind in ("pause", "resume", "stop"):
         return step + Text(event.kind + (f" ({d['reason']})" if d.get("reason") else ""), style="yellow")
-    if event.kind == "start":
-        return step + Text("start", style="green")
+    if event.kind in ("start", "resumed"):
+        return step + Text(event.kind, style="green")
+    if event.kind == "checkpoint":
+        return step + Text.assemble(("checkpoint ", "bold cyan"), (Path(d["path"]).name, "dim"))
+    if event.kind == "warning":
+        return step + Text.assemble(("warning ", "bold yellow"), d["message"])
     if event.kind == "finish":
         return step + Text(d["status"], style="cyan")
     return None
