@@ -360,8 +360,8 @@ def watch(
         for step, cmd in state["scripted"]:
             engine.schedule_command(step, command_from_dict(cmd))
         for epoch, spec in scripted:
-            step = round(epoch * k)
-            if step >= start_step and (step, json_key(Switch(spec).to_dict())) not in pending:
+            step = max(round(epoch * k), start_step)  # one given for the past lands now, visibly
+            if (step, json_key(Switch(spec).to_dict())) not in pending:
                 engine.schedule_command(step, Switch(spec))
         active = timeline.segment_at(start_step).spec
         if schedule is not None and str(parse_spec(schedule)) != str(active):

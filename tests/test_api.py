@@ -34,7 +34,7 @@ def events(run_dir: Path) -> list[dict]:
 def run_demo(run_dir: Path, resume: Path | None = None, on_engine=None, **overrides) -> Host:
     config = {**SMALL, "switches": ("1.5:exp:gamma=0.5", "3:step:step_size=1,gamma=0.5"), **overrides}
     if resume is not None:
-        config = DemoConfig.from_run_dir(resume).as_fields() | {"schedule": overrides.get("schedule")}
+        config = DemoConfig.from_run_dir(resume).as_fields() | {"schedule": overrides.get("schedule"), "switches": ()}
     host = Host(run_dir=run_dir, resume=resume, log=None, on_engine=on_engine)
     run_loop(host, DemoTask(DemoConfig(**config, device="cpu")).train)
     return host
@@ -217,3 +217,32 @@ async def test_lrwatch_run_with_the_monitor(tmp_path: Path) -> None:
         assert "CosineAnnealingLR(optimizer, T_max=25, eta_min=0.001)" in str(app.query_one("#schedule").render())
         await pilot.press("q")
     assert app.return_code == 0
+
+
+def test_resume_from_the_cli_after_a_sigterm(tmp_path: Path) -> None:
+    import signal
+
+    run_dir = tmp_path / "run"
+    demo = [sys.executable, "-m", "lrwatch.cli", "demo", "--headless", "--epochs", "60", "--steps-per-epoch", "20"]
+    proc = subprocess.Popen([*demo, "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (run_dir / "metrics.csv").exists() or len((run_dir / "metrics.csv").read_text().splitlines()) < 30:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    stopped_at = load_checkpoint(run_dir)["step"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lrwatch.cli", "demo", "--headless", "--resume", str(run_dir),
+         "--switch", "3:exp:gamma=0.5"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"  resumed at step {stopped_at}" in resumed.stdout
+    steps = [int(r[0]) for r in step_rows(run_dir)]
+    assert steps == list(range(60 * 20))
+    kinds = [e["event"] for e in events(run_dir) if e["event"] != "epoch"]
+    assert kinds[:5] == ["start", "stop", "checkpoint", "finish", "resumed"] and kinds[-1] == "finish"
+    switch = next(e for e in events(run_dir) if e["event"] == "switch")
+    assert (switch["step"], switch["spec"]) == (max(60, stopped_at), "exp:gamma=0.5")

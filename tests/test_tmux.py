@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -20,9 +21,10 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 class Tmux:
     def __init__(self, width: int, height: int, command: str) -> None:
         self.name = f"lrwatch-test-{uuid.uuid4().hex[:8]}"
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command], check=True
-        )
+        # Under pytest COLUMNS=80 and LINES=24 are set, and they would override the pane's real size.
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        new = ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height)]
+        subprocess.run([*new, f"unset COLUMNS LINES; {command}"], check=True, env=env)
 
     def screen(self) -> str:
         out = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
@@ -60,6 +62,8 @@ def test_demo_in_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
         tmux.wait(lambda: "⠀" in tmux.screen() or any("\u2801" <= c <= "\u28ff" for c in tmux.screen()), "a plot")
         screen = tmux.screen()
         assert all(len(line) <= size[0] for line in screen.splitlines())
+        assert screen.splitlines()[0].endswith("╮") and len(screen.splitlines()[0]) == size[0]  # fills the width
+        assert len(screen.splitlines()) == size[1] and "q quit" in screen.splitlines()[-1]
         assert "q quit" in screen
         for n, (key, kind) in enumerate([("c", "cosine"), ("e", "exp"), ("r", "cosine-restarts"), ("s", "step")], 1):
             tmux.press(key)
@@ -75,5 +79,21 @@ def test_demo_in_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
         assert events[-1]["event"] == "finish" and events[-1]["status"] == "stopped"
         rows = (run_dir / "metrics.csv").read_text().splitlines()
         assert len(rows) > 1 and rows[0].startswith("step,epoch,lr,loss")
+    finally:
+        tmux.kill()
+
+
+def test_lrwatch_run_a_user_script_in_a_real_terminal(tmp_path: Path) -> None:
+    run_dir, exit_file = tmp_path / "run", tmp_path / "exit"
+    script = str(Path(__file__).resolve().parents[1] / "demo" / "torch_tutorial.py")
+    command = [sys.executable, "-m", "lrwatch.cli", "run", "--run-dir", str(run_dir), script]
+    tmux = Tmux(100, 30, f"{shlex.join(command)}; echo $? > {shlex.quote(str(exit_file))}")
+    try:
+        tmux.wait(lambda: "finished" in tmux.screen() and "epoch 50.0/50" in tmux.screen(), "the finished run")
+        tmux.wait(lambda: "CosineAnnealingLR(optimizer," in tmux.screen(), "the PyTorch line")
+        tmux.press("q")
+        tmux.wait(exit_file.exists, "the exit status")
+        assert exit_file.read_text().strip() == "0"
+        assert read_events(run_dir)[-1]["status"] == "finished"
     finally:
         tmux.kill()
