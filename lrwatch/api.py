@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from lrwatch.engine import Engine
+from lrwatch.engine import DivergencePolicy, Engine
 from lrwatch.protocol import Switch, command_from_dict
 from lrwatch.rundir import default_run_dir
 from lrwatch.schedules import SpecError, parse_spec
@@ -60,6 +60,8 @@ class Host:
     engine: Engine | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     on_engine: Any = None  # called with the engine before its first step (tests, scripted stops)
+    on_divergence: str | None = None  # default: pause with the monitor, stop headless
+    spike_factor: float = 10.0
     error: BaseException | None = None  # what the loop raised, if it raised
 
     def attach(self, engine: Engine) -> None:
@@ -207,6 +209,28 @@ class Monitor:
         return path
 
 
+class WeightsSnapshot:
+    """In-memory copies of model and optimizer state, on their own device, for rollbacks."""
+
+    def __init__(self, model: Any, optimizer: Any) -> None:
+        self.model = model
+        self.optimizer = optimizer
+
+    def snapshot(self) -> tuple[Any, Any]:
+        import copy
+
+        model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return model_state, copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self, state: tuple[Any, Any]) -> None:
+        model_state, optimizer_state = state
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optimizer_state)
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr  # the LR stays the engine's to set
+
+
 def _state_of(obj: Any) -> Any:
     return obj.get_state() if hasattr(obj, "get_state") else obj.state_dict()
 
@@ -297,6 +321,8 @@ def watch(
     resume: str | Path | None = None,
     extra_state: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
+    on_divergence: str | None = None,
+    spike_factor: float | None = None,
 ) -> Monitor:
     """Start watching (and, by default, driving) ``optimizer``'s learning rate.
 
@@ -312,6 +338,8 @@ def watch(
         switches: ``"EPOCH:SPEC"`` switches applied when the run gets there, as key presses would be.
         resume: a run directory with a checkpoint: restore model, optimizer, timeline, step, RNG states.
         extra_state: more things to checkpoint: ``torch.Generator`` or anything with ``state_dict``.
+        on_divergence: ``pause`` (the monitor's default), ``stop`` (headless default) or ``rollback``, when a
+            loss is NaN/Inf or above ``spike_factor`` (default 10) times its recent mean.
     """
     host = current_host()
     resume = Path(resume) if resume is not None else host.resume
@@ -336,6 +364,8 @@ def watch(
         assert monitor is not None
         return monitor._save(reason)
 
+    action = on_divergence or host.on_divergence or ("stop" if host.headless else "pause")
+    policy = DivergencePolicy(action=action, spike_factor=spike_factor or host.spike_factor)
     engine = Engine(
         optimizer,
         timeline,
@@ -345,6 +375,8 @@ def watch(
         drive_lr=drive_lr,
         start_step=start_step,
         checkpointer=checkpointer if model is not None else None,
+        divergence=policy,
+        snapshotter=WeightsSnapshot(model, optimizer) if model is not None else None,
     )
     monitor = Monitor(engine, model=model, extra_state=extra_state, checkpoint_every=checkpoint_every)
     k = steps_per_epoch

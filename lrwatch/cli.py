@@ -21,6 +21,7 @@ from lrwatch.schedules import KINDS, ScheduleSpec, SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 
 
 class UsageError(Exception):
@@ -29,7 +30,7 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: {message}".replace("\n", "\\n"))  # one line, whatever was typed
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue a run from its checkpoint; --schedule/--switch given now become new switches",
     )
+    _add_divergence_args(demo)
     _add_ui_args(demo)
 
     run = sub.add_parser("run", help="run your training script under the monitor (it calls lrwatch.watch)")
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--headless", action="store_true", help="no UI; lrwatch's lines go to stderr")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
     run.add_argument("--resume", type=_run_dir_arg, default=None, metavar="RUN_DIR", help="continue a run")
+    _add_divergence_args(run)
     _add_ui_args(run)
     run.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script, after --")
 
@@ -149,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_divergence_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on-divergence",
+        choices=("pause", "stop", "rollback"),
+        default=None,
+        help="when the loss is NaN/Inf or spikes: pause (default with the UI), stop (default headless; exit 3), "
+        "or rollback (restore the last good weights, halve the LR)",
+    )
+    p.add_argument(
+        "--spike-factor", type=_positive(float), default=10.0, help="a spike: loss > FACTOR × its recent mean"
+    )
+
+
 def _add_ui_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=_positive(float), default=4.0, help="max plot redraws per second (UI)")
     p.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
@@ -159,6 +175,14 @@ def _run_dir_arg(text: str) -> Path:
     if not (path / "run.json").is_file():
         raise argparse.ArgumentTypeError(f"{text} is not a run directory (no run.json)")
     return path
+
+
+def _check_resumable(run_dir: Path | None) -> None:
+    """Refuse a bad checkpoint before anything starts (``CheckpointError``: one line, exit 2)."""
+    if run_dir is not None:
+        from lrwatch.api import load_checkpoint
+
+        load_checkpoint(run_dir)
 
 
 def _add_output_args(p: argparse.ArgumentParser, *, default_format: str) -> None:
@@ -255,6 +279,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "per_epoch": args.per_epoch,
         "checkpoint_every": args.checkpoint_every,
     }
+    _check_resumable(args.resume)
     if args.resume is not None:
         # The data, model and run length come from the run being resumed; a --schedule or --switch
         # given now is applied as a new switch (see lrwatch.watch).
@@ -269,18 +294,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"lrwatch demo: {exc}") from None
     run_dir = args.resume or args.run_dir or default_run_dir()
     if not args.headless:
-        return run_with_app(task.train, run_dir=run_dir, resume=args.resume, fps=args.fps, ascii_markers=args.ascii)
+        return run_with_app(
+            task.train,
+            run_dir=run_dir,
+            resume=args.resume,
+            fps=args.fps,
+            ascii_markers=args.ascii,
+            divergence=_divergence_args(args),
+        )
     print(f"lrwatch demo: {task.config.epochs} epochs × {task.config.steps} steps on {task.device}, run dir {run_dir}")
-    return run_headless(task.train, run_dir=run_dir, resume=args.resume, log=sys.stdout)
+    return run_headless(
+        task.train, run_dir=run_dir, resume=args.resume, log=sys.stdout, divergence=_divergence_args(args)
+    )
 
 
-def run_with_app(target, *, run_dir, resume=None, fps: float = 4.0, ascii_markers: bool = False) -> int:
+def _divergence_args(args: argparse.Namespace) -> dict:
+    return {"on_divergence": args.on_divergence, "spike_factor": args.spike_factor}
+
+
+def run_with_app(
+    target, *, run_dir, resume=None, fps: float = 4.0, ascii_markers: bool = False, divergence: dict | None = None
+) -> int:
     """Run ``target`` in a worker thread under the live monitor (the main thread is the app's)."""
     from lrwatch.api import Host
     from lrwatch.app import LRWatchApp
     from lrwatch.protocol import Stop
 
-    host = Host(headless=False, run_dir=Path(run_dir), resume=resume, log=None)
+    host = Host(headless=False, run_dir=Path(run_dir), resume=resume, log=None, **(divergence or {}))
     app = LRWatchApp(None, target, host=host, fps=fps, ascii_markers=ascii_markers)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -289,18 +329,21 @@ def run_with_app(target, *, run_dir, resume=None, fps: float = 4.0, ascii_marker
             host.engine.submit(Stop(reason=signal.Signals(signum).name))
         app.call_later(app.action_quit_run)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    app.run()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        app.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return app.return_code or 0
 
 
-def run_headless(target, *, run_dir, resume=None, log=None) -> int:
+def run_headless(target, *, run_dir, resume=None, log=None, divergence: dict | None = None) -> int:
     """Run ``target`` here; Ctrl+C, SIGTERM and SIGHUP stop it at a step boundary (a second Ctrl+C at once)."""
     from lrwatch.api import Host, run_loop
     from lrwatch.protocol import Stop
 
-    host = Host(headless=True, run_dir=Path(run_dir), resume=resume, log=log)
+    host = Host(headless=True, run_dir=Path(run_dir), resume=resume, log=log, **(divergence or {}))
 
     def on_signal(signum: int, _frame: object) -> None:
         if host.engine is None:
@@ -309,17 +352,21 @@ def run_headless(target, *, run_dir, resume=None, log=None) -> int:
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
         run_loop(host, target)
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     failed = host.error is not None or (host.engine is not None and host.engine.state == "error")
     if host.error is not None and host.engine is None:
         print(f"lrwatch: the loop failed before lrwatch.watch(): {host.error!r}", file=sys.stderr)
+    if host.engine is not None and (host.engine.stop_reason or "").startswith("divergence"):
+        return EXIT_DIVERGED
     return 1 if failed else 0
 
 
@@ -339,10 +386,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.path.insert(0, str(script.resolve().parent))
         runpy.run_path(str(script), run_name="__main__")
 
+    _check_resumable(args.resume)
     run_dir = args.resume or args.run_dir or default_run_dir()
     if args.headless:
-        return run_headless(target, run_dir=run_dir, resume=args.resume, log=sys.stderr)
-    return run_with_app(target, run_dir=run_dir, resume=args.resume, fps=args.fps, ascii_markers=args.ascii)
+        return run_headless(
+            target, run_dir=run_dir, resume=args.resume, log=sys.stderr, divergence=_divergence_args(args)
+        )
+    return run_with_app(
+        target,
+        run_dir=run_dir,
+        resume=args.resume,
+        fps=args.fps,
+        ascii_markers=args.ascii,
+        divergence=_divergence_args(args),
+    )
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -418,6 +475,12 @@ class HeadlessPrinter:
         elif event.kind in ("warning", "checkpoint"):
             detail = event.data.get("message") or event.data.get("path")
             print(f"  {event.kind} at step {event.step}: {detail}", file=out, flush=True)
+        elif event.kind == "rollback":
+            print(
+                f"  rollback at step {event.step}: weights of step {event.data['to_step']}, lr halved",
+                file=out,
+                flush=True,
+            )
         elif event.kind == "resumed":
             print(f"  resumed at step {event.step} (epoch {event.epoch:g})", file=out, flush=True)
         elif event.kind == "rejected":

@@ -12,28 +12,63 @@ there (never mid-step), and sets the LR of every param group from the timeline. 
 
 from __future__ import annotations
 
+import math
 import platform
 import queue
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from lrwatch.history import MetricHistory
-from lrwatch.protocol import Checkpoint, Command, EditParams, Event, Pause, Resume, Stop, Switch
+from lrwatch.protocol import Checkpoint, Command, EditParams, Event, Pause, Resume, Rollback, Stop, Switch
 from lrwatch.rundir import RunWriter
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
 
 LR_BLOCK = 1024
 PAUSE_POLL_SECONDS = 0.25
+EXIT_DIVERGED = 3
 
 Listener = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class DivergencePolicy:
+    """What to do when the loss diverges: a non-finite loss, or one above ``spike_factor`` times the
+    mean of the last ``window`` finite losses (after ``warmup`` of them).
+
+    ``pause`` (the monitor's default) holds at the step and offers a rollback; ``stop`` (headless
+    default) ends the run; ``rollback`` restores the last good in-memory snapshot of model and
+    optimizer (taken every ``snapshot_every`` good steps), halves the LR and goes on, and stops after
+    ``max_rollbacks`` of them.
+    """
+
+    action: str = "stop"
+    spike_factor: float = 10.0
+    window: int = 50
+    warmup: int = 20
+    snapshot_every: int = 100
+    max_rollbacks: int = 3
+
+    def __post_init__(self) -> None:
+        if self.action not in ("pause", "stop", "rollback"):
+            raise ValueError(f"on-divergence must be pause, stop or rollback (got {self.action!r})")
+        if not self.spike_factor > 1:
+            raise ValueError(f"spike factor must be > 1 (got {self.spike_factor})")
+
+
+class Snapshotter(Protocol):
+    def snapshot(self) -> Any: ...
+
+    def restore(self, state: Any) -> None: ...
 
 
 class Engine:
@@ -53,6 +88,8 @@ class Engine:
         drive_lr: bool = True,
         start_step: int = 0,
         checkpointer: Callable[[str], Path] | None = None,
+        divergence: DivergencePolicy | None = None,
+        snapshotter: Snapshotter | None = None,
     ) -> None:
         self.optimizer = optimizer
         self._timeline = timeline
@@ -64,6 +101,13 @@ class Engine:
         )
         self.config = dict(config or {})
         self.checkpointer = checkpointer
+        self.divergence = divergence
+        self.snapshotter = snapshotter
+        self.stop_reason: str | None = None
+        self._recent = deque(maxlen=divergence.window if divergence else 1)
+        self._good_since_snapshot = 0
+        self._snapshot: tuple[int, Any] | None = None
+        self.rollbacks = 0
         first = optimizer.param_groups[0]["lr"]
         self._group_scale = [g["lr"] / first for g in optimizer.param_groups]
         self._outside_lr_warned = False
@@ -172,7 +216,68 @@ class Engine:
         if self.writer is not None:
             self.writer.add_step(s, epoch, self.lr, loss)
         self.step_index = s + 1
+        if self.divergence is not None:
+            self._watch_divergence(s, loss)
         return self._at_boundary()
+
+    def _watch_divergence(self, step: int, loss: float) -> None:
+        """Detect a diverged loss at the step it happens; keep snapshots of good weights."""
+        policy = self.divergence
+        recent = self._recent
+        if not math.isfinite(loss):
+            kind = "non-finite"
+        elif len(recent) >= min(policy.warmup, recent.maxlen) and loss > policy.spike_factor * (
+            sum(recent) / len(recent)
+        ):
+            kind = "spike"
+        else:
+            recent.append(loss)
+            self._good_since_snapshot += 1
+            if self.snapshotter is not None and self._good_since_snapshot >= policy.snapshot_every:
+                self._snapshot = (self.step_index, self.snapshotter.snapshot())
+                self._good_since_snapshot = 0
+            return
+        self._good_since_snapshot = 0
+        self._emit("divergence", loss=loss, lr=self.lr, cause=kind, action=policy.action, at_step=step)
+        if policy.action == "pause" and self.state == "running":
+            self.state = "paused"
+            self._emit("pause", reason="divergence")
+        elif policy.action == "rollback":
+            self._rollback()
+        else:
+            self._stop(f"divergence at step {step}: loss {loss:.4g} with lr {self.lr:.4g}", checkpoint=False)
+
+    def _rollback(self) -> None:
+        """Restore the last good snapshot and halve the LR; stop when out of rollbacks or snapshots."""
+        policy = self.divergence
+        if self._snapshot is None or self.rollbacks >= policy.max_rollbacks:
+            why = "no good snapshot yet" if self._snapshot is None else f"{self.rollbacks} rollbacks"
+            self._stop(f"divergence at step {self.step_index - 1}: gave up ({why})", checkpoint=False)
+            return
+        snapshot_step, state = self._snapshot
+        self.snapshotter.restore(state)
+        self.rollbacks += 1
+        self._recent.clear()
+        self._emit("rollback", to_step=snapshot_step, count=self.rollbacks)
+        self._set_timeline(self._timeline.scale(self.step_index, 0.5))
+        seg = self._timeline.segments[-1]
+        self._emit(
+            "switch",
+            spec=str(seg.spec),
+            anchor=seg.anchor,
+            base_lr=seg.base_lr,
+            scale=0.5,
+            reason="rollback",
+            torch=seg.schedule.torch_line(),
+        )
+
+    def _stop(self, reason: str, *, checkpoint: bool = True) -> None:
+        if self.state in ("running", "paused"):
+            self.state = "stopping"
+            self.stop_reason = reason
+            self._emit("stop", reason=reason)
+            if checkpoint:
+                self.checkpoint("stop")  # so that --resume continues exactly here
 
     def end_epoch(self, **metrics: float) -> None:
         """Record validation metrics at the end of an epoch (``val_loss=…, val_acc=…``)."""
@@ -281,10 +386,11 @@ class Engine:
                     self.state = "running"
                     self._emit("resume")
             elif isinstance(command, Stop):
-                if self.state in ("running", "paused"):
-                    self.state = "stopping"
-                    self._emit("stop", reason=command.reason)
-                    self.checkpoint("stop")  # so that --resume continues exactly here
+                self._stop(command.reason)
+            elif isinstance(command, Rollback):
+                if self.divergence is None or self.snapshotter is None:
+                    raise SpecError("no rollback: pass model= to lrwatch.watch() and keep a divergence policy")
+                self._rollback()
         except SpecError as exc:
             self._emit("rejected", command=command.to_dict(), reason=str(exc))
 

@@ -108,6 +108,7 @@ def render(chart: ChartSpec) -> str:
     """The chart as text with ANSI colours (plotext's build)."""
     fig = Figure()
     width, height = max(chart.width, 12), max(chart.height, 4)
+    fig._limit_size(False, False)  # plotext clamps to the real terminal; a widget's size is the app's business
     fig.plotsize(width, height)
     fig.theme("clear")
     fig.xaxes(True, False)
@@ -146,10 +147,12 @@ def render(chart: ChartSpec) -> str:
         fig.vline(x, color)
     y_count = max(2, min(6, height // 3))
     if chart.log_y:
-        yt = [float(k) for k in range(math.ceil(lo_y), math.floor(hi_y) + 1)]
+        first, last = max(math.ceil(lo_y), -307), min(math.floor(hi_y), 307)
+        every = max(1, math.ceil((last - first + 1) / y_count))  # a tick every few decades when there are many
+        yt = [float(k) for k in range(first, last + 1, every)]
         if len(yt) < 2:
             yt = [lo_y, hi_y]
-        fig.yticks(yt, [compact(10**v) for v in yt])
+        fig.yticks(yt, [compact(10 ** min(max(v, -307.0), 307.0)) for v in yt])
     else:
         yt = nice_ticks(lo_y, hi_y, y_count)
         fig.yticks(yt, [compact(v) for v in yt])

@@ -58,7 +58,16 @@ class Checkpoint(Command):
     name: ClassVar[str] = "checkpoint"
 
 
-COMMANDS: dict[str, type[Command]] = {c.name: c for c in (Switch, EditParams, Pause, Resume, Stop, Checkpoint)}
+@dataclass(frozen=True)
+class Rollback(Command):
+    """Restore the last good snapshot of model and optimizer and halve the LR (after a divergence)."""
+
+    name: ClassVar[str] = "rollback"
+
+
+COMMANDS: dict[str, type[Command]] = {
+    c.name: c for c in (Switch, EditParams, Pause, Resume, Stop, Checkpoint, Rollback)
+}
 
 
 def command_from_dict(data: dict[str, Any]) -> Command:
@@ -72,8 +81,8 @@ def command_from_dict(data: dict[str, Any]) -> Command:
 @dataclass(frozen=True)
 class Event:
     """Something that happened at a step: ``start``, ``resumed`` (from a checkpoint), ``switch``,
-    ``edit``, ``pause``, ``resume``, ``stop``, ``checkpoint``, ``epoch``, ``warning``, ``finish``,
-    ``error``, ``rejected`` (a command that changed nothing, with the reason)."""
+    ``edit``, ``pause``, ``resume``, ``stop``, ``checkpoint``, ``epoch``, ``warning``, ``divergence``,
+    ``rollback``, ``finish``, ``error``, ``rejected`` (a command that changed nothing, with the reason)."""
 
     kind: str
     step: int

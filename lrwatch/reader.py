@@ -141,6 +141,8 @@ class RunReader:
             self.timeline = Timeline.from_dict(d["timeline"])
             self.drives_lr = bool(d.get("drives_lr", self.drives_lr))
             self.status = "running"
+        elif event.kind == "switch" and self.timeline is not None and "scale" in d:
+            self.timeline = self.timeline.scale(event.step, float(d["scale"]))
         elif event.kind == "switch" and self.timeline is not None:
             self.timeline = self.timeline.switch(event.step, d["spec"], d.get("anchor"))
         elif event.kind == "edit" and self.timeline is not None:

@@ -11,6 +11,7 @@ every exit path.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,13 @@ FLUSH_SECONDS = 1.0
 
 def default_run_dir(root: str | Path = "runs") -> Path:
     return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON has no NaN or Infinity: those become the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _num(value: float) -> str:
@@ -48,6 +56,7 @@ class RunWriter:
         else:
             self._metrics = open(metrics_path, "w", encoding="utf-8", newline="")
             self._metrics.write(header)
+            self._metrics.flush()  # a run killed before its first second still opens
         self._events = open(self.path / "events.jsonl", "a" if resume_at is not None else "w", encoding="utf-8")
         self._empty_val = "," * len(self.val_names)
         self._rows: list[str] = []
@@ -73,7 +82,8 @@ class RunWriter:
     def add_event(self, event: Event) -> None:
         if self.closed:
             return
-        self._events.write(json.dumps(event.to_dict(), default=str) + "\n")
+        data = {k: _json_safe(v) for k, v in event.to_dict().items()}
+        self._events.write(json.dumps(data, default=str, allow_nan=False) + "\n")
         self._events.flush()
 
     def flush(self, now: float | None = None) -> None:

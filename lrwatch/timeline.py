@@ -165,8 +165,10 @@ class Timeline:
         schedule = resolve(new_spec, self.remaining_epochs(active.origin_step))
         return self._append(Segment(step, active.origin_step, active.base_lr, schedule, active.anchor))
 
-    def extend(self, total_steps: int | None) -> Timeline:
-        return replace(self, total_steps=total_steps)
+    def scale(self, step: int, factor: float) -> Timeline:
+        """Multiply the LR from ``step`` on by ``factor``, keeping the active schedule's shape (a rollback)."""
+        active = self.segment_at(step)
+        return self._append(Segment(step, active.origin_step, active.base_lr * factor, active.schedule, active.anchor))
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -28,6 +28,26 @@ def plot_columns(width: int) -> int:
     return max(width - Y_AXIS_WIDTH, 8)
 
 
+DENSE_PREVIEW_STEPS = 20_000
+SAMPLES_PER_COLUMN = 8
+
+
+def preview_points(timeline: Timeline, start: int, end: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """LRs of steps ``start..end − 1`` at about two points per column.
+
+    Short ranges are evaluated step by step and min/max-decimated (exact). Long ones are sampled at
+    ``SAMPLES_PER_COLUMN`` points per column plus every segment start, so the cost does not grow with
+    the run's length; a drop inside a column shows within that column.
+    """
+    if end - start <= DENSE_PREVIEW_STEPS:
+        steps = np.arange(start, end)
+    else:
+        grid = np.linspace(start, end - 1, SAMPLES_PER_COLUMN * columns).astype(np.int64)
+        starts = [s.start_step for s in timeline.segments if start <= s.start_step < end]
+        steps = np.unique(np.concatenate([grid, np.array(starts, dtype=np.int64)]))
+    return decimate(steps, timeline.lrs(steps), 2 * columns)
+
+
 @dataclass
 class PreviewCache:
     """The planned run's LRs under one timeline, decimated on the chart's column grid."""
@@ -39,8 +59,7 @@ class PreviewCache:
 
     def get(self, timeline: Timeline, columns: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         if timeline is not self.timeline or columns != self.columns:
-            steps = np.arange(end)
-            self.x, self.y = decimate(steps, timeline.lrs(steps), 2 * columns)
+            self.x, self.y = preview_points(timeline, 0, end, columns)
             self.timeline, self.columns = timeline, columns
         return self.x, self.y
 
@@ -77,8 +96,7 @@ def lr_chart(
         y = np.concatenate([[timeline.lr_at(step)], py[ahead]])
         lines.insert(0, Line(x, y, PREVIEW_COLOR, marker="." if ascii else None))
     for kind, candidate in (candidates or {}).items():
-        steps = np.arange(step, end)
-        cx, cy = decimate(steps, candidate.lrs(steps), 2 * columns)
+        cx, cy = preview_points(candidate, step, end, columns)
         lines.append(Line(cx / k, cy, CANDIDATE_COLORS.get(kind, PALETTE[1]), marker="+" if ascii else None))
     vlines = [(seg.start_step / k, MARKER_COLOR) for seg in timeline.segments[1:]]
     vlines.append((step / k, NOW_COLOR))

@@ -33,11 +33,11 @@ from lrwatch.app.charts import (
     loss_chart,
     lr_chart,
 )
-from lrwatch.app.screens import ErrorScreen, HelpScreen, SpecEditor
+from lrwatch.app.screens import DivergenceScreen, ErrorScreen, HelpScreen, SpecEditor
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, format_duration, progress_bar
 from lrwatch.history import Ema
 from lrwatch.plot import MARKER_COLOR, color_hex
-from lrwatch.protocol import Checkpoint, EditParams, Pause, Resume, RunSource, Stop, Switch
+from lrwatch.protocol import Checkpoint, EditParams, Pause, Resume, Rollback, RunSource, Stop, Switch
 from lrwatch.schedules import KINDS, SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
@@ -132,6 +132,7 @@ class LRWatchApp(App[None]):
         self._dirty = True
         self._rate_samples: deque[tuple[float, int]] = deque()
         self._quitting = False
+        self._redraw_pending = False
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -209,6 +210,10 @@ class LRWatchApp(App[None]):
             self.query_one(EventLog).add(event)
             if event.kind == "error":
                 self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
+            if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:
+                d = event.data
+                screen = DivergenceScreen(d["at_step"], d["lr"], float(d["loss"]), d["cause"])
+                self.push_screen(screen, self._after_divergence)
             if event.kind in ("switch", "edit", "finish"):
                 self._dirty = True
         status = self.source.status()
@@ -349,8 +354,15 @@ class LRWatchApp(App[None]):
         return True
 
     def _redraw_now(self) -> None:
+        """Redraw right after the keys already queued: a burst of keys costs one frame, not one each."""
         self._titles()
         self._dirty = True
+        if not self._redraw_pending:
+            self._redraw_pending = True
+            self.call_later(self._redraw_queued)
+
+    def _redraw_queued(self) -> None:
+        self._redraw_pending = False
         self.tick()
 
     def action_switch(self, kind: str) -> None:
@@ -449,6 +461,17 @@ class LRWatchApp(App[None]):
         self.smoothing = levels[min(max(i + direction, 0), len(levels) - 1)]
         self._loss_view = LossView(Ema(self.smoothing))
         self._redraw_now()
+
+    def _after_divergence(self, choice: str | None) -> None:
+        if self.source is None or choice is None:
+            return
+        if choice == "rollback":
+            self.source.submit(Rollback())
+            self.source.submit(Resume())
+        elif choice == "resume":
+            self.source.submit(Resume())
+        elif choice == "stop":
+            self.source.submit(Stop("divergence"))
 
     def action_checkpoint(self) -> None:
         if self.source is not None and not self.source.status().get("read_only"):

@@ -33,18 +33,29 @@ Specs: exp:gamma=G[,decay_steps=D]  cosine:T_max=T[,eta_min=E]
 Press escape or ? to close."""
 
 
-class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close")]
+class Modal(ModalScreen):
+    """A modal that closes once, however many keys a storm sends while it is closing."""
+
+    def close(self, result: object = None) -> None:
+        if self.is_current:
+            self.dismiss(result)
+
+    def action_close(self) -> None:
+        self.close(None)
+
+
+class HelpScreen(Modal):
+    BINDINGS = [Binding("escape,question_mark,q", "close", "close")]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
             yield Static(HELP, id="help-text")
 
 
-class SpecEditor(ModalScreen[str | None]):
+class SpecEditor(Modal):
     """An input for a schedule spec; a bad spec is refused with its reason and nothing changes."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    BINDINGS = [Binding("escape", "close", "cancel")]
 
     def __init__(self, initial: str) -> None:
         super().__init__()
@@ -62,19 +73,44 @@ class SpecEditor(ModalScreen[str | None]):
         except SpecError as exc:
             self.query_one("#spec-error", Static).update(f"[red]{exc}[/red]")
             return
-        self.dismiss(str(spec))
+        self.close(str(spec))
 
     def on_input_changed(self, _event: Input.Changed) -> None:
         self.query_one("#spec-error", Static).update("")
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+
+class DivergenceScreen(Modal):
+    """The loss diverged and training is paused: roll back, resume as is, or stop."""
+
+    BINDINGS = [
+        Binding("r", "choose('rollback')", "roll back"),
+        Binding("space", "choose('resume')", "resume"),
+        Binding("s", "choose('stop')", "stop"),
+        Binding("escape", "close", "close"),
+    ]
+
+    def __init__(self, step: int, lr: float, loss: float, cause: str) -> None:
+        super().__init__()
+        self.step, self.lr, self.loss, self.cause = step, lr, loss, cause
+
+    def compose(self) -> ComposeResult:
+        what = "is not finite" if self.cause == "non-finite" else "spiked"
+        with Vertical(id="divergence-box"):
+            yield Static(
+                f"[b red]The loss {what} at step {self.step:,}[/]  (loss {self.loss:.4g}, lr {self.lr:.4g})\n"
+                "Training is paused at the next step boundary.\n\n"
+                "[b]r[/b] roll back to the last good weights and halve the LR   "
+                "[b]space[/b] resume as is   [b]s[/b] stop   [b]escape[/b] close"
+            )
+
+    def action_choose(self, choice: str) -> None:
+        self.close(choice)
 
 
-class ErrorScreen(ModalScreen[None]):
+class ErrorScreen(Modal):
     """The training loop raised: its traceback, while the app stays up for inspection."""
 
-    BINDINGS = [Binding("escape,enter", "dismiss", "close")]
+    BINDINGS = [Binding("escape,enter", "close", "close")]
 
     def __init__(self, message: str, traceback: str) -> None:
         super().__init__()

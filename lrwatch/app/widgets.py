@@ -106,6 +106,10 @@ def describe_event(event: Event) -> Text | None:
         return step + Text(event.kind, style="green")
     if event.kind == "checkpoint":
         return step + Text.assemble(("checkpoint ", "bold cyan"), (Path(d["path"]).name, "dim"))
+    if event.kind == "divergence":
+        return step + Text.assemble(("diverged ", "bold red"), f"loss {d['loss']} lr {d['lr']:.3g} → {d['action']}")
+    if event.kind == "rollback":
+        return step + Text.assemble(("rollback ", "bold yellow"), f"to step {d['to_step']}, lr halved")
     if event.kind == "warning":
         return step + Text.assemble(("warning ", "bold yellow"), d["message"])
     if event.kind == "finish":
