@@ -65,8 +65,23 @@ def test_bad_specs_name_the_key_and_range(text: str, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=60))
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.builds(
+            lambda kind, pairs: kind + ":" + ",".join(f"{k}={v}" for k, v in pairs),
+            st.sampled_from(["exp", "cosine", "cosine-restarts", "step", "cos", ""]),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["gamma", "T_max", "eta_min", "T_0", "T_mult", "step_size", "anchor", "x", ""]),
+                    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.text(max_size=5)),
+                ),
+                max_size=4,
+            ),
+        ),
+    )
+)
 def test_any_text_parses_or_fails_cleanly(text: str) -> None:
     try:
         spec = parse_spec(text)
