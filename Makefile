@@ -24,6 +24,9 @@ test: $(STAMP)
 	$(BIN)/ruff check lrwatch tests demo
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check lrwatch tests demo
 	$(BIN)/ruff format --check lrwatch tests demo

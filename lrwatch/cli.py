@@ -166,7 +166,7 @@ def _add_divergence_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_ui_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fps", type=_positive(float), default=4.0, help="max plot redraws per second (UI)")
+    p.add_argument("--fps", type=_positive(float), default=2.0, help="max redraws per second (default 2)")
     p.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
 
 
@@ -313,7 +313,7 @@ def _divergence_args(args: argparse.Namespace) -> dict:
 
 
 def run_with_app(
-    target, *, run_dir, resume=None, fps: float = 4.0, ascii_markers: bool = False, divergence: dict | None = None
+    target, *, run_dir, resume=None, fps: float = 2.0, ascii_markers: bool = False, divergence: dict | None = None
 ) -> int:
     """Run ``target`` in a worker thread under the live monitor (the main thread is the app's)."""
     from lrwatch.api import Host

@@ -39,6 +39,65 @@ def decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray,
     return x[idx], y[idx]
 
 
+BLOCK = 256
+
+
+class BlockExtrema:
+    """Min and max (with their row) of every complete block of ``BLOCK`` rows of a growing series.
+
+    A snapshot of a long range decimates these block extrema instead of the raw rows, so its cost
+    grows with ``rows / BLOCK`` (about 4,000 at a million steps), and a bucket's min and max are
+    still exactly the series' own.
+    """
+
+    def __init__(self) -> None:
+        self.rows = np.empty((0, 2), dtype=np.int64)
+        self.values = np.empty((0, 2), dtype=np.float64)
+        self.blocks = 0
+
+    def update(self, series: np.ndarray, n: int) -> None:
+        """Summarise the blocks of ``series[:n]`` completed since the last call."""
+        complete = n // BLOCK
+        if complete <= self.blocks:
+            return
+        grid = series[self.blocks * BLOCK : complete * BLOCK].reshape(-1, BLOCK)
+        missing = np.isnan(grid)
+        lo = np.where(missing, np.inf, grid).argmin(axis=1)
+        hi = np.where(missing, -np.inf, grid).argmax(axis=1)
+        first = np.minimum(lo, hi)
+        second = np.maximum(lo, hi)
+        base = (np.arange(self.blocks, complete) * BLOCK)[:, None]
+        rows = base + np.stack([first, second], axis=1)
+        values = np.take_along_axis(grid, np.stack([first, second], axis=1), axis=1)
+        self.rows = np.concatenate([self.rows, rows])
+        self.values = np.concatenate([self.values, values])
+        self.blocks = complete
+
+    def candidates(self, series: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and values standing for ``series[start:stop]``: raw at the ragged ends, block extrema between."""
+        first_block = -(-start // BLOCK)
+        last_block = min(stop // BLOCK, self.blocks)
+        if last_block <= first_block:
+            rows = np.arange(start, stop)
+            return rows, series[start:stop].copy()
+        head = np.arange(start, first_block * BLOCK)
+        tail = np.arange(last_block * BLOCK, stop)
+        rows = np.concatenate([head, self.rows[first_block:last_block].ravel(), tail])
+        values = np.concatenate([series[head], self.values[first_block:last_block].ravel(), series[tail]])
+        return rows, values
+
+
+def decimate_series(
+    series: np.ndarray, extrema: BlockExtrema, start: int, stop: int, max_points: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, values)`` of ``series[start:stop]`` at most ``max_points``, min/max kept, cost O(rows/BLOCK)."""
+    if stop - start <= BLOCK * max(max_points, 2):
+        rows = np.arange(start, stop)
+        return decimate(rows, series[start:stop].copy(), max_points)
+    rows, values = extrema.candidates(series, start, stop)
+    return decimate(rows, values, max_points)
+
+
 @dataclass
 class Snapshot:
     """A decimated copy of the history for drawing. ``val`` maps metric → (steps, values)."""
@@ -64,6 +123,7 @@ class MetricHistory:
         self._val_steps: list[int] = []
         self._val_epochs: list[float] = []
         self._val: dict[str, list[float]] = {name: [] for name in self.val_names}
+        self._extrema = {name: BlockExtrema() for name in ("lr", "loss")}
         self.version = 0
 
     def __len__(self) -> int:
@@ -118,20 +178,34 @@ class MetricHistory:
             )
 
     def snapshot(self, max_points: int, since_step: int | None = None) -> Snapshot:
-        """Decimated ``lr`` and ``loss`` (min/max per bucket), from ``since_step`` on if given."""
+        """Decimated ``lr`` and ``loss`` (min/max per bucket), from ``since_step`` on if given.
+
+        The cost grows with the rows in range ÷ ``BLOCK``, not with the rows themselves.
+        """
         with self._lock:
             n, version = self._n, self.version
             start = 0
             if since_step is not None and n:
                 start = int(np.searchsorted(self._steps[:n], since_step))
-            steps = self._steps[start:n].copy()
-            lr = self._cols["lr"][start:n].copy()
-            loss = self._cols["loss"][start:n].copy()
+            picked = {}
+            for name in ("lr", "loss"):
+                self._extrema[name].update(self._cols[name], n)
+                rows, values = decimate_series(self._cols[name], self._extrema[name], start, n, max_points)
+                picked[name] = (self._steps[rows], values)
         val_steps, _, val = self.validation()
         keep = val_steps >= (since_step or 0)
-        xs_lr, lr = decimate(steps, lr, max_points)
-        xs_loss, loss = decimate(steps, loss, max_points)
+        (xs_lr, lr), (xs_loss, loss) = picked["lr"], picked["loss"]
         return Snapshot(n, version, xs_lr, lr, xs_loss, loss, {k: (val_steps[keep], v[keep]) for k, v in val.items()})
+
+    def steps_at(self, rows: np.ndarray) -> np.ndarray:
+        """The steps of the given rows."""
+        with self._lock:
+            return self._steps[rows]
+
+    def row_of(self, step: int) -> int:
+        """The first row at or after ``step``."""
+        with self._lock:
+            return int(np.searchsorted(self._steps[: self._n], step))
 
 
 class Ema:
@@ -150,6 +224,7 @@ class Ema:
         self.values = np.empty(0, dtype=np.float64)
         self._n = 0
         self._last = np.nan
+        self._extrema = BlockExtrema()
 
     def reset(self, smoothing: float | None = None) -> None:
         self.__init__(self.smoothing if smoothing is None else smoothing)  # type: ignore[misc]
@@ -191,3 +266,8 @@ class Ema:
 
     def series(self) -> np.ndarray:
         return self.values[: self._n]
+
+    def decimated(self, start: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, values)`` of the EMA from row ``start``, at most ``max_points``, cost O(rows/BLOCK)."""
+        self._extrema.update(self.values, self._n)
+        return decimate_series(self.values, self._extrema, start, self._n, max_points)

@@ -64,6 +64,30 @@ class PreviewCache:
         return self.x, self.y
 
 
+def points_for(columns: int, data_span: float, axis_span: float) -> int:
+    """About two points per column the data covers (not per column of the whole axis)."""
+    return max(4, int(2 * columns * min(1.0, data_span / max(axis_span, 1e-12))) + 2)
+
+
+def column_envelope(
+    x: np.ndarray, y: np.ndarray, lo: float, hi: float, columns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per chart column, the min and the max of ``y``: a band's two edges, one point per column each.
+
+    Drawing a noisy series as its envelope costs plotext two thin lines instead of a zigzag through
+    every cell of the band, and still shows every extreme.
+    """
+    keep = np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) == 0:
+        return x, y, y
+    col = np.clip(((x - lo) / max(hi - lo, 1e-12) * columns).astype(np.int64), 0, columns - 1)
+    order = np.argsort(col, kind="stable")
+    col, xs, ys = col[order], x[order], y[order]
+    starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+    return xs[starts], np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts)
+
+
 def planned_end(timeline: Timeline, step: int) -> int:
     """The last step the x axis spans: the planned run, or a little past ``step`` when unknown."""
     if timeline.total_steps:
@@ -87,7 +111,7 @@ def lr_chart(
     k = timeline.steps_per_epoch
     end = planned_end(timeline, step)
     columns = plot_columns(width)
-    snap = history.snapshot(2 * columns)
+    snap = history.snapshot(points_for(columns, step, end))
     lines = [Line(snap.steps_lr / k, snap.lr, APPLIED_COLOR, marker="*" if ascii else None)]
     px, py = preview.get(timeline, columns, end) if preview is not None else (np.empty(0), np.empty(0))
     ahead = px >= step
@@ -147,18 +171,20 @@ def loss_chart(
     view.update(history)
     columns = plot_columns(width)
     since = recent_start(step, k) if recent else 0
-    snap = history.snapshot(2 * columns, since_step=since)
-    n = view.seen
-    row_steps = history.column("step", 0, n)
-    start = int(np.searchsorted(row_steps, since))
-    ex, ey = decimate(row_steps[start:], view.ema.series()[start:n], 2 * columns)
+    hi = max(step, since + 1) if recent else planned_end(timeline, step)
+    points = points_for(columns, step - since, hi - since)
+    snap = history.snapshot(points, since_step=since)
+    rows, ey = view.ema.decimated(history.row_of(since), points)
+    ex = history.steps_at(rows)
+    band_x, band_lo, band_hi = column_envelope(snap.steps_loss / k, snap.loss, since / k, hi / k, columns)
+    raw_marker = "." if ascii else None
     lines = [
-        Line(snap.steps_loss / k, snap.loss, RAW_LOSS_COLOR, marker="." if ascii else None),
+        Line(band_x, band_hi, RAW_LOSS_COLOR, marker=raw_marker),
+        Line(band_x, band_lo, RAW_LOSS_COLOR, marker=raw_marker),
         Line(ex / k, ey, EMA_COLOR, marker="*" if ascii else None),
     ]
     val_steps, val_loss = snap.val.get("val_loss", (np.empty(0), np.empty(0)))
     if len(val_steps):
         lines.append(Line(val_steps / k, val_loss, VAL_COLOR, marker="o" if ascii else None))
-    hi = max(step, since + 1) if recent else planned_end(timeline, step)
     vlines = [(seg.start_step / k, MARKER_COLOR) for seg in timeline.segments[1:] if seg.start_step >= since]
     return ChartSpec(lines, width, height, log_y=log_y, xlim=(since / k, hi / k), vlines=vlines, ascii=ascii)

@@ -1,0 +1,276 @@
+"""lrwatch's performance figures: ``make bench`` (plain Python; every ratio measured side by side).
+
+Prints one line per figure, ``bench: NAME VALUE UNIT (target OP VALUE) PASS|MISS``, then a table.
+A/B ratios alternate the two sides over several repeats and take the median, because the machine
+is shared and absolute times drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import gc
+import json
+import os
+import pty
+import statistics
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+RESULTS: list[tuple[str, float, str, str, float, str]] = []
+
+
+def report(name: str, value: float, unit: str, op: str, target: float, detail: str = "") -> None:
+    ok = value >= target if op == ">=" else value <= target
+    RESULTS.append((name, value, unit, op, target, detail))
+    print(f"bench: {name} {value:.3g} {unit} (target {op} {target:g}) {'PASS' if ok else 'MISS'}", flush=True)
+
+
+# -- ui_overhead -----------------------------------------------------------------------------
+def ui_overhead(repeats: int, steps: int) -> None:
+    """Demo steps/s with the monitor (headless Textual driver, 120×40, default fps) ÷ ``--headless``."""
+    rates: dict[str, list[float]] = {"tui": [], "headless": []}
+    for _ in range(repeats):
+        for mode in ("headless", "tui"):
+            out = subprocess.run(
+                [PY, str(ROOT / "bench" / "ui_run.py"), mode, str(steps)], capture_output=True, text=True, check=True
+            )
+            rates[mode].append(json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"])
+    ratios = [t / h for t, h in zip(rates["tui"], rates["headless"], strict=True)]
+    detail = f"tui {statistics.median(rates['tui']):.0f}/s vs headless {statistics.median(rates['headless']):.0f}/s"
+    report("ui_overhead", statistics.median(ratios), "x", ">=", 0.95, detail)
+
+
+# -- frame cost --------------------------------------------------------------------------------
+def _frame_ms(n_steps: int, repeats: int = 15) -> float:
+    from rich.text import Text
+
+    from lrwatch.app.charts import LossView, PreviewCache, loss_chart, lr_chart
+    from lrwatch.history import Ema, MetricHistory
+    from lrwatch.plot import render
+    from lrwatch.timeline import Timeline
+
+    k = max(n_steps // 50, 1)  # the same picture at every length: 50 epochs done of 100, SGDR cycles of 20
+    timeline = Timeline.start("cosine-restarts:T_0=20", lr=0.1, steps_per_epoch=k, total_steps=2 * n_steps)
+    history = MetricHistory()
+    rng = np.random.default_rng(0)
+    loss = 2 * np.exp(-np.arange(n_steps) / (n_steps / 3)) + 0.1 * rng.standard_normal(n_steps)
+    lrs = timeline.lrs(np.arange(n_steps))
+    for s in range(n_steps):
+        history.append(s, s / k, lrs[s], loss[s])
+        if (s + 1) % k == 0:
+            history.append_epoch(s + 1, (s + 1) / k, {"val_loss": loss[s]})
+    preview, view = PreviewCache(), LossView(Ema(0.9))
+    width, height = 124, 23  # each chart at 160×48: the side column takes 36, the two charts share the height
+
+    def frame(step: int) -> None:
+        lr = lr_chart(history, timeline, step, width=width, height=height, log_y=False, ascii=False, preview=preview)
+        Text.from_ansi(render(lr))
+        lo = loss_chart(history, view, timeline, step, width=width, height=height, log_y=False, recent=False,
+                        ascii=False)  # fmt: skip
+        Text.from_ansi(render(lo))
+
+    frame(n_steps)  # warm: the EMA of the whole history and the preview are built once
+    gc.collect()
+    gc.freeze()  # as the app does once warm
+    times = []
+    step = n_steps
+    for _ in range(repeats):
+        for _ in range(50):  # steady state: new steps arrive between frames
+            history.append(step, step / k, lrs[-1], loss[-1])
+            step += 1
+        started = time.perf_counter()
+        frame(step)
+        times.append(1000 * (time.perf_counter() - started))
+    gc.unfreeze()
+    return statistics.median(times)
+
+
+def frame_cost(repeats: int) -> None:
+    gc.collect()
+    big = [_frame_ms(1_000_000) for _ in range(repeats)]
+    small = [_frame_ms(1_000) for _ in range(repeats)]
+    report("frame_ms_1e6", statistics.median(big), "ms", "<=", 25, "both charts, 124×23 each, at 160×48")
+    growth = statistics.median(b / s for b, s in zip(big, small, strict=True))
+    report("frame_growth", growth, "x", "<=", 1.3, f"{statistics.median(small):.1f} ms at 1e3 steps")
+
+
+# -- LR update cost ----------------------------------------------------------------------------
+def lr_step_cost(repeats: int, n: int = 100_000) -> None:
+    import torch
+
+    from lrwatch.engine import Engine
+    from lrwatch.timeline import Timeline
+
+    ratios = []
+    for _ in range(repeats):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        engine = Engine(opt, Timeline.start("cosine:T_max=100", lr=0.1, steps_per_epoch=100, total_steps=n))
+        started = time.perf_counter()
+        for s in range(n):
+            engine._set_lr(s)
+        ours = time.perf_counter() - started
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
+        opt.step()  # once, after the scheduler exists, so it does not warn
+        started = time.perf_counter()
+        for _ in range(n):
+            sched.step()
+        theirs = time.perf_counter() - started
+        ratios.append(ours / theirs)
+    report("lr_step_cost", statistics.median(ratios), "x", "<=", 1.0, "Engine._set_lr vs CosineAnnealingLR.step()")
+
+
+# -- switch latency ----------------------------------------------------------------------------
+def switch_latency(trials: int = 30) -> None:
+    """Steps between a switch reaching the engine (a key press's command) and the new schedule applied."""
+    from lrwatch.engine import Engine
+    from lrwatch.protocol import Switch
+    from lrwatch.timeline import Timeline
+
+    class Groups:
+        param_groups = [{"lr": 0.1}]
+
+    engine = Engine(Groups(), Timeline.start("cosine", lr=0.1, steps_per_epoch=100, total_steps=10**9))
+    done = threading.Event()
+
+    def train(e: Engine) -> None:
+        e.begin()
+        while not done.is_set():
+            time.sleep(0.0002)  # a step
+            e.step(1.0)
+
+    thread = threading.Thread(target=engine.run, args=(train,), daemon=True)
+    thread.start()
+    worst = 0
+    for i in range(trials):
+        time.sleep(0.01)
+        submitted_after = engine.step_index  # steps completed when the key press arrives
+        engine.submit(Switch("exp" if i % 2 else "step"))
+        while len([e for e in engine.events_since(0) if e.kind == "switch"]) <= i:
+            time.sleep(0.0005)
+        applied = [e for e in engine.events_since(0) if e.kind == "switch"][i].step
+        worst = max(worst, applied - submitted_after)
+    done.set()
+    thread.join(5)
+    report("switch_latency_steps", worst, "steps", "<=", 1, f"worst of {trials}")
+
+
+# -- memory ------------------------------------------------------------------------------------
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def history_memory() -> None:
+    from lrwatch.history import MetricHistory
+
+    gc.collect()
+    before = _rss_mb()
+    history = MetricHistory()
+    for s in range(1_000_000):
+        history.append(s, s / 1000, 0.1, 1.0)
+    gc.collect()
+    report("history_mb_1e6", _rss_mb() - before, "MB", "<=", 64, f"{len(history):,} rows")
+
+
+# -- a real terminal ---------------------------------------------------------------------------
+def _spawn_in_pty(argv: list[str], cols: int, rows: int) -> tuple[subprocess.Popen, int]:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm-256color"}
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    return proc, master
+
+
+def _read_all(master: int, sink: list[tuple[float, int]], chunks: list[bytes] | None = None) -> None:
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        sink.append((time.monotonic(), len(data)))
+        if chunks is not None:
+            chunks.append(data)
+
+
+def first_frame(repeats: int, tmp: Path) -> None:
+    """``lrwatch demo`` start to the first plotted line ÷ ``python -c "import torch, textual"``."""
+    ratios = []
+    for i in range(repeats):
+        started = time.monotonic()
+        subprocess.run([PY, "-c", "import torch, textual"], check=True)
+        baseline = time.monotonic() - started
+        argv = [PY, "-m", "lrwatch.cli", "demo", "--run-dir", str(tmp / f"first{i}")]
+        started = time.monotonic()
+        proc, master = _spawn_in_pty(argv, 120, 40)
+        sink: list[tuple[float, int]] = []
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=_read_all, args=(master, sink, chunks), daemon=True)
+        reader.start()
+        seen = None
+        while seen is None and time.monotonic() - started < 60:
+            text = b"".join(chunks).decode("utf-8", errors="ignore")
+            if any("\u2801" <= c <= "\u28ff" for c in text):  # braille: a line was drawn
+                seen = time.monotonic() - started
+            time.sleep(0.02)
+        proc.terminate()
+        proc.wait(20)
+        os.close(master)
+        ratios.append((seen or 60) / baseline)
+    report("first_frame_s", statistics.median(ratios), "x", "<=", 2.0, "÷ python -c 'import torch, textual'")
+
+
+def tty_bandwidth(tmp: Path, seconds: float = 10.0) -> None:
+    """Bytes the monitor writes to a 120×40 terminal per second, at steady state."""
+    argv = [PY, "-m", "lrwatch.cli", "demo", "--run-dir", str(tmp / "tty")]
+    proc, master = _spawn_in_pty(argv, 120, 40)
+    sink: list[tuple[float, int]] = []
+    reader = threading.Thread(target=_read_all, args=(master, sink), daemon=True)
+    reader.start()
+    time.sleep(6)  # start-up and the first frames
+    start = time.monotonic()
+    time.sleep(seconds)
+    end = time.monotonic()
+    proc.terminate()
+    proc.wait(20)
+    os.close(master)
+    total = sum(n for t, n in sink if start <= t < end)
+    report("tty_bytes_per_s", total / (end - start) / 1000, "KB/s", "<=", 20, "120×40, default fps")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2500, help="training steps per ui_overhead run")
+    args = parser.parse_args()
+    tmp = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True).stdout.strip())
+    started = time.monotonic()
+    lr_step_cost(args.repeats)
+    switch_latency()
+    history_memory()
+    frame_cost(args.repeats)
+    first_frame(args.repeats, tmp)
+    tty_bandwidth(tmp)
+    ui_overhead(args.repeats, args.steps)
+    print(f"\n{'figure':<22}{'value':>12}  {'target':<10} result   detail")
+    for name, value, unit, op, target, detail in RESULTS:
+        ok = value >= target if op == ">=" else value <= target
+        print(f"{name:<22}{value:>9.3g} {unit:<3} {op} {target:<7g} {'PASS' if ok else 'MISS':<8} {detail}")
+    print(f"\n(bench took {time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
