@@ -1,5 +1,5 @@
 """One side of ``ui_overhead``: the demo for N steps, headless or under the monitor (headless Textual
-driver at 120×40, default fps). Prints ``{"steps_per_s": ...}`` measured after a warm-up of 300 steps."""
+driver at 120×40, default fps). Prints ``{"steps_per_s": ...}`` measured after a warm-up of 1,000 steps."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from lrwatch.api import Host, run_loop
 from lrwatch.demo import DemoConfig, DemoTask
 
-WARMUP = 300
+WARMUP = 1000
 
 
 def main() -> None:

@@ -50,6 +50,9 @@ SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 NUDGE = 1.25
 RATE_WINDOW_SECONDS = 3.0
 QUIT_WAIT_SECONDS = 10.0
+# New data redraws a chart at most this often (a key press, a switch or a resize at once): a full chart
+# is ~15 KB of terminal output and ~25 ms of CPU taken from training.
+CHART_MIN_INTERVAL = 1.0
 LR_LEGEND = (
     f"[{color_hex(APPLIED_COLOR)}]━ applied[/] [{color_hex(PREVIEW_COLOR)}]━ ahead[/] "
     f"[{color_hex(MARKER_COLOR)}]│ switch[/]"
@@ -227,9 +230,11 @@ class LRWatchApp(App[None]):
         self._update_status(status)
         self._update_schedule(status)
         key = (self._chart_column(status["step"]), self.source.timeline, status["state"])
-        if self._dirty or key != self._drawn.get("key"):
+        now = self.clock()
+        due = now - self._drawn.get("at", -1e9) >= CHART_MIN_INTERVAL
+        if self._dirty or (key != self._drawn.get("key") and due):
             self._draw_charts(status["step"])
-            self._drawn["key"] = key
+            self._drawn.update(key=key, at=now)
             self._dirty = False
 
     def _chart_column(self, step: int) -> int:
