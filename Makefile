@@ -21,15 +21,15 @@ demo: $(STAMP)
 	$(BIN)/lrwatch demo $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check lrwatch tests demo
+	$(BIN)/ruff check lrwatch tests demo bench
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lrwatch tests demo
-	$(BIN)/ruff format --check lrwatch tests demo
+	$(BIN)/ruff check lrwatch tests demo bench
+	$(BIN)/ruff format --check lrwatch tests demo bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

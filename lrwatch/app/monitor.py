@@ -139,6 +139,7 @@ class LRWatchApp(App[None]):
         self._rate_samples: deque[tuple[float, int]] = deque()
         self._quitting = False
         self._redraw_pending = False
+        self._panels: dict[str, Text] = {}
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -327,11 +328,21 @@ class LRWatchApp(App[None]):
             lines.append(Text(f"val {val['val_loss'][-1]:.4f}{acc_text}"))
         if status.get("run_dir"):
             lines.append(Text(str(status["run_dir"]), style="dim", overflow="ellipsis", no_wrap=True))
-        self.query_one("#status", Static).update(Text("\n").join(lines))
+        self._set_panel("#status", Text("\n").join(lines))
         if self.screen.has_class("tiny"):
             compact = Text.assemble((label, style), f"  ep {step / k:.1f}/{epochs}  lr {status['lr']:.3g}  ")
             compact.append(str(self.source.timeline.segment_at(step).spec), style="bold")
-            self.query_one("#statusline", Static).update(compact)
+            self._set_panel("#statusline", compact)
+
+    def _set_panel(self, selector: str, text: Text) -> None:
+        """Update a panel only when its text changed, and re-lay out only when its line count did:
+        a layout pass every frame would cost more CPU than the panel itself."""
+        previous = self._panels.get(selector)
+        if previous is not None and previous.plain == text.plain and previous.spans == text.spans:
+            return
+        same_height = previous is not None and previous.plain.count("\n") == text.plain.count("\n")
+        self._panels[selector] = text
+        self.query_one(selector, Static).update(text, layout=not same_height)
 
     def _update_schedule(self, status: dict[str, Any]) -> None:
         if not status.get("drives_lr", True):
@@ -355,7 +366,7 @@ class LRWatchApp(App[None]):
             names = ", ".join(str(c.segments[-1].spec) for c in self.candidates.values())
             hint = "enter applies" if len(self.candidates) == 1 else "press e/c/r/s to switch"
             lines.append(Text.assemble(("candidate: ", "#e0a000"), names, (f" · {hint}", "dim")))
-        self.query_one("#schedule", Static).update(Text("\n").join(lines))
+        self._set_panel("#schedule", Text("\n").join(lines))
 
     # -- actions ----------------------------------------------------------------------------
     def _step(self) -> int:
