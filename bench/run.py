@@ -52,11 +52,9 @@ def ui_overhead(repeats: int, steps: int) -> None:
 
 # -- frame cost --------------------------------------------------------------------------------
 def _frame_ms(n_steps: int, repeats: int = 15) -> float:
-    from rich.text import Text
-
     from lrwatch.app.charts import LossView, PreviewCache, loss_chart, lr_chart
     from lrwatch.history import Ema, MetricHistory
-    from lrwatch.plot import render
+    from lrwatch.plot import render_text
     from lrwatch.timeline import Timeline
 
     k = max(n_steps // 50, 1)  # the same picture at every length: 50 epochs done of 100, SGDR cycles of 20
@@ -74,10 +72,10 @@ def _frame_ms(n_steps: int, repeats: int = 15) -> float:
 
     def frame(step: int) -> None:
         lr = lr_chart(history, timeline, step, width=width, height=height, log_y=False, ascii=False, preview=preview)
-        Text.from_ansi(render(lr))
+        render_text(lr)
         lo = loss_chart(history, view, timeline, step, width=width, height=height, log_y=False, recent=False,
                         ascii=False)  # fmt: skip
-        Text.from_ansi(render(lo))
+        render_text(lo)
 
     frame(n_steps)  # warm: the EMA of the whole history and the preview are built once
     gc.collect()

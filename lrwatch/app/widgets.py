@@ -11,7 +11,7 @@ from textual.app import RenderResult
 from textual.widget import Widget
 from textual.widgets import Static
 
-from lrwatch.plot import ChartSpec, render
+from lrwatch.plot import ChartSpec, render_text
 from lrwatch.protocol import Event
 
 
@@ -35,7 +35,7 @@ class Chart(Widget):
             self._text = Text("(too small)", style="dim")
         else:
             started = time.perf_counter()
-            self._text = Text.from_ansi(render(make_spec(width, height)), no_wrap=True, end="")
+            self._text = render_text(make_spec(width, height))
             self.last_frame_ms = 1000 * (time.perf_counter() - started)
             self.frames += 1
         self.refresh()
