@@ -100,7 +100,8 @@ def using_host(host: Host) -> Iterator[Host]:
             _host = previous
 
 
-def _parse_switch(text: str) -> tuple[float, str]:
+def parse_switch(text: str) -> tuple[float, str]:
+    """``"EPOCH:SPEC"`` → ``(epoch, spec)``, validated; :class:`SpecError` with one line if not."""
     epoch_text, sep, spec = text.partition(":")
     try:
         epoch = float(epoch_text)
@@ -346,7 +347,7 @@ def watch(
     if lr is None:
         lr = float(optimizer.param_groups[0]["lr"])
     total = steps_per_epoch * epochs if epochs else None
-    scripted = [_parse_switch(text) for text in switches]
+    scripted = [parse_switch(text) for text in switches]
     if resume is not None:
         state = load_checkpoint(resume)
         timeline = replace(Timeline.from_dict(state["timeline"]), total_steps=total)

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from lrwatch.api import CheckpointError
+from lrwatch.api import CheckpointError, parse_switch
 from lrwatch.reader import RunDirError, RunReader
 from lrwatch.rundir import default_run_dir
 from lrwatch.schedules import KINDS, ScheduleSpec, SpecError, parse_spec
@@ -50,14 +50,11 @@ def spec_arg(text: str) -> ScheduleSpec:
 
 
 def switch_arg(text: str) -> SwitchAt:
-    epoch_text, sep, spec_text = text.partition(":")
     try:
-        epoch = float(epoch_text)
-    except ValueError:
-        epoch = float("nan")
-    if not sep or not np.isfinite(epoch) or epoch < 0:
-        raise argparse.ArgumentTypeError(f"expected EPOCH:SPEC with EPOCH >= 0, e.g. 10:cosine:T_max=20, got {text!r}")
-    return SwitchAt(epoch, spec_arg(spec_text))
+        epoch, spec = parse_switch(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return SwitchAt(epoch, parse_spec(spec))
 
 
 def _positive(kind: type) -> callable:
