@@ -218,12 +218,12 @@ def test_kill_9_loses_at_most_the_unflushed_second_and_still_opens(tmp_path: Pat
 
 
 def test_sighup_in_the_monitor_stops_flushes_and_restores_the_terminal(tmp_path: Path) -> None:
-    from tests.test_tmux import Tmux, read_events
+    from tests.test_tmux import Tmux, read_events, then_write
 
     run_dir, stty = tmp_path / "run", tmp_path / "stty"
     command = (
         f"{sys.executable} -m lrwatch.cli demo --epochs 100 --steps-per-epoch 50 --run-dir {run_dir}; "
-        f"echo $? > {tmp_path / 'exit'}; stty -a > {stty}"
+        f"{then_write('echo $?', tmp_path / 'exit')}; {then_write('stty -a', stty)}"
     )
     tmux = Tmux(100, 30, command)
     try:

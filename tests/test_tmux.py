@@ -44,6 +44,13 @@ class Tmux:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
 
+def then_write(command: str, path: Path) -> str:
+    """``command``'s output into ``path`` all at once (written aside, then renamed): a test that waits for
+    ``path`` to exist never reads it half-written."""
+    tmp = shlex.quote(f"{path}.tmp")
+    return f"{command} > {tmp}; mv {tmp} {shlex.quote(str(path))}"
+
+
 def read_events(run_dir: Path) -> list[dict]:
     path = run_dir / "events.jsonl"
     if not path.exists():
@@ -55,7 +62,7 @@ def read_events(run_dir: Path) -> list[dict]:
 def test_demo_in_a_real_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
     run_dir, exit_file = tmp_path / "run", tmp_path / "exit"
     demo = [sys.executable, "-m", "lrwatch.cli", "demo", "--epochs", "20", "--steps-per-epoch", "200"]
-    command = f"{shlex.join([*demo, '--run-dir', str(run_dir)])}; echo $? > {shlex.quote(str(exit_file))}"
+    command = f"{shlex.join([*demo, '--run-dir', str(run_dir)])}; {then_write('echo $?', exit_file)}"
     tmux = Tmux(*size, command)
     try:
         tmux.wait(lambda: "learning rate" in tmux.screen() and "running" in tmux.screen(), "the monitor")
@@ -87,7 +94,7 @@ def test_lrwatch_run_a_user_script_in_a_real_terminal(tmp_path: Path) -> None:
     run_dir, exit_file = tmp_path / "run", tmp_path / "exit"
     script = str(Path(__file__).resolve().parents[1] / "demo" / "torch_tutorial.py")
     command = [sys.executable, "-m", "lrwatch.cli", "run", "--run-dir", str(run_dir), script]
-    tmux = Tmux(100, 30, f"{shlex.join(command)}; echo $? > {shlex.quote(str(exit_file))}")
+    tmux = Tmux(100, 30, f"{shlex.join(command)}; {then_write('echo $?', exit_file)}")
     try:
         tmux.wait(lambda: "finished" in tmux.screen() and "epoch 50.0/50" in tmux.screen(), "the finished run")
         tmux.wait(lambda: "CosineAnnealingLR(optimizer," in tmux.screen(), "the PyTorch line")
