@@ -260,15 +260,18 @@ class Engine:
         self._recent.clear()
         self._emit("rollback", to_step=snapshot_step, count=self.rollbacks)
         self._set_timeline(self._timeline.scale(self.step_index, 0.5))
+        self._emit_switch(scale=0.5, reason="rollback")
+
+    def _emit_switch(self, **extra: Any) -> None:
+        """A ``switch`` event for the segment just added: its spec, anchor, base LR and PyTorch line."""
         seg = self._timeline.segments[-1]
         self._emit(
             "switch",
             spec=str(seg.spec),
             anchor=seg.anchor,
             base_lr=seg.base_lr,
-            scale=0.5,
-            reason="rollback",
             torch=seg.schedule.torch_line(),
+            **extra,
         )
 
     def _stop(self, reason: str, *, checkpoint: bool = True) -> None:
@@ -364,15 +367,7 @@ class Engine:
                     raise SpecError("no checkpoint: pass model= to lrwatch.watch() to enable checkpoints")
             elif isinstance(command, Switch):
                 self._set_timeline(self._timeline.switch(s, command.spec, command.anchor))
-                seg = self._timeline.segments[-1]
-                self._emit(
-                    "switch",
-                    spec=str(seg.spec),
-                    requested=command.spec,
-                    anchor=seg.anchor,
-                    base_lr=seg.base_lr,
-                    torch=seg.schedule.torch_line(),
-                )
+                self._emit_switch(requested=command.spec)
             elif isinstance(command, EditParams):
                 self._set_timeline(self._timeline.edit(s, **dict(command.params)))
                 seg = self._timeline.segments[-1]

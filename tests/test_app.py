@@ -62,8 +62,7 @@ async def test_switch_keys_reach_the_engine_and_the_lr_follows(key: str, kind: s
         await wait_for(lambda: len(app.source.history) > switch.step + 30, pilot)
         lr = app.source.history.column("lr")
         assert np.array_equal(lr, app.source.timeline.lrs(np.arange(len(lr))))
-        await pilot.pause(0.1)
-        assert kind in str(app.query_one("#schedule").render())
+        await wait_for(lambda: kind in str(app.query_one("#schedule").render()), pilot)  # next frame
         await pilot.press("q")
     assert app.return_code == 0
 
@@ -180,7 +179,7 @@ async def test_pause_and_resume_with_space() -> None:
         paused_at = len(app.source.history)
         await pilot.pause(0.3)
         assert len(app.source.history) == paused_at
-        assert "paused" in str(app.query_one("#status").render())
+        await wait_for(lambda: "paused" in str(app.query_one("#status").render()), pilot)
         await pilot.press("space")
         await wait_for(lambda: len(app.source.history) > paused_at, pilot)
         assert [e.kind for e in app.source.events_since(0) if e.kind in ("pause", "resume")] == ["pause", "resume"]
@@ -215,7 +214,7 @@ async def test_finished_run_stays_open_until_q() -> None:
         await wait_for(lambda: app.source.status()["state"] == "finished", pilot)
         await pilot.pause(0.2)
         assert app.is_running
-        assert "finished" in str(app.query_one("#status").render())
+        await wait_for(lambda: "finished" in str(app.query_one("#status").render()), pilot)
         await pilot.press("q")
     assert app.return_code == 0
 
@@ -231,7 +230,7 @@ async def test_crash_in_training_is_shown_and_the_app_stays_up() -> None:
         assert "ValueError: loss went sideways" in app.screen.message
         assert "Traceback" in app.screen.traceback
         await pilot.press("escape")
-        assert "error" in str(app.query_one("#status").render())
+        await wait_for(lambda: "error" in str(app.query_one("#status").render()), pilot)
         await pilot.press("q")
     assert app.return_code == 1
 

@@ -136,8 +136,9 @@ async def test_view_one_run_read_only(tmp_path: Path) -> None:
     write_run(tmp_path)
     app = LRWatchApp(FileRunSource(RunReader(tmp_path)), None, fps=4)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause(0.3)
-        assert "finished" in str(app.query_one("#status").render())
+        from tests.test_app import wait_for
+
+        await wait_for(lambda: "finished" in str(app.query_one("#status").render()), pilot)
         assert "exp:gamma=0.8" in str(app.query_one("#schedule").render())
         for key in ("e", "c", "space", "k"):
             await pilot.press(key)

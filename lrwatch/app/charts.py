@@ -24,6 +24,15 @@ VAL_COLOR = 170
 Y_AXIS_WIDTH = 6  # plotext's tick labels take about this much of the chart's width
 
 
+SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+
+
+def next_smoothing(current: float, direction: int) -> float:
+    """The EMA smoothing one level up (``direction`` 1) or down (-1) from ``current``."""
+    i = min(range(len(SMOOTHING_LEVELS)), key=lambda j: abs(SMOOTHING_LEVELS[j] - current))
+    return SMOOTHING_LEVELS[min(max(i + direction, 0), len(SMOOTHING_LEVELS) - 1)]
+
+
 def plot_columns(width: int) -> int:
     return max(width - Y_AXIS_WIDTH, 8)
 

@@ -9,13 +9,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
-from lrwatch.app.charts import LossView, plot_columns
+from lrwatch.app.charts import LossView, next_smoothing, plot_columns
 from lrwatch.app.widgets import Chart
 from lrwatch.history import Ema, decimate
 from lrwatch.plot import PALETTE, ChartSpec, Line, color_hex
 from lrwatch.reader import RunReader
-
-SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 
 def run_summary(reader: RunReader) -> dict[str, object]:
@@ -155,8 +153,6 @@ class CompareRunsApp(App[None]):
         self.redraw()
 
     def action_smoothing(self, direction: int) -> None:
-        levels = SMOOTHING_LEVELS
-        i = min(range(len(levels)), key=lambda j: abs(levels[j] - self.smoothing))
-        self.smoothing = levels[min(max(i + direction, 0), len(levels) - 1)]
+        self.smoothing = next_smoothing(self.smoothing, direction)
         self._views = [LossView(Ema(self.smoothing)) for _ in self.readers]
         self.redraw()

@@ -33,6 +33,7 @@ from lrwatch.app.charts import (
     PreviewCache,
     loss_chart,
     lr_chart,
+    next_smoothing,
     planned_end,
     plot_columns,
 )
@@ -46,7 +47,6 @@ from lrwatch.timeline import Timeline
 
 KIND_KEYS = {"e": "exp", "c": "cosine", "r": "cosine-restarts", "s": "step"}
 MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size"}
-SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 NUDGE = 1.25
 RATE_WINDOW_SECONDS = 3.0
 QUIT_WAIT_SECONDS = 10.0
@@ -491,9 +491,7 @@ class LRWatchApp(App[None]):
         self._redraw_now()
 
     def action_smoothing(self, direction: int) -> None:
-        levels = SMOOTHING_LEVELS
-        i = min(range(len(levels)), key=lambda j: abs(levels[j] - self.smoothing))
-        self.smoothing = levels[min(max(i + direction, 0), len(levels) - 1)]
+        self.smoothing = next_smoothing(self.smoothing, direction)
         self._loss_view = LossView(Ema(self.smoothing))
         self._redraw_now()
 
