@@ -17,6 +17,7 @@ import lrwatch
 from lrwatch.api import CheckpointError, Host, load_checkpoint, run_loop, using_host
 from lrwatch.demo import DemoConfig, DemoTask
 from lrwatch.protocol import Stop, Switch
+from tests.test_app import quit_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"epochs": 4, "steps_per_epoch": 10, "train_size": 2000, "val_size": 400, "hidden": 32}
@@ -215,7 +216,7 @@ async def test_lrwatch_run_with_the_monitor(tmp_path: Path) -> None:
         await pilot.pause(0.3)
         assert "finished" in str(app.query_one("#status").render())
         assert "CosineAnnealingLR(optimizer, T_max=25, eta_min=0.001)" in str(app.query_one("#schedule").render())
-        await pilot.press("q")
+        await quit_app(app, pilot)
     assert app.return_code == 0
 
 

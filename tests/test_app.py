@@ -46,6 +46,12 @@ async def wait_for(predicate: Callable[[], bool], pilot, timeout: float = 5.0) -
         await pilot.pause(0.02)
 
 
+async def quit_app(app: LRWatchApp, pilot) -> None:
+    """``q``, then wait: the app exits once the training thread has stopped at a step boundary."""
+    await pilot.press("q")
+    await wait_for(lambda: not app.is_running or app.return_code is not None, pilot, timeout=15)
+
+
 def events(app: LRWatchApp, kind: str) -> list:
     return [e for e in app.source.events_since(0) if e.kind == kind]
 
@@ -63,7 +69,7 @@ async def test_switch_keys_reach_the_engine_and_the_lr_follows(key: str, kind: s
         lr = app.source.history.column("lr")
         assert np.array_equal(lr, app.source.timeline.lrs(np.arange(len(lr))))
         await wait_for(lambda: kind in str(app.query_one("#schedule").render()), pilot)  # next frame
-        await pilot.press("q")
+        await quit_app(app, pilot)
     assert app.return_code == 0
 
 
@@ -192,7 +198,7 @@ async def test_quit_while_paused_stops_at_a_boundary_and_exits_0() -> None:
         await wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("space")
         await wait_for(lambda: app.source.status()["state"] == "paused", pilot)
-        await pilot.press("q")
+        await quit_app(app, pilot)
         await wait_for(lambda: not app.is_running, pilot)
     assert app.return_code == 0
     assert app.source.status()["state"] == "stopped"
@@ -215,7 +221,7 @@ async def test_finished_run_stays_open_until_q() -> None:
         await pilot.pause(0.2)
         assert app.is_running
         await wait_for(lambda: "finished" in str(app.query_one("#status").render()), pilot)
-        await pilot.press("q")
+        await quit_app(app, pilot)
     assert app.return_code == 0
 
 
@@ -231,7 +237,7 @@ async def test_crash_in_training_is_shown_and_the_app_stays_up() -> None:
         assert "Traceback" in app.screen.traceback
         await pilot.press("escape")
         await wait_for(lambda: "error" in str(app.query_one("#status").render()), pilot)
-        await pilot.press("q")
+        await quit_app(app, pilot)
     assert app.return_code == 1
 
 
@@ -254,5 +260,5 @@ async def test_resize_storm_does_not_crash() -> None:
             await pilot.resize_terminal(width, height)
             await asyncio.sleep(0.05)
             await pilot.pause()
-        await pilot.press("q")
+        await quit_app(app, pilot)
     assert app.return_code == 0

@@ -17,6 +17,7 @@ from lrwatch.protocol import EditParams, Switch
 from lrwatch.reader import FileRunSource, RunDirError, RunReader
 from lrwatch.timeline import Timeline
 from tests.conftest import FakeOptimizer
+from tests.test_app import quit_app
 
 K = 10
 
@@ -144,7 +145,7 @@ async def test_view_one_run_read_only(tmp_path: Path) -> None:
             await pilot.press(key)
         assert len(app.source.events_since(0)) == len(json.loads("[" + ",".join(
             (tmp_path / "events.jsonl").read_text().splitlines()) + "]"))  # fmt: skip
-        await pilot.press("q")
+        await quit_app(app, pilot)
     assert app.return_code == 0
 
 

@@ -29,6 +29,7 @@ from lrwatch.reader import RunReader
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
 from tests.conftest import FakeOptimizer
+from tests.test_app import quit_app
 
 K = 10
 
@@ -342,7 +343,7 @@ async def test_key_storm_keeps_the_timeline_consistent_with_events_jsonl(tmp_pat
                 await pilot.press("escape")
         if engine.state == "paused":
             await pilot.press("space")
-        await pilot.press("q")
+        await quit_app(app, pilot)
     assert app.return_code == 0 and engine.state == "stopped"
     reader = RunReader(tmp_path)
     assert reader.skipped == []
