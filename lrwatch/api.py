@@ -424,10 +424,8 @@ def run_loop(host: Host, target: Any) -> None:
             _finish(host, None if exc.code in (0, None) else RuntimeError(f"the script exited with {exc.code}"))
             raise
         except KeyboardInterrupt:
-            engine = host.engine
-            if engine is not None and engine.state in ("running", "paused"):
-                engine.state = "stopping"
-                engine._emit("stop", reason="KeyboardInterrupt")
+            if host.engine is not None:
+                host.engine.interrupted()
             _finish(host)
             raise
         except BaseException as exc:

@@ -447,46 +447,40 @@ class HeadlessPrinter:
             pass
 
     def _print(self, event) -> None:
-        out = self.out
-        k = self.engine.timeline.steps_per_epoch
-        total_epochs = (self.engine.timeline.total_steps or 0) // k
+        line = self._line(event)
+        if line is not None:
+            stream = sys.stderr if event.kind in ("stop", "error") else self.out
+            print(line, file=stream, flush=True)
+
+    def _line(self, event) -> str | None:
+        d = event.data
         if event.kind == "epoch":
             now = self.clock()
             rate = (event.step - self.last_step) / max(now - self.last_time, 1e-9)
             self.last_step, self.last_time = event.step, now
             last = self.engine.history.last() or {}
-            val = event.data
-            print(
+            total_epochs = (self.engine.timeline.total_steps or 0) // self.engine.timeline.steps_per_epoch
+            nan = float("nan")
+            return (
                 f"epoch {round(event.epoch):>3}/{total_epochs}  step {event.step:>6}  lr {last.get('lr', 0):.4g}  "
-                f"loss {last.get('loss', float('nan')):.4f}  val_loss {val.get('val_loss', float('nan')):.4f}  "
-                f"val_acc {100 * val.get('val_acc', float('nan')):.1f}%  {rate:.0f} steps/s",
-                flush=True,
-                file=out,
+                f"loss {last.get('loss', nan):.4f}  val_loss {d.get('val_loss', nan):.4f}  "
+                f"val_acc {100 * d.get('val_acc', nan):.1f}%  {rate:.0f} steps/s"
             )
-        elif event.kind in ("switch", "edit"):
-            print(
-                f"  {event.kind} at step {event.step} (epoch {event.epoch:g}): {event.data['spec']}",
-                file=out,
-                flush=True,
-            )
-        elif event.kind in ("warning", "checkpoint"):
-            detail = event.data.get("message") or event.data.get("path")
-            print(f"  {event.kind} at step {event.step}: {detail}", file=out, flush=True)
-        elif event.kind == "rollback":
-            print(
-                f"  rollback at step {event.step}: weights of step {event.data['to_step']}, lr halved",
-                file=out,
-                flush=True,
-            )
-        elif event.kind == "resumed":
-            print(f"  resumed at step {event.step} (epoch {event.epoch:g})", file=out, flush=True)
-        elif event.kind == "rejected":
-            print(f"  rejected at step {event.step}: {event.data['reason']}", file=out, flush=True)
-        elif event.kind in ("stop", "error"):
-            detail = event.data.get("reason") or event.data.get("message", "")
-            print(f"  {event.kind} at step {event.step}: {detail}", file=sys.stderr, flush=True)
-        elif event.kind == "finish":
-            print(f"{event.data['status']} at step {event.step}; run dir {self.engine.run_dir}", file=out, flush=True)
+        if event.kind in ("switch", "edit"):
+            return f"  {event.kind} at step {event.step} (epoch {event.epoch:g}): {d['spec']}"
+        if event.kind in ("warning", "checkpoint"):
+            return f"  {event.kind} at step {event.step}: {d.get('message') or d.get('path')}"
+        if event.kind == "rollback":
+            return f"  rollback at step {event.step}: weights of step {d['to_step']}, lr halved"
+        if event.kind == "resumed":
+            return f"  resumed at step {event.step} (epoch {event.epoch:g})"
+        if event.kind == "rejected":
+            return f"  rejected at step {event.step}: {d['reason']}"
+        if event.kind in ("stop", "error"):
+            return f"  {event.kind} at step {event.step}: {d.get('reason') or d.get('message', '')}"
+        if event.kind == "finish":
+            return f"{d['status']} at step {event.step}; run dir {self.engine.run_dir}"
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -274,6 +274,10 @@ class Engine:
             **extra,
         )
 
+    def interrupted(self) -> None:
+        """The loop was interrupted mid-step (Ctrl+C): log the stop, without a checkpoint of a half step."""
+        self._stop("KeyboardInterrupt", checkpoint=False)
+
     def _stop(self, reason: str, *, checkpoint: bool = True) -> None:
         if self.state in ("running", "paused"):
             self.state = "stopping"
@@ -412,9 +416,7 @@ class Engine:
         try:
             train(self)
         except KeyboardInterrupt:
-            if self.state in ("running", "paused"):
-                self.state = "stopping"
-                self._emit("stop", reason="KeyboardInterrupt")
+            self.interrupted()
             self.finish()
             raise
         except BaseException as exc:  # the app stays up and shows it; the run dir is closed below
