@@ -262,3 +262,21 @@ async def test_resize_storm_does_not_crash() -> None:
             await pilot.pause()
         await quit_app(app, pilot)
     assert app.return_code == 0
+
+
+async def test_frames_keep_coming_while_a_modal_is_open() -> None:
+    """Ticks address the main screen's widgets; with help on top they must neither crash nor stall."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(lambda: len(app.source.history) > 10, pilot)
+        await pilot.press("question_mark")
+        status = app.main_screen.query_one("#status")
+        shown = str(status.render())
+        await wait_for(lambda: str(status.render()) != shown, pilot)  # the status panel still updates
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.resize_terminal(60, 16)
+        await pilot.pause(0.6)
+        assert app.main_screen.has_class("tiny")
+        await pilot.press("escape")
+        await quit_app(app, pilot)
+    assert app.return_code == 0

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 from rich.text import Text
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
 from lrwatch.app.charts import LossView, next_smoothing, plot_columns
-from lrwatch.app.widgets import Chart
+from lrwatch.app.widgets import Chart, MainScreenApp
 from lrwatch.history import Ema, decimate
 from lrwatch.plot import PALETTE, ChartSpec, Line, color_hex
 from lrwatch.reader import RunReader
@@ -34,7 +34,7 @@ def run_summary(reader: RunReader) -> dict[str, object]:
     }
 
 
-class CompareRunsApp(App[None]):
+class CompareRunsApp(MainScreenApp):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch view"
     ENABLE_COMMAND_PALETTE = False
@@ -68,8 +68,8 @@ class CompareRunsApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#runs").border_title = "runs"
-        self.query_one("#lr-chart").border_title = "learning rate"
+        self.main_screen.query_one("#runs").border_title = "runs"
+        self.main_screen.query_one("#lr-chart").border_title = "learning rate"
         for reader in self.readers:
             for note in [*reader.skipped, reader.incomplete_tail()]:
                 if note:
@@ -88,10 +88,10 @@ class CompareRunsApp(App[None]):
         return PALETTE[i % len(PALETTE)]
 
     def redraw(self) -> None:
-        loss = self.query_one("#loss-chart", Chart)
+        loss = self.main_screen.query_one("#loss-chart", Chart)
         what = "validation loss" if self.show_val else f"training loss · ema {self.smoothing:g}"
         loss.border_title = what + (" · log" if self.log_loss else "")
-        self.query_one("#lr-chart", Chart).draw(self._lr_spec)
+        self.main_screen.query_one("#lr-chart", Chart).draw(self._lr_spec)
         loss.draw(self._loss_spec)
         self._update_table()
 
@@ -138,7 +138,7 @@ class CompareRunsApp(App[None]):
             rows.append(Text(f"   {s['state']} · {s['steps']:,} steps", style="dim"))
             rows.append(Text(f"   val {last} (best {best})"))
             rows.extend(Text(f"   {spec}", style="#8fbcbb") for spec in s["schedules"])
-        self.query_one("#runs", Static).update(Text("\n").join(rows))
+        self.main_screen.query_one("#runs", Static).update(Text("\n").join(rows))
 
     def action_toggle_val(self) -> None:
         self.show_val = not self.show_val

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
@@ -38,7 +38,7 @@ from lrwatch.app.charts import (
     plot_columns,
 )
 from lrwatch.app.screens import DivergenceScreen, ErrorScreen, HelpScreen, SpecEditor
-from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, format_duration, progress_bar
+from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, MainScreenApp, format_duration, progress_bar
 from lrwatch.history import Ema
 from lrwatch.plot import MARKER_COLOR, color_hex
 from lrwatch.protocol import Checkpoint, EditParams, Pause, Resume, Rollback, RunSource, Stop, Switch
@@ -68,7 +68,7 @@ def nudged(kind: str, value: float, up: bool) -> float:
     return float(f"{(value * NUDGE if up else value / NUDGE):.4g}")
 
 
-class LRWatchApp(App[None]):
+class LRWatchApp(MainScreenApp):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch"
     ENABLE_COMMAND_PALETTE = False
@@ -140,6 +140,7 @@ class LRWatchApp(App[None]):
         self._quitting = False
         self._redraw_pending = False
         self._panels: dict[str, Text] = {}
+        self._fitted_size: Any = None
 
     # -- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -155,9 +156,9 @@ class LRWatchApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#status").border_title = "run"
-        self.query_one("#schedule").border_title = "schedule"
-        self.query_one("#events").border_title = "events"
+        self.main_screen.query_one("#status").border_title = "run"
+        self.main_screen.query_one("#schedule").border_title = "schedule"
+        self.main_screen.query_one("#events").border_title = "events"
         self._titles()
         for note in self.notes:
             self.notify(note, severity="warning", timeout=8)
@@ -197,19 +198,28 @@ class LRWatchApp(App[None]):
             message = Text("waiting for the training loop to call lrwatch.watch() …", style="dim")
         else:
             message = Text("the script ended without calling lrwatch.watch()", style="bold yellow")
-        self.query_one("#status", Static).update(message)
+        self.main_screen.query_one("#status", Static).update(message)
         return False
 
     def on_resize(self) -> None:
-        width, height = self.size
-        self.screen.set_class(width < 90, "narrow")
-        self.screen.set_class(width < 70 or height < 20, "tiny")
-        self._dirty = True
+        self._fit_layout()
         self.call_after_refresh(self.tick)
+
+    def _fit_layout(self) -> None:
+        """Narrow and tiny layouts follow the terminal's size. Checked every frame too: the app does
+        not get every resize event (a resize under a modal, for one)."""
+        if self.size == self._fitted_size:
+            return
+        self._fitted_size = self.size
+        width, height = self.size
+        self.main_screen.set_class(width < 90, "narrow")
+        self.main_screen.set_class(width < 70 or height < 20, "tiny")
+        self._dirty = True
 
     # -- the frame --------------------------------------------------------------------------
     def tick(self) -> None:
         """Poll the run: new events, new data; redraw what changed."""
+        self._fit_layout()
         if not self._connect():
             return
         poll = getattr(self.source, "poll", None)  # a run directory being followed
@@ -217,7 +227,7 @@ class LRWatchApp(App[None]):
             poll()
         for event in self.source.events_since(self._events_seen):
             self._events_seen += 1
-            self.query_one(EventLog).add(event)
+            self.main_screen.query_one(EventLog).add(event)
             if event.kind == "error":
                 self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
             if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:
@@ -248,7 +258,7 @@ class LRWatchApp(App[None]):
         if self.recent:
             return step
         end = planned_end(self.source.timeline, step)
-        columns = plot_columns(self.query_one("#lr-chart", Chart).content_size.width)
+        columns = plot_columns(self.main_screen.query_one("#lr-chart", Chart).content_size.width)
         return step * columns // max(end, 1)
 
     def _draw_charts(self, step: int) -> None:
@@ -256,7 +266,7 @@ class LRWatchApp(App[None]):
         history = self.source.history
         if self.candidates and abs(step - self._candidate_step) * 200 > max(timeline.total_steps or 0, 1):
             self._refresh_candidates(step)
-        self.query_one("#lr-chart", Chart).draw(
+        self.main_screen.query_one("#lr-chart", Chart).draw(
             lambda w, h: lr_chart(
                 history,
                 timeline,
@@ -269,7 +279,7 @@ class LRWatchApp(App[None]):
                 candidates=self.candidates,
             )
         )
-        self.query_one("#loss-chart", Chart).draw(
+        self.main_screen.query_one("#loss-chart", Chart).draw(
             lambda w, h: loss_chart(
                 history,
                 self._loss_view,
@@ -284,11 +294,11 @@ class LRWatchApp(App[None]):
         )
 
     def _titles(self) -> None:
-        lr = self.query_one("#lr-chart", Chart)
+        lr = self.main_screen.query_one("#lr-chart", Chart)
         lr.border_title = "learning rate" + (" · log" if self.log_lr else "")
         candidates = " ".join(f"[{color_hex(CANDIDATE_COLORS[k])}]━ {k}[/]" for k in self.candidates)
         lr.border_subtitle = candidates or LR_LEGEND
-        loss = self.query_one("#loss-chart", Chart)
+        loss = self.main_screen.query_one("#loss-chart", Chart)
         window = "recent" if self.recent else "whole run"
         loss.border_title = f"loss · ema {self.smoothing:g} · {window}" + (" · log" if self.log_loss else "")
         loss.border_subtitle = LOSS_LEGEND
@@ -312,7 +322,7 @@ class LRWatchApp(App[None]):
         step, total, k = status["step"], status["total_steps"], status["steps_per_epoch"]
         rate = self.steps_per_second() if state == "running" else 0.0
         last = self.source.history.last() or {}
-        width = max(self.query_one("#status").content_size.width, 10)
+        width = max(self.main_screen.query_one("#status").content_size.width, 10)
         lines = [Text.assemble((label, style), "  ", (self.device or status.get("device") or "", "dim"))]
         epochs = f"{total / k:g}" if total else "?"
         lines.append(Text(f"epoch {step / k:.1f}/{epochs} · step {step:,}"))
@@ -329,7 +339,7 @@ class LRWatchApp(App[None]):
         if status.get("run_dir"):
             lines.append(Text(str(status["run_dir"]), style="dim", overflow="ellipsis", no_wrap=True))
         self._set_panel("#status", Text("\n").join(lines))
-        if self.screen.has_class("tiny"):
+        if self.main_screen.has_class("tiny"):
             compact = Text.assemble((label, style), f"  ep {step / k:.1f}/{epochs}  lr {status['lr']:.3g}  ")
             compact.append(str(self.source.timeline.segment_at(step).spec), style="bold")
             self._set_panel("#statusline", compact)
@@ -342,11 +352,11 @@ class LRWatchApp(App[None]):
             return
         same_height = previous is not None and previous.plain.count("\n") == text.plain.count("\n")
         self._panels[selector] = text
-        self.query_one(selector, Static).update(text, layout=not same_height)
+        self.main_screen.query_one(selector, Static).update(text, layout=not same_height)
 
     def _update_schedule(self, status: dict[str, Any]) -> None:
         if not status.get("drives_lr", True):
-            self.query_one("#schedule", Static).update(
+            self.main_screen.query_one("#schedule", Static).update(
                 Text("monitor-only: the loop's own scheduler sets the LR; switching is unavailable", style="yellow")
             )
             return

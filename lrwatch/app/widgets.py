@@ -7,12 +7,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.text import Text
-from textual.app import RenderResult
+from textual.app import App, RenderResult
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Static
 
 from lrwatch.plot import ChartSpec, render_text
 from lrwatch.protocol import Event
+
+
+class MainScreenApp(App):
+    """An app whose timers and actions address the main screen's widgets, whatever modal is on top."""
+
+    @property
+    def main_screen(self) -> Screen:
+        # App.query_one searches the *active* screen: with help or an alert open, a tick would find nothing.
+        return self.screen_stack[0]
 
 
 class Chart(Widget):
