@@ -222,9 +222,10 @@ class Ema:
         w = min(max(float(smoothing), 0.0), 0.999)
         self.smoothing = 0.0 if w == 0 else max(w, 0.05)
         self.values = np.empty(0, dtype=np.float64)
+        self._sums = np.zeros(1, dtype=np.float64)  # _sums[i]: Σ of the finite values before row i
+        self._finite_from: int | None = None  # the EMA is NaN only before the first finite input
         self._n = 0
         self._last = np.nan
-        self._extrema = BlockExtrema()
 
     def reset(self, smoothing: float | None = None) -> None:
         self.__init__(self.smoothing if smoothing is None else smoothing)  # type: ignore[misc]
@@ -234,6 +235,16 @@ class Ema:
 
     def extend(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float64)
+        start = self._n
+        self._extend(x)
+        added = self.values[start : self._n]
+        if len(self._sums) < len(self.values) + 1:
+            self._sums = np.resize(self._sums, len(self.values) + 1)
+        self._sums[start + 1 : self._n + 1] = self._sums[start] + np.cumsum(np.where(np.isfinite(added), added, 0.0))
+        if self._finite_from is None and np.isfinite(added).any():
+            self._finite_from = start + int(np.argmax(np.isfinite(added)))
+
+    def _extend(self, x: np.ndarray) -> None:
         if self._n + len(x) > len(self.values):
             self.values = np.resize(self.values, max(2 * len(self.values), self._n + len(x), 1024))
         w = self.smoothing
@@ -267,7 +278,23 @@ class Ema:
     def series(self) -> np.ndarray:
         return self.values[: self._n]
 
-    def decimated(self, start: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, values)`` of the EMA from row ``start``, at most ``max_points``, cost O(rows/BLOCK)."""
-        self._extrema.update(self.values, self._n)
-        return decimate_series(self.values, self._extrema, start, self._n, max_points)
+    def column_means(self, start: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, values)``: the EMA from row ``start`` as one mean per column, cost O(columns).
+
+        Rows ``start..n − 1`` split into ``columns`` equal runs; each gives its middle row and the mean
+        of its values (from running sums). A smoothed line is a trend: min and max per column would
+        draw the noise the smoothing took out (the raw loss's band shows the extremes). Up to
+        ``columns`` rows come back as they are.
+        """
+        n = self._n
+        if n - start <= columns:
+            rows = np.arange(start, n)
+            return rows, self.values[start:n].copy()
+        edges = np.linspace(start, n, columns + 1).round().astype(np.int64)
+        lo, hi = edges[:-1], edges[1:]
+        counted_from = np.maximum(lo, n if self._finite_from is None else self._finite_from)
+        count = np.maximum(hi - counted_from, 0)
+        total = self._sums[hi] - self._sums[lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return (lo + hi - 1) // 2, means

@@ -9,6 +9,7 @@ to the smallest positive value) and NaN/Inf (dropped) never reach plotext.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import shutil
@@ -19,7 +20,11 @@ import numpy as np
 from plotext._figure import _figure_class as Figure
 from rich.color import Color
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
+
+from lrwatch import plotext_fast
+
+plotext_fast.install()  # the same lists from plotext's per-dot loops, computed with numpy
 
 # 256-colour indices: safe in tmux and 256-colour terminals alike.
 PALETTE = (39, 208, 170, 141, 220, 203, 75, 114)
@@ -122,17 +127,19 @@ def render_text(chart: ChartSpec) -> Text:
     fig._set_sizes()
     fig._build_matrix()
     matrix = fig.monitor.matrix
-    text = Text(no_wrap=True, end="")
+    rows, spans, position = [], [], 0
     for row in reversed(matrix.Rows):
-        markers, colors = matrix.marker[row], matrix.fullground[row]
-        start = 0
-        for col in range(1, matrix.cols + 1):
-            if col == matrix.cols or colors[col] != colors[start]:
-                text.append("".join(markers[start:col]), _style(colors[start]))
-                start = col
-        if row:
-            text.append("\n")
-    return text
+        markers = matrix.marker[row]
+        col = 0
+        for color, run in itertools.groupby(matrix.fullground[row]):
+            width = len("".join(markers[col : (col := col + len(list(run)))]))
+            style = _style(color)
+            if style is not None:
+                spans.append(Span(position, position + width, style))
+            position += width
+        rows.append("".join(markers))
+        position += 1  # the newline
+    return Text("\n".join(rows), no_wrap=True, end="", spans=spans)
 
 
 @functools.lru_cache(maxsize=64)

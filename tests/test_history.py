@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +105,41 @@ def test_ema_incremental_equals_recurrence(w: float, chunks: list[int]) -> None:
     if w == 0:
         ref = x
     np.testing.assert_allclose(ema.series(), ref, rtol=1e-9, equal_nan=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    w=st.sampled_from([0.0, 0.9, 0.99]),
+    chunks=st.lists(st.integers(0, 700), min_size=1, max_size=4),
+    start=st.integers(0, 400),
+    columns=st.integers(2, 150),
+    lead_nans=st.integers(0, 30),
+)
+def test_ema_column_means_are_the_mean_of_each_run(
+    w: float, chunks: list[int], start: int, columns: int, lead_nans: int
+) -> None:
+    rng = np.random.default_rng(sum(chunks))
+    x = rng.normal(size=sum(chunks)) + 5
+    x[:lead_nans] = np.nan  # the EMA is NaN until the first finite loss
+    ema = Ema(w)
+    pos = 0
+    for size in chunks:
+        ema.extend(x[pos : pos + size])
+        pos += size
+    n = len(x)
+    start = min(start, n)
+    rows, means = ema.column_means(start, columns)
+    values = ema.series()
+    if n - start <= columns:
+        assert np.array_equal(rows, np.arange(start, n))
+        np.testing.assert_array_equal(means, values[start:n])
+        return
+    assert len(rows) == columns and np.all(np.diff(rows) > 0)
+    edges = np.linspace(start, n, columns + 1).round().astype(int)
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        run = values[lo:hi]
+        assert lo <= rows[i] < hi
+        if np.isfinite(run).any():
+            assert means[i] == pytest.approx(np.nanmean(run), rel=1e-9)
+        else:
+            assert np.isnan(means[i])

@@ -183,7 +183,7 @@ def loss_chart(
     hi = max(step, since + 1) if recent else planned_end(timeline, step)
     points = points_for(columns, step - since, hi - since)
     snap = history.snapshot(points, since_step=since)
-    rows, ey = view.ema.decimated(history.row_of(since), points)
+    rows, ey = view.ema.column_means(history.row_of(since), max(points // 2, 2))
     ex = history.steps_at(rows)
     band_x, band_lo, band_hi = column_envelope(snap.steps_loss / k, snap.loss, since / k, hi / k, columns)
     raw_marker = "." if ascii else None

@@ -11,7 +11,7 @@ from textual.widgets import Footer, Static
 
 from lrwatch.app.charts import LossView, next_smoothing, plot_columns
 from lrwatch.app.widgets import Chart, MainScreenApp
-from lrwatch.history import Ema, decimate
+from lrwatch.history import Ema
 from lrwatch.plot import PALETTE, ChartSpec, Line, color_hex
 from lrwatch.reader import RunReader
 
@@ -124,7 +124,8 @@ class CompareRunsApp(MainScreenApp):
                 x, y = steps, val.get("val_loss", np.empty(0))
             else:
                 view.update(history)
-                x, y = decimate(history.column("step", 0, view.seen), view.ema.series(), 2 * columns)
+                rows, y = view.ema.column_means(0, columns)
+                x = history.steps_at(rows)
             lines.append(Line(x / k, y, self.color(i), marker="*" if self.ascii_markers else None))
         return ChartSpec(lines, width, height, log_y=self.log_loss, xlim=(0.0, self._x_end()))
 
