@@ -51,8 +51,10 @@ NUDGE = 1.25
 RATE_WINDOW_SECONDS = 3.0
 QUIT_WAIT_SECONDS = 10.0
 # New data redraws a chart at most this often (a key press, a switch or a resize at once): a full chart
-# is ~15 KB of terminal output and ~25 ms of CPU taken from training.
+# is ~15 KB of terminal output and ~10 ms of CPU taken from training.
 CHART_MIN_INTERVAL = 1.0
+STATUS_INTERVAL = 1.0
+TIMER_SLACK = 0.05  # frames land a few ms early or late: "a second since" must not mean every other frame
 LR_LEGEND = (
     f"[{color_hex(APPLIED_COLOR)}]━ applied[/] [{color_hex(PREVIEW_COLOR)}]━ ahead[/] "
     f"[{color_hex(MARKER_COLOR)}]│ switch[/]"
@@ -135,6 +137,7 @@ class LRWatchApp(MainScreenApp):
         self._loss_view = LossView(Ema(self.smoothing))
         self._events_seen = 0
         self._drawn: dict[str, Any] = {}
+        self._status_shown: dict[str, Any] = {"at": -1e9}
         self._dirty = True
         self._rate_samples: deque[tuple[float, int]] = deque()
         self._quitting = False
@@ -165,7 +168,7 @@ class LRWatchApp(MainScreenApp):
         if self.train is not None:
             self.thread = threading.Thread(target=self._run_training, name="lrwatch-train", daemon=True)
             self.thread.start()
-        self.set_interval(1 / self.fps, self.tick)
+        self.frame_timer = self.set_interval(1 / self.fps, self.tick)
         # Full collections with torch loaded take ~100 ms and land in a frame: once the app and the
         # loop are warm, move what exists out of the collector's sight (gc.freeze).
         self.set_timer(3.0, gc.freeze)
@@ -237,12 +240,17 @@ class LRWatchApp(MainScreenApp):
             if event.kind in ("switch", "edit", "finish"):
                 self._dirty = True
         status = self.source.status()
+        now = self.clock()
         self._update_rate(status["step"])
-        self._update_status(status)
+        # The run panel's numbers move every step: once a second is enough to read them, and a
+        # change of state (pause, finish, error) or a key shows at once.
+        status_due = now - self._status_shown["at"] >= STATUS_INTERVAL - TIMER_SLACK
+        if self._dirty or status["state"] != self._status_shown.get("state") or status_due:
+            self._update_status(status)
+            self._status_shown.update(state=status["state"], at=now)
         self._update_schedule(status)
         key = (self._chart_column(status["step"]), self.source.timeline, status["state"])
-        now = self.clock()
-        due = now - self._drawn.get("at", -1e9) >= CHART_MIN_INTERVAL
+        due = now - self._drawn.get("at", -1e9) >= CHART_MIN_INTERVAL - TIMER_SLACK
         if self._dirty or (key != self._drawn.get("key") and due):
             self._draw_charts(status["step"])
             self._drawn.update(key=key, at=now)

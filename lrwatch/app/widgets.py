@@ -6,13 +6,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual.app import App, RenderResult
+from textual.app import App
 from textual.screen import Screen
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
-from lrwatch.plot import ChartSpec, render_text
+from lrwatch.plot import ChartSpec, render_rows
 from lrwatch.protocol import Event
 
 
@@ -26,7 +29,11 @@ class MainScreenApp(App):
 
 
 class Chart(Widget):
-    """A plotext chart, rebuilt only when :meth:`draw` gets a new spec or the widget is resized."""
+    """A plotext chart, rebuilt only when :meth:`draw` gets a new spec or the widget is resized.
+
+    Drawn with Textual's line API: the rows are turned into strips once per build, and a repaint
+    (a panel beside it changed, a modal closed) copies them, with no text layout in between.
+    """
 
     DEFAULT_CSS = """
     Chart { width: 1fr; height: 1fr; }
@@ -34,7 +41,8 @@ class Chart(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._text = Text("")
+        self._rows: list[list[Segment]] = []
+        self._strips: list[Strip] | None = None
         self.frames = 0
         self.last_frame_ms = 0.0
 
@@ -42,16 +50,26 @@ class Chart(Widget):
         """Build the chart at the widget's current size; ``make_spec(width, height)`` says what to draw."""
         width, height = self.content_size.width, self.content_size.height
         if width < 12 or height < 4:
-            self._text = Text("(too small)", style="dim")
+            self._rows = [[Segment("(too small)", Style(dim=True))]]
         else:
             started = time.perf_counter()
-            self._text = render_text(make_spec(width, height))
+            self._rows = render_rows(make_spec(width, height))
             self.last_frame_ms = 1000 * (time.perf_counter() - started)
             self.frames += 1
+        self._strips = None
         self.refresh()
 
-    def render(self) -> RenderResult:
-        return self._text
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        base = self.visual_style.rich_style
+        if self._strips is None or (self._strips and self._strips[0].cell_length != width):
+            self._strips = [Strip(row).apply_style(base).adjust_cell_length(width, base) for row in self._rows]
+        return self._strips[y] if 0 <= y < len(self._strips) else Strip.blank(width, base)
+
+    @property
+    def text(self) -> str:
+        """What the chart shows, as plain text (for tests and screen readers)."""
+        return "\n".join("".join(segment.text for segment in row) for row in self._rows)
 
 
 def progress_bar(fraction: float, width: int) -> Text:
