@@ -21,7 +21,6 @@ from plotext._figure import _figure_class as Figure
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Span, Text
 
 from lrwatch import plotext_fast
 
@@ -135,19 +134,6 @@ def render_rows(chart: ChartSpec) -> list[list[Segment]]:
             segments.append(Segment("".join(markers[col : (col := col + len(list(run)))]), _style(color)))
         rows.append(segments)
     return rows
-
-
-def render_text(chart: ChartSpec) -> Text:
-    """The chart as one ``rich.Text`` (rows joined by newlines, colours as spans)."""
-    spans, position, lines = [], 0, []
-    for segments in render_rows(chart):
-        for segment in segments:
-            if segment.style is not None:
-                spans.append(Span(position, position + len(segment.text), segment.style))
-            position += len(segment.text)
-        lines.append("".join(segment.text for segment in segments))
-        position += 1  # the newline
-    return Text("\n".join(lines), no_wrap=True, end="", spans=spans)
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lrwatch import plotext_fast
-from lrwatch.plot import ChartSpec, Line, render, render_text
+from lrwatch.plot import ChartSpec, Line, render, render_rows
 
 ORIGINAL = plotext_fast.ORIGINALS  # filled by lrwatch.plot's import-time install()
 
@@ -89,12 +89,12 @@ def random_chart(seed: int) -> ChartSpec:
 
 def test_whole_charts_are_identical_with_and_without() -> None:
     charts = [random_chart(seed) for seed in range(120)]
-    fast = [(render(c), render_text(c)) for c in charts]
+    fast = [(render(c), render_rows(c)) for c in charts]
     plotext_fast.uninstall()
     try:
-        slow = [(render(c), render_text(c)) for c in charts]
+        slow = [(render(c), render_rows(c)) for c in charts]
     finally:
         assert plotext_fast.install()
     for seed, (f, s) in enumerate(zip(fast, slow, strict=True)):
         assert f[0] == s[0], f"chart {seed}: ANSI differs"
-        assert f[1] == s[1], f"chart {seed}: rich Text differs"
+        assert f[1] == s[1], f"chart {seed}: rows differ"

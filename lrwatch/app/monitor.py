@@ -242,16 +242,18 @@ class LRWatchApp(MainScreenApp):
         status = self.source.status()
         now = self.clock()
         self._update_rate(status["step"])
-        # The run panel's numbers move every step: once a second is enough to read them, and a
-        # change of state (pause, finish, error) or a key shows at once.
+        key = (self._chart_column(status["step"]), self.source.timeline, status["state"])
+        charts_due = now - self._drawn.get("at", -1e9) >= CHART_MIN_INTERVAL - TIMER_SLACK
+        draw_charts = self._dirty or (key != self._drawn.get("key") and charts_due)
+        # The run panel's numbers move every step: once a second is enough to read them, and a change
+        # of state (pause, finish, error) or a key shows at once. Updated with the charts when they
+        # are drawn, so the screen is composed once for both.
         status_due = now - self._status_shown["at"] >= STATUS_INTERVAL - TIMER_SLACK
-        if self._dirty or status["state"] != self._status_shown.get("state") or status_due:
+        if draw_charts or status_due or status["state"] != self._status_shown.get("state"):
             self._update_status(status)
             self._status_shown.update(state=status["state"], at=now)
         self._update_schedule(status)
-        key = (self._chart_column(status["step"]), self.source.timeline, status["state"])
-        due = now - self._drawn.get("at", -1e9) >= CHART_MIN_INTERVAL - TIMER_SLACK
-        if self._dirty or (key != self._drawn.get("key") and due):
+        if draw_charts:
             self._draw_charts(status["step"])
             self._drawn.update(key=key, at=now)
             self._dirty = False
