@@ -1,6 +1,15 @@
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from hypothesis import settings
+
+# The same examples on every run, so CI is deterministic: a property test that fails, fails every time.
+# HYPOTHESIS_PROFILE=explore draws new examples (and more of them) when hunting for bugs.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=500, derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 class FakeOptimizer:

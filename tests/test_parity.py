@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler
 
@@ -39,8 +39,10 @@ def torch_per_epoch(make, lr: float, n: int = N_STEPS) -> np.ndarray:
     return out
 
 
-def assert_close(ours: np.ndarray, theirs: np.ndarray) -> None:
-    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+def assert_close(ours: np.ndarray, theirs: np.ndarray, scale: float | None = None) -> None:
+    """Relative error ≤ RTOL; with ``scale``, an absolute RTOL·scale too (for a schedule whose error is
+    relative to its range, not to each value)."""
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL if scale is None else RTOL * scale)
 
 
 @settings(max_examples=25, deadline=None)
@@ -52,9 +54,12 @@ def test_exp_matches_exponential_lr(lr: float, gamma: float) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(lr=base_lrs, t_max=st.integers(1, 2000), eta_min=eta_mins)
+@example(lr=1e-06, t_max=3, eta_min=0.0006530263075784867)  # eta_min > lr: PyTorch's recursion drifts by 2e-15
 def test_cosine_matches_cosine_annealing_lr_past_t_max(lr: float, t_max: int, eta_min: float) -> None:
+    """PyTorch's CosineAnnealingLR is recursive past its first step: its rounding error accumulates over
+    10,000 steps relative to the schedule's range, so the comparison allows RTOL of max(lr, eta_min)."""
     theirs = torch_per_epoch(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=eta_min), lr)
-    assert_close(CosineAnnealing(t_max, eta_min).lr(lr, np.arange(N_STEPS)), theirs)
+    assert_close(CosineAnnealing(t_max, eta_min).lr(lr, np.arange(N_STEPS)), theirs, scale=max(lr, eta_min))
 
 
 @settings(max_examples=25, deadline=None)
