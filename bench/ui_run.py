@@ -1,14 +1,14 @@
 """One process of ``ui_overhead``: the demo's training steps/s with and without the monitor's UI.
 
-``interleaved`` (the figure): the default demo under the monitor (headless Textual driver at
-120×40, default fps). After a warm-up, the monitor's frame timer is stopped and started in
-alternating windows (ABBA order, so a linear drift cancels), and each window counts the steps the
-training thread made. With the timer stopped the UI thread sleeps in its event loop, as it does not
-exist under ``--headless``: the two rates differ by what the UI costs and nothing else, measured
-seconds apart on the same process and machine. Prints ``{"ratio": ..., ...}``.
+``interleaved STEPS`` (the figure): the demo's model and data under the monitor (headless Textual
+driver at 120×40, default fps). After a warm-up, the monitor's frame timer is started and stopped in
+1 s windows, in ABBA groups so a linear drift within a group cancels, and each window counts the
+steps the training thread made. With the timer stopped the UI thread sleeps in its event loop, as it
+does not exist under ``--headless``: the two rates differ by what the UI costs, measured seconds
+apart in the same process. Prints ``{"groups": [[[ui_on, steps, seconds, ui_cpu_seconds], ...], ...]}``.
 
-``headless`` / ``tui N`` (whole-run A/B, reported beside it): the demo for N steps, one way or the
-other in a fresh process; prints ``{"steps_per_s": ...}`` measured after a warm-up of 1,000 steps.
+``headless STEPS`` / ``tui STEPS`` (the whole-run comparison, ``run.py --whole-runs``): the demo for
+STEPS steps one way or the other in a fresh process; prints ``{"steps_per_s": ...}`` after a warm-up.
 """
 
 from __future__ import annotations

@@ -77,10 +77,12 @@ async def test_candidate_preview_then_apply_with_enter() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(lambda: len(app.source.history) > 10, pilot)
-        frames = app.query_one("#lr-chart", Chart).frames
+        chart = app.query_one("#lr-chart", Chart)
+        frames, shown = chart.frames, chart.text
         await pilot.press("S")
         assert set(app.candidates) == {"step"}
-        assert app.query_one("#lr-chart", Chart).frames > frames  # redrawn at once
+        assert chart.frames > frames  # redrawn at once
+        assert chart.text != shown and any("\u2801" <= c <= "\u28ff" for c in chart.text)  # braille lines
         assert not events(app, "switch")
         await pilot.press("enter")
         await wait_for(lambda: bool(events(app, "switch")), pilot)

@@ -42,7 +42,8 @@ class Chart(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._rows: list[list[Segment]] = []
-        self._strips: list[Strip] | None = None
+        self._strips: list[Strip] = []
+        self._strips_for: tuple[int, Style] | None = None  # the width and base style the strips were made at
         self.frames = 0
         self.last_frame_ms = 0.0
 
@@ -56,14 +57,14 @@ class Chart(Widget):
             self._rows = render_rows(make_spec(width, height))
             self.last_frame_ms = 1000 * (time.perf_counter() - started)
             self.frames += 1
-        self._strips = None
+        self._strips_for = None
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
-        width = self.content_size.width
-        base = self.visual_style.rich_style
-        if self._strips is None or (self._strips and self._strips[0].cell_length != width):
+        width, base = self.content_size.width, self.visual_style.rich_style
+        if self._strips_for != (width, base):  # a new build, a resize before the next one, a new theme
             self._strips = [Strip(row).apply_style(base).adjust_cell_length(width, base) for row in self._rows]
+            self._strips_for = (width, base)
         return self._strips[y] if 0 <= y < len(self._strips) else Strip.blank(width, base)
 
     @property
