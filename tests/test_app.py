@@ -282,3 +282,35 @@ async def test_frames_keep_coming_while_a_modal_is_open() -> None:
         await pilot.press("escape")
         await quit_app(app, pilot)
     assert app.return_code == 0
+
+
+async def test_charts_redraw_less_often_when_a_redraw_costs_more() -> None:
+    """A redraw that costs 30 ms of CPU stretches the interval to 3 s (charts keep to 1% of a core);
+    new data inside it waits, and the run panel still refreshes every second."""
+    timeline = Timeline.start("cosine", lr=0.1, steps_per_epoch=K, total_steps=20 * K)
+    engine = Engine(FakeOptimizer(0.1), timeline)
+    engine.begin()
+    now, cpu = [0.0], [0.0]
+
+    def cpu_clock() -> float:  # every reading 30 ms later: each redraw "costs" 30 ms
+        cpu[0] += 0.03
+        return cpu[0]
+
+    def advance(seconds: float, steps: int) -> None:
+        for _ in range(steps):
+            engine.step(1.0)
+        now[0] += seconds
+
+    app = LRWatchApp(engine, None, clock=lambda: now[0], cpu_clock=cpu_clock)
+    async with app.run_test(size=(100, 30)) as pilot:
+        chart = app.query_one("#lr-chart", Chart)
+        await wait_for(lambda: chart.frames > 0, pilot)
+        assert app.chart_interval == pytest.approx(3.0)
+        frames, status = chart.frames, str(app.query_one("#status").render())
+        advance(1.5, 3 * K)  # three epochs: the run is columns further on
+        app.tick()
+        assert chart.frames == frames  # 1.5 s < 3 s: the charts wait
+        assert str(app.query_one("#status").render()) != status  # the numbers do not
+        advance(1.6, 0)
+        app.tick()
+        assert chart.frames == frames + 1

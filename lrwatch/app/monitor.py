@@ -50,9 +50,13 @@ MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step
 NUDGE = 1.25
 RATE_WINDOW_SECONDS = 3.0
 QUIT_WAIT_SECONDS = 10.0
-# New data redraws a chart at most this often (a key press, a switch or a resize at once): a full chart
-# is ~15 KB of terminal output and ~10 ms of CPU taken from training.
+# New data redraws the charts at most this often (a key press, a switch or a resize at once): a full
+# redraw is ~15 KB of terminal output and, at 120×40, ~8 ms of CPU taken from training. On a larger
+# terminal a redraw costs more, so the interval stretches to keep the builds within CHART_CPU_BUDGET
+# of a core (up to CHART_MAX_INTERVAL).
 CHART_MIN_INTERVAL = 1.0
+CHART_MAX_INTERVAL = 4.0
+CHART_CPU_BUDGET = 0.01
 STATUS_INTERVAL = 1.0
 TIMER_SLACK = 0.05  # frames land a few ms early or late: "a second since" must not mean every other frame
 LR_LEGEND = (
@@ -119,6 +123,7 @@ class LRWatchApp(MainScreenApp):
         fps: float = 2.0,
         ascii_markers: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
         notes: list[str] | None = None,
     ) -> None:
         super().__init__()
@@ -130,6 +135,8 @@ class LRWatchApp(MainScreenApp):
         self.fps = fps
         self.ascii_markers = ascii_markers
         self.clock = clock
+        self.cpu_clock = cpu_clock
+        self.chart_interval = CHART_MIN_INTERVAL
         self.thread: threading.Thread | None = None
         self.candidates: dict[str, Timeline] = {}
         self._candidate_step = -1
@@ -243,7 +250,7 @@ class LRWatchApp(MainScreenApp):
         now = self.clock()
         self._update_rate(status["step"])
         key = (self._chart_column(status["step"]), self.source.timeline, status["state"])
-        charts_due = now - self._drawn.get("at", -1e9) >= CHART_MIN_INTERVAL - TIMER_SLACK
+        charts_due = now - self._drawn.get("at", -1e9) >= self.chart_interval - TIMER_SLACK
         draw_charts = self._dirty or (key != self._drawn.get("key") and charts_due)
         # The run panel's numbers move every step: once a second is enough to read them, and a change
         # of state (pause, finish, error) or a key shows at once. Updated with the charts when they
@@ -272,6 +279,12 @@ class LRWatchApp(MainScreenApp):
         return step * columns // max(end, 1)
 
     def _draw_charts(self, step: int) -> None:
+        started = self.cpu_clock()
+        self._build_charts(step)
+        cost = self.cpu_clock() - started
+        self.chart_interval = min(max(cost / CHART_CPU_BUDGET, CHART_MIN_INTERVAL), CHART_MAX_INTERVAL)
+
+    def _build_charts(self, step: int) -> None:
         timeline = self.source.timeline
         history = self.source.history
         if self.candidates and abs(step - self._candidate_step) * 200 > max(timeline.total_steps or 0, 1):
