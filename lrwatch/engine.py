@@ -28,7 +28,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from lrwatch.history import MetricHistory
-from lrwatch.protocol import Checkpoint, Command, EditParams, Event, Pause, Resume, Rollback, Stop, Switch
+from lrwatch.protocol import (
+    MONITOR_ONLY,
+    Checkpoint,
+    Command,
+    EditParams,
+    Event,
+    Pause,
+    Resume,
+    Rollback,
+    Stop,
+    Switch,
+)
 from lrwatch.rundir import RunWriter
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
@@ -365,7 +376,7 @@ class Engine:
         s = self.step_index
         try:
             if isinstance(command, (Switch, EditParams)) and not self.drive_lr:
-                raise SpecError("monitor-only: the loop's own scheduler sets the LR, so switching is unavailable")
+                raise SpecError(MONITOR_ONLY)
             if isinstance(command, Checkpoint):
                 if self.checkpoint("request") is None:
                     raise SpecError("no checkpoint: pass model= to lrwatch.watch() to enable checkpoints")

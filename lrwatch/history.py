@@ -238,11 +238,12 @@ class Ema:
         start = self._n
         self._extend(x)
         added = self.values[start : self._n]
+        finite = np.isfinite(added)
         if len(self._sums) < len(self.values) + 1:
             self._sums = np.resize(self._sums, len(self.values) + 1)
-        self._sums[start + 1 : self._n + 1] = self._sums[start] + np.cumsum(np.where(np.isfinite(added), added, 0.0))
-        if self._finite_from is None and np.isfinite(added).any():
-            self._finite_from = start + int(np.argmax(np.isfinite(added)))
+        self._sums[start + 1 : self._n + 1] = self._sums[start] + np.cumsum(np.where(finite, added, 0.0))
+        if self._finite_from is None and finite.any():
+            self._finite_from = start + int(np.argmax(finite))
 
     def _extend(self, x: np.ndarray) -> None:
         if self._n + len(x) > len(self.values):

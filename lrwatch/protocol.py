@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
+# Why a monitor-only run (the loop's own scheduler sets the LR) refuses Switch and EditParams.
+MONITOR_ONLY = "monitor-only: the loop's own scheduler sets the LR, so switching is unavailable"
+
 
 @dataclass(frozen=True)
 class Command:

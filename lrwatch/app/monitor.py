@@ -41,7 +41,7 @@ from lrwatch.app.screens import DivergenceScreen, ErrorScreen, HelpScreen, SpecE
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, MainScreenApp, format_duration, progress_bar
 from lrwatch.history import Ema
 from lrwatch.plot import MARKER_COLOR, color_hex
-from lrwatch.protocol import Checkpoint, EditParams, Pause, Resume, Rollback, RunSource, Stop, Switch
+from lrwatch.protocol import MONITOR_ONLY, Checkpoint, EditParams, Pause, Resume, Rollback, RunSource, Stop, Switch
 from lrwatch.schedules import KINDS, SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
@@ -261,7 +261,7 @@ class LRWatchApp(MainScreenApp):
             self._status_shown.update(state=status["state"], at=now)
         self._update_schedule(status)
         if draw_charts:
-            self._draw_charts(status["step"])
+            self._draw_charts(status)
             self._drawn.update(key=key, at=now)
             self._dirty = False
 
@@ -278,13 +278,13 @@ class LRWatchApp(MainScreenApp):
         columns = plot_columns(self.main_screen.query_one("#lr-chart", Chart).content_size.width)
         return step * columns // max(end, 1)
 
-    def _draw_charts(self, step: int) -> None:
+    def _draw_charts(self, status: dict[str, Any]) -> None:
         started = self.cpu_clock()
-        self._build_charts(step)
+        self._build_charts(status["step"], drives_lr=status.get("drives_lr", True))
         cost = self.cpu_clock() - started
         self.chart_interval = min(max(cost / CHART_CPU_BUDGET, CHART_MIN_INTERVAL), CHART_MAX_INTERVAL)
 
-    def _build_charts(self, step: int) -> None:
+    def _build_charts(self, step: int, *, drives_lr: bool) -> None:
         timeline = self.source.timeline
         history = self.source.history
         if self.candidates and abs(step - self._candidate_step) * 200 > max(timeline.total_steps or 0, 1):
@@ -298,7 +298,7 @@ class LRWatchApp(MainScreenApp):
                 height=h,
                 log_y=self.log_lr,
                 ascii=self.ascii_markers,
-                preview=self._preview if self.source.status().get("drives_lr", True) else None,
+                preview=self._preview if drives_lr else None,
                 candidates=self.candidates,
             )
         )
@@ -379,9 +379,7 @@ class LRWatchApp(MainScreenApp):
 
     def _update_schedule(self, status: dict[str, Any]) -> None:
         if not status.get("drives_lr", True):
-            self.main_screen.query_one("#schedule", Static).update(
-                Text("monitor-only: the loop's own scheduler sets the LR; switching is unavailable", style="yellow")
-            )
+            self._set_panel("#schedule", Text(MONITOR_ONLY, style="yellow"))
             return
         timeline = self.source.timeline
         seg = timeline.segment_at(status["step"])
@@ -415,9 +413,7 @@ class LRWatchApp(MainScreenApp):
             self.notify("A read-only view of a run: nothing to switch.", severity="warning")
             return False
         if not status.get("drives_lr", True):
-            self.notify(
-                "Monitor-only: the loop's own scheduler sets the LR; switching is unavailable.", severity="warning"
-            )
+            self.notify(MONITOR_ONLY, severity="warning")
             return False
         return True
 
