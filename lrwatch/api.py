@@ -189,9 +189,7 @@ class Monitor:
         import torch
 
         engine = self.engine
-        pending = [
-            [step, command.to_dict()] for step, commands in sorted(engine._scripted.items()) for command in commands
-        ]
+        pending = [[step, command.to_dict()] for step, command in engine.scheduled_commands()]
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": engine.step_index,

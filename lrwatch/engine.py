@@ -174,6 +174,10 @@ class Engine:
         """Queue ``command`` when the run reaches ``step`` (``--switch EPOCH:SPEC``), as a key press would."""
         self._scripted.setdefault(int(step), []).append(command)
 
+    def scheduled_commands(self) -> list[tuple[int, Command]]:
+        """The commands still waiting for their step, in step order (a checkpoint keeps them)."""
+        return [(step, command) for step, commands in sorted(self._scripted.items()) for command in commands]
+
     # -- the training side ------------------------------------------------------------------
     def _emit(self, kind: str, **data: Any) -> Event:
         event = Event(kind, self.step_index, self.step_index / self._timeline.steps_per_epoch, time.time(), data)
