@@ -46,7 +46,6 @@ from lrwatch.timeline import Timeline
 
 LR_BLOCK = 1024
 PAUSE_POLL_SECONDS = 0.25
-EXIT_DIVERGED = 3
 
 Listener = Callable[[Event], None]
 
