@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import csv
 import math
 import random
 import sys
@@ -34,6 +33,7 @@ import numpy as np
 
 from lrwatch.engine import DivergencePolicy, Engine
 from lrwatch.protocol import Switch, command_from_dict
+from lrwatch.reader import parse_metrics_line
 from lrwatch.rundir import default_run_dir
 from lrwatch.schedules import SpecError, parse_spec
 from lrwatch.timeline import Timeline
@@ -290,17 +290,17 @@ def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
     if not path.exists():
         return
     with path.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
+        columns = next(f, "").strip().split(",")
+        for line in f:
             try:
-                step = int(row["step"])
-                if row.get("loss"):
-                    if step < before_step:
-                        engine.history.append(step, float(row["epoch"]), float(row["lr"]), float(row["loss"]))
-                elif step <= before_step:
-                    metrics = {k: float(row[k]) for k in engine.history.val_names if row.get(k)}
-                    engine.history.append_epoch(step, float(row["epoch"]), metrics)
-            except (KeyError, TypeError, ValueError):
+                row = parse_metrics_line(columns, line.rstrip("\n"))
+            except ValueError:
                 continue
+            if len(row) == 4:
+                if row[0] < before_step:
+                    engine.history.append(*row)
+            elif row[0] <= before_step:
+                engine.history.append_epoch(*row)
 
 
 def watch(

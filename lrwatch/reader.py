@@ -52,6 +52,21 @@ def _float(text: str) -> float:
     return float(text) if text else math.nan
 
 
+MetricRow = tuple[int, float, float, float] | tuple[int, float, dict[str, float]]
+
+
+def parse_metrics_line(columns: list[str], line: str) -> MetricRow:
+    """One data line of ``metrics.csv`` (header ``columns``): ``(step, epoch, lr, loss)`` for a step
+    row, ``(step, epoch, {metric: value})`` for an epoch row (its loss is empty). ``ValueError`` if not."""
+    fields = line.rstrip("\r").split(",")
+    if len(fields) != len(columns):
+        raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
+    step, epoch = int(fields[0]), float(fields[1])
+    if fields[3]:
+        return step, epoch, _float(fields[2]), float(fields[3])
+    return step, epoch, {name: _float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}
+
+
 class RunReader:
     """The metrics, events and timeline of a run directory, read incrementally with :meth:`poll`."""
 
@@ -106,16 +121,12 @@ class RunReader:
                 raise RunDirError(f"{self.path}/metrics.csv: header is not step,epoch,lr,loss,...")
             self.history = MetricHistory(tuple(self.columns[4:]))
             return False
-        fields = line.rstrip("\r").split(",")
         try:
-            if len(fields) != len(self.columns):
-                raise ValueError(f"{len(fields)} fields, expected {len(self.columns)}")
-            step, epoch = int(fields[0]), float(fields[1])
-            if fields[3]:
-                self.history.append(step, epoch, _float(fields[2]), float(fields[3]))
+            row = parse_metrics_line(self.columns, line)
+            if len(row) == 4:
+                self.history.append(*row)
             else:
-                values = {name: _float(v) for name, v in zip(self.columns[4:], fields[4:], strict=True) if v}
-                self.history.append_epoch(step, epoch, values)
+                self.history.append_epoch(*row)
         except ValueError as exc:
             self.skipped.append(f"metrics.csv line {line_no}: {exc}")
             return False

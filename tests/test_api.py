@@ -54,6 +54,14 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path) -> None:
     assert resumed == whole  # and, with model, optimizer, RNG and data order restored, the losses too
     kinds = [e["event"] for e in events(stopped)]
     assert kinds.count("resumed") == 1 and kinds.count("switch") == 2 and kinds[-1] == "finish"
+    # The resumed run's history (what its plots draw) holds the rows logged before the stop too.
+    history = host.engine.history
+    assert history.column("step").tolist() == [int(r[0]) for r in whole]
+    assert history.column("loss").tolist() == [float(r[2]) for r in whole]
+    epoch_rows = [r for r in csv.DictReader((tmp_path / "whole" / "metrics.csv").open()) if not r["loss"]]
+    val_steps, _, val = history.validation()
+    assert val_steps.tolist() == [int(r["step"]) for r in epoch_rows]
+    assert val["val_loss"].tolist() == [float(r["val_loss"]) for r in epoch_rows]
 
 
 def test_a_schedule_given_at_resume_is_a_visible_switch(tmp_path: Path) -> None:
