@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import math
+import os
 import random
 import sys
 import threading
@@ -31,11 +32,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from lrwatch.console import HeadlessPrinter
 from lrwatch.engine import DivergencePolicy, Engine
-from lrwatch.protocol import Switch, command_from_dict
-from lrwatch.reader import parse_metrics_line
-from lrwatch.rundir import default_run_dir
+from lrwatch.protocol import Event, Switch, command_from_dict
+from lrwatch.rundir import default_run_dir, parse_metrics_line
 from lrwatch.schedules import SpecError, parse_spec
+from lrwatch.server import RunServer
+from lrwatch.sockets import new_record
 from lrwatch.timeline import Timeline
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -63,16 +66,39 @@ class Host:
     on_divergence: str | None = None  # default: pause with the monitor, stop headless
     spike_factor: float = 10.0
     error: BaseException | None = None  # what the loop raised, if it raised
+    serve: bool = True  # serve the run's socket (lrwatch attach, send, ls)
+    on_hangup: str = "detach"  # "stop": the run stops when the monitor that started it is lost
+    spawned: bool = False  # this process is a run started for a monitor (divergence: pause only while watched)
+    server: Any = None
 
     def attach(self, engine: Engine) -> None:
         self.engine = engine
         if self.log is not None:
-            from lrwatch.cli import HeadlessPrinter
-
             engine.add_listener(HeadlessPrinter(engine, self.log))
+        if self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
+            self.server = serve(engine, on_owner_lost=self.on_hangup)
         if self.on_engine is not None:
             self.on_engine(engine)
         self.ready.set()
+
+
+def serve(engine: Engine, *, on_owner_lost: str = "detach") -> RunServer | None:
+    """Serve ``engine``'s socket until its run finishes; a socket that cannot be served is a warning, not an error."""
+    if engine.run_dir is None:
+        return None
+    try:
+        server = RunServer(engine, new_record(engine.run_dir), on_owner_lost=on_owner_lost)
+        server.start()
+    except OSError as exc:
+        engine.warn(f"no socket for lrwatch attach/send ({exc}); training goes on")
+        return None
+
+    def on_event(event: Event) -> None:
+        if event.kind == "finish":
+            server.close()  # in the training thread, after the run's last event: clients get it too
+
+    engine.add_listener(on_event)
+    return server
 
 
 _host_lock = threading.Lock()
@@ -363,7 +389,7 @@ def watch(
         assert monitor is not None
         return monitor._save(reason)
 
-    action = on_divergence or host.on_divergence or ("stop" if host.headless else "pause")
+    action = on_divergence or host.on_divergence or ("auto" if host.spawned else "stop" if host.headless else "pause")
     policy = DivergencePolicy(action=action, spike_factor=spike_factor or host.spike_factor)
     engine = Engine(
         optimizer,

@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its checkpoint; --schedule/--switch given now become new switches",
     )
     _add_divergence_args(demo)
+    _add_live_args(demo)
     _add_ui_args(demo)
 
     run = sub.add_parser("run", help="run your training script under the monitor (it calls lrwatch.watch)")
@@ -127,8 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
     run.add_argument("--resume", type=_run_dir_arg, default=None, metavar="RUN_DIR", help="continue a run")
     _add_divergence_args(run)
+    _add_live_args(run)
     _add_ui_args(run)
     run.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script, after --")
+
+    from lrwatch.cli_live import add_live_commands
+
+    add_live_commands(sub)
 
     view = sub.add_parser("view", help="open runs read-only (following them as they grow); several: overlaid")
     view.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
@@ -160,6 +166,21 @@ def _add_divergence_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--spike-factor", type=_positive(float), default=10.0, help="a spike: loss > FACTOR × its recent mean"
     )
+
+
+def _add_live_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="train in the background (own session, output to RUN_DIR/lrwatch.log); print the attach line",
+    )
+    p.add_argument(
+        "--on-hangup",
+        choices=("detach", "stop"),
+        default="detach",
+        help="when the terminal goes away: the run goes on (default), or stops with a checkpoint",
+    )
+    p.add_argument("--_spawned", action="store_true", dest="spawned", help=argparse.SUPPRESS)
 
 
 def _add_ui_args(p: argparse.ArgumentParser) -> None:
@@ -262,7 +283,16 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launches(args: argparse.Namespace) -> bool:
+    """Whether this command starts the run as a process of its own (the UI, ``--detach``)."""
+    return not args.spawned and (args.detach or not args.headless)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    _check_resumable(args.resume)
+    run_dir = args.resume or args.run_dir or default_run_dir()
+    if _launches(args):  # the run process builds the task: this one need not import torch
+        return launch(args, run_dir)
     from lrwatch.demo import DemoConfig, DemoTask
 
     fields = {
@@ -276,7 +306,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "per_epoch": args.per_epoch,
         "checkpoint_every": args.checkpoint_every,
     }
-    _check_resumable(args.resume)
     if args.resume is not None:
         # The data, model and run length come from the run being resumed; a --schedule or --switch
         # given now is applied as a new switch (see lrwatch.watch).
@@ -289,67 +318,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
         task = DemoTask(DemoConfig(**fields, device=args.device))
     except ValueError as exc:
         raise UsageError(f"lrwatch demo: {exc}") from None
-    run_dir = args.resume or args.run_dir or default_run_dir()
-    if not args.headless:
-        return run_with_app(
-            task.train,
-            run_dir=run_dir,
-            resume=args.resume,
-            fps=args.fps,
-            ascii_markers=args.ascii,
-            divergence=_divergence_args(args),
-        )
-    print(f"lrwatch demo: {task.config.epochs} epochs × {task.config.steps} steps on {task.device}, run dir {run_dir}")
-    return run_headless(
-        task.train, run_dir=run_dir, resume=args.resume, log=sys.stdout, divergence=_divergence_args(args)
-    )
+    if not args.spawned:
+        cfg = task.config
+        print(f"lrwatch demo: {cfg.epochs} epochs × {cfg.steps} steps on {task.device}, run dir {run_dir}")
+    return run_headless(task.train, args, run_dir=run_dir)
 
 
 def _divergence_args(args: argparse.Namespace) -> dict:
     return {"on_divergence": args.on_divergence, "spike_factor": args.spike_factor}
 
 
-def run_with_app(
-    target, *, run_dir, resume=None, fps: float = 2.0, ascii_markers: bool = False, divergence: dict | None = None
-) -> int:
-    """Run ``target`` in a worker thread under the live monitor (the main thread is the app's)."""
-    from lrwatch.api import Host
-    from lrwatch.app import LRWatchApp
-    from lrwatch.protocol import Stop
-
-    host = Host(headless=False, run_dir=Path(run_dir), resume=resume, log=None, **(divergence or {}))
-    app = LRWatchApp(None, target, host=host, fps=fps, ascii_markers=ascii_markers)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        # The handler runs between two steps of the app's own event loop: hand it over.
-        if host.engine is not None:
-            host.engine.submit(Stop(reason=signal.Signals(signum).name))
-        app.call_later(app.action_quit_run)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        app.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return app.return_code or 0
-
-
-def run_headless(target, *, run_dir, resume=None, log=None, divergence: dict | None = None) -> int:
-    """Run ``target`` here; Ctrl+C, SIGTERM and SIGHUP stop it at a step boundary (a second Ctrl+C at once)."""
+def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdout") -> int:
+    """Run ``target`` in this process, no UI. Ctrl+C and SIGTERM stop it at a step boundary (a second
+    Ctrl+C at once). A hangup moves the output to ``RUN_DIR/lrwatch.log`` and training goes on
+    (``--on-hangup stop``: it stops, as SIGTERM does). A spawned run (its own session) has no terminal."""
     from lrwatch.api import Host, run_loop
+    from lrwatch.console import LOG_NAME, Console
     from lrwatch.protocol import Stop
 
-    host = Host(headless=True, run_dir=Path(run_dir), resume=resume, log=log, **(divergence or {}))
+    stop_on_hangup = args.on_hangup == "stop"
+    console = Console(Path(run_dir) / LOG_NAME, on_lost=lambda _why: stop_on_hangup and stop("hangup")).install()
+    # (a SIGHUP stops first, under its own name: the console's on_lost then finds the run stopping)
+    host = Host(
+        headless=True,
+        run_dir=Path(run_dir),
+        resume=args.resume,
+        log=getattr(sys, log),  # the console's stream: it moves to the log when the terminal goes
+        on_hangup=args.on_hangup,
+        spawned=args.spawned,
+        **_divergence_args(args),
+    )
+
+    def stop(reason: str) -> None:
+        if host.engine is not None and host.engine.state in ("created", "running", "paused"):
+            host.engine.submit(Stop(reason=reason))
 
     def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            if stop_on_hangup:
+                stop("SIGHUP")
+            console.terminal_lost("SIGHUP")
+            return
         if host.engine is None:
             raise KeyboardInterrupt
-        host.engine.submit(Stop(reason=signal.Signals(signum).name))
+        stop(signal.Signals(signum).name)
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    handled = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
         run_loop(host, target)
     except KeyboardInterrupt:
@@ -359,12 +376,23 @@ def run_headless(target, *, run_dir, resume=None, log=None, divergence: dict | N
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        console.uninstall()
     failed = host.error is not None or (host.engine is not None and host.engine.state == "error")
     if host.error is not None and host.engine is None:
         print(f"lrwatch: the loop failed before lrwatch.watch(): {host.error!r}", file=sys.stderr)
     if host.engine is not None and (host.engine.stop_reason or "").startswith("divergence"):
         return EXIT_DIVERGED
     return 1 if failed else 0
+
+
+def launch(args: argparse.Namespace, run_dir: Path) -> int:
+    """The run in a process of its own (``--_spawned``); this one shows the monitor, or returns (``--detach``)."""
+    from lrwatch.cli_live import launch_run
+
+    argv = list(args.raw_argv[1:])
+    if args.resume is None and args.run_dir is None:
+        argv = ["--run-dir", str(Path(run_dir).resolve()), *argv]
+    return launch_run(args, args.command, argv, Path(run_dir).resolve())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -385,18 +413,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _check_resumable(args.resume)
     run_dir = args.resume or args.run_dir or default_run_dir()
-    if args.headless:
-        return run_headless(
-            target, run_dir=run_dir, resume=args.resume, log=sys.stderr, divergence=_divergence_args(args)
-        )
-    return run_with_app(
-        target,
-        run_dir=run_dir,
-        resume=args.resume,
-        fps=args.fps,
-        ascii_markers=args.ascii,
-        divergence=_divergence_args(args),
-    )
+    if _launches(args):
+        return launch(args, run_dir)
+    return run_headless(target, args, run_dir=run_dir, log="stderr")
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -428,67 +447,17 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
-class HeadlessPrinter:
-    """One line per epoch, and one per switch, edit, rejected command, stop or error, to ``out``."""
-
-    def __init__(self, engine, out=None) -> None:
-        import time
-
-        self.engine = engine
-        self.out = out or sys.stdout
-        self.last_step = engine.step_index
-        self.clock = time.perf_counter
-        self.last_time = self.clock()
-
-    def __call__(self, event) -> None:
-        try:
-            self._print(event)
-        except (BrokenPipeError, ValueError):  # a closed stream must never stop training
-            pass
-
-    def _print(self, event) -> None:
-        line = self._line(event)
-        if line is not None:
-            stream = sys.stderr if event.kind in ("stop", "error") else self.out
-            print(line, file=stream, flush=True)
-
-    def _line(self, event) -> str | None:
-        d = event.data
-        if event.kind == "epoch":
-            now = self.clock()
-            rate = (event.step - self.last_step) / max(now - self.last_time, 1e-9)
-            self.last_step, self.last_time = event.step, now
-            last = self.engine.history.last() or {}
-            total_epochs = (self.engine.timeline.total_steps or 0) // self.engine.timeline.steps_per_epoch
-            nan = float("nan")
-            return (
-                f"epoch {round(event.epoch):>3}/{total_epochs}  step {event.step:>6}  lr {last.get('lr', 0):.4g}  "
-                f"loss {last.get('loss', nan):.4f}  val_loss {d.get('val_loss', nan):.4f}  "
-                f"val_acc {100 * d.get('val_acc', nan):.1f}%  {rate:.0f} steps/s"
-            )
-        if event.kind in ("switch", "edit"):
-            return f"  {event.kind} at step {event.step} (epoch {event.epoch:g}): {d['spec']}"
-        if event.kind in ("warning", "checkpoint"):
-            return f"  {event.kind} at step {event.step}: {d.get('message') or d.get('path')}"
-        if event.kind == "rollback":
-            return f"  rollback at step {event.step}: weights of step {d['to_step']}, lr halved"
-        if event.kind == "resumed":
-            return f"  resumed at step {event.step} (epoch {event.epoch:g})"
-        if event.kind == "rejected":
-            return f"  rejected at step {event.step}: {d['reason']}"
-        if event.kind in ("stop", "error"):
-            return f"  {event.kind} at step {event.step}: {d.get('reason') or d.get('message', '')}"
-        if event.kind == "finish":
-            return f"{d['status']} at step {event.step}; run dir {self.engine.run_dir}"
-        return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.raw_argv = list(sys.argv[1:] if argv is None else argv)
         if args.command == "run":
             return cmd_run(args)
+        if args.command in ("attach", "ls", "send"):
+            from lrwatch.cli_live import LIVE_COMMANDS
+
+            return LIVE_COMMANDS[args.command](args)
         if args.command == "view":
             return cmd_view(args)
         if args.command in ("schedule", "compare"):

@@ -48,6 +48,7 @@ LR_BLOCK = 1024
 PAUSE_POLL_SECONDS = 0.25
 
 Listener = Callable[[Event], None]
+Done = Callable[[Event], None]  # told the event a submitted command led to (applied, or rejected)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class DivergencePolicy:
     ``max_rollbacks`` of them.
     """
 
-    action: str = "stop"
+    action: str = "stop"  # or "auto": pause while a monitor is attached, else stop
     spike_factor: float = 10.0
     window: int = 50
     warmup: int = 20
@@ -69,7 +70,7 @@ class DivergencePolicy:
     max_rollbacks: int = 3
 
     def __post_init__(self) -> None:
-        if self.action not in ("pause", "stop", "rollback"):
+        if self.action not in ("pause", "stop", "rollback", "auto"):
             raise ValueError(f"on-divergence must be pause, stop or rollback (got {self.action!r})")
         if not self.spike_factor > 1:
             raise ValueError(f"spike factor must be > 1 (got {self.spike_factor})")
@@ -123,7 +124,7 @@ class Engine:
         self._outside_lr_warned = False
         hook = getattr(optimizer, "register_step_pre_hook", None)
         self._hook = hook(self._before_optimizer_step) if hook is not None else None
-        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[Command, Done | None]] = queue.SimpleQueue()
         self._scripted: dict[int, list[Command]] = {}
         self._events: list[Event] = []
         self._events_lock = threading.Lock()
@@ -136,15 +137,18 @@ class Engine:
         self.state = "created"
         self.started_at = time.time()
         self.error: str | None = None
+        self.monitors = 0  # interactive monitors attached (the run's server counts them)
+        self._paused_for_divergence = False
 
     # -- the UI side: any thread ------------------------------------------------------------
     @property
     def timeline(self) -> Timeline:
         return self._timeline
 
-    def submit(self, command: Command) -> None:
-        """Queue a command; it takes effect at the next step boundary."""
-        self._commands.put(command)
+    def submit(self, command: Command, on_done: Done | None = None) -> None:
+        """Queue a command; it takes effect at the next step boundary, where ``on_done`` (if given) is
+        called in the training thread with the event it led to (``switch``, ``rejected``, ...)."""
+        self._commands.put((command, on_done))
 
     def events_since(self, index: int) -> list[Event]:
         with self._events_lock:
@@ -164,6 +168,11 @@ class Engine:
             "drives_lr": self.drive_lr,
             "device": self.config.get("device", ""),
         }
+
+    @property
+    def awaits_divergence_answer(self) -> bool:
+        """Paused at a divergence alert: a rollback, a resume or a stop is expected."""
+        return self._paused_for_divergence and self.state == "paused"
 
     def add_listener(self, listener: Listener) -> None:
         """Called in the training thread with every event; keep it cheap."""
@@ -206,6 +215,10 @@ class Engine:
             self.lr = lr
         else:
             self._check_outside_change(lr)
+
+    def warn(self, message: str) -> None:
+        """Log a ``warning`` event (shown in the monitor and the headless lines)."""
+        self._emit("warning", message=message)
 
     def _check_outside_change(self, lr: float) -> None:
         if lr != self.lr * self._group_scale[0] and not self._outside_lr_warned:
@@ -252,11 +265,15 @@ class Engine:
                 self._good_since_snapshot = 0
             return
         self._good_since_snapshot = 0
-        self._emit("divergence", loss=loss, lr=self.lr, cause=kind, action=policy.action, at_step=step)
-        if policy.action == "pause" and self.state == "running":
+        action = policy.action
+        if action == "auto":  # a run nobody watches never waits for an answer to an alert
+            action = "pause" if self.monitors > 0 else "stop"
+        self._emit("divergence", loss=loss, lr=self.lr, cause=kind, action=action, at_step=step)
+        if action == "pause" and self.state == "running":
             self.state = "paused"
+            self._paused_for_divergence = True
             self._emit("pause", reason="divergence")
-        elif policy.action == "rollback":
+        elif action == "rollback":
             self._rollback()
         else:
             self._stop(f"divergence at step {step}: loss {loss:.4g} with lr {self.lr:.4g}", checkpoint=False)
@@ -360,14 +377,17 @@ class Engine:
         due = self._scripted.pop(self.step_index, None)
         if due:
             for command in due:
-                self._commands.put(command)
+                self._commands.put((command, None))
         while not self._commands.empty():
-            self._apply(self._commands.get_nowait())
+            self._apply(*self._commands.get_nowait())
         while self.state == "paused":
             if self.writer is not None:
                 self.writer.flush()
+            if self._paused_for_divergence and self.monitors == 0 and self.divergence.action == "auto":
+                self._stop(f"divergence at step {self.step_index - 1}: the monitor left", checkpoint=False)
+                break
             try:
-                self._apply(self._commands.get(timeout=PAUSE_POLL_SECONDS))
+                self._apply(*self._commands.get(timeout=PAUSE_POLL_SECONDS))
             except queue.Empty:
                 pass
         if self.state == "stopping":
@@ -375,7 +395,15 @@ class Engine:
         self._set_lr(self.step_index)
         return True
 
-    def _apply(self, command: Command) -> None:
+    def _apply(self, command: Command, on_done: Done | None = None) -> None:
+        first = len(self._events)
+        self._apply_one(command)
+        if on_done is not None:
+            with self._events_lock:
+                event = self._events[first] if len(self._events) > first else None
+            on_done(event or self._emit("rejected", command=command.to_dict(), reason="nothing to do"))
+
+    def _apply_one(self, command: Command) -> None:
         s = self.step_index
         try:
             if isinstance(command, (Switch, EditParams)) and not self.drive_lr:
@@ -391,14 +419,19 @@ class Engine:
                 seg = self._timeline.segments[-1]
                 self._emit("edit", spec=str(seg.spec), params=dict(command.params), torch=seg.schedule.torch_line())
             elif isinstance(command, Pause):
-                if self.state == "running":
-                    self.state = "paused"
-                    self._emit("pause")
+                if self.state != "running":
+                    raise SpecError(f"not running (the run is {self.state})")
+                self.state = "paused"
+                self._emit("pause")
             elif isinstance(command, Resume):
-                if self.state == "paused":
-                    self.state = "running"
-                    self._emit("resume")
+                if self.state != "paused":
+                    raise SpecError(f"not paused (the run is {self.state})")
+                self.state = "running"
+                self._paused_for_divergence = False
+                self._emit("resume")
             elif isinstance(command, Stop):
+                if self.state not in ("running", "paused"):
+                    raise SpecError(f"already {self.state}")
                 self._stop(command.reason)
             elif isinstance(command, Rollback):
                 if self.divergence is None or self.snapshotter is None:

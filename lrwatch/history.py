@@ -146,6 +146,20 @@ class MetricHistory:
             self._n = i + 1
             self.version += 1
 
+    def extend(self, steps: np.ndarray, epochs: np.ndarray, lrs: np.ndarray, losses: np.ndarray) -> None:
+        """Append many rows at once (a run's history arriving over its socket)."""
+        count = len(steps)
+        with self._lock:
+            while self._n + count > len(self._steps):
+                self._grow()
+            i, j = self._n, self._n + count
+            self._steps[i:j] = steps
+            self._cols["epoch"][i:j] = epochs
+            self._cols["lr"][i:j] = lrs
+            self._cols["loss"][i:j] = losses
+            self._n = j
+            self.version += 1
+
     def append_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         with self._lock:
             self._val_steps.append(step)

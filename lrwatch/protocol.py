@@ -73,6 +73,56 @@ COMMANDS: dict[str, type[Command]] = {
 }
 
 
+class CommandError(ValueError):
+    """A command from outside (the socket, ``lrwatch send``) that is not well formed; one line."""
+
+
+ANCHORS = ("continue", "base")
+
+
+def command_from_wire(data: Any) -> Command:
+    """A command from an untrusted peer, every field's type checked: :class:`CommandError` if not.
+
+    What the types cannot say (a spec's keys and ranges) the run checks when it applies the command,
+    and answers with a ``rejected`` event.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("command"), str):
+        raise CommandError("expected a command object like {\"command\": \"switch\", \"spec\": \"exp\"}")
+    name = data["command"]
+    if name not in COMMANDS:
+        raise CommandError(f"unknown command {name[:40]!r} (known: {', '.join(COMMANDS)})")
+    fields = {k: v for k, v in data.items() if k != "command"}
+    allowed = {"switch": {"spec", "anchor"}, "edit": {"params"}, "stop": {"reason"}}.get(name, set())
+    extra = set(fields) - allowed
+    if extra:
+        raise CommandError(f"{name}: unexpected field {sorted(extra)[0][:40]!r}")
+    if name == "switch":
+        spec, anchor = fields.get("spec"), fields.get("anchor")
+        if not isinstance(spec, str) or not 0 < len(spec) <= 500:
+            raise CommandError("switch: 'spec' must be a spec string, e.g. \"cosine:T_max=20\"")
+        if anchor is not None and anchor not in ANCHORS:
+            raise CommandError("switch: 'anchor' must be \"continue\" or \"base\"")
+        return Switch(spec, anchor)
+    if name == "edit":
+        params = fields.get("params")
+        pairs = list(params.items()) if isinstance(params, dict) else params
+        ok = isinstance(pairs, list) and 0 < len(pairs) <= 8
+        ok = ok and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) and len(p[0]) <= 40
+            and isinstance(p[1], (int, float)) and not isinstance(p[1], bool)
+            for p in pairs
+        )  # fmt: skip
+        if not ok:
+            raise CommandError("edit: 'params' must map parameter names to numbers, e.g. {\"T_max\": 30}")
+        return EditParams(tuple((str(k), float(v)) for k, v in pairs))
+    if name == "stop":
+        reason = fields.get("reason", "user")
+        if not isinstance(reason, str) or len(reason) > 200:
+            raise CommandError("stop: 'reason' must be a short string")
+        return Stop(reason)
+    return COMMANDS[name]()
+
+
 def command_from_dict(data: dict[str, Any]) -> Command:
     data = dict(data)
     cls = COMMANDS[data.pop("command")]

@@ -14,6 +14,7 @@ from typing import Any
 
 from lrwatch.history import MetricHistory
 from lrwatch.protocol import Command, Event
+from lrwatch.rundir import parse_metrics_line
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
 
@@ -46,25 +47,6 @@ class _Tail:
             self.line_no += 1
             out.append((self.line_no, raw.decode("utf-8", errors="replace")))
         return out
-
-
-def _float(text: str) -> float:
-    return float(text) if text else math.nan
-
-
-MetricRow = tuple[int, float, float, float] | tuple[int, float, dict[str, float]]
-
-
-def parse_metrics_line(columns: list[str], line: str) -> MetricRow:
-    """One data line of ``metrics.csv`` (header ``columns``): ``(step, epoch, lr, loss)`` for a step
-    row, ``(step, epoch, {metric: value})`` for an epoch row (its loss is empty). ``ValueError`` if not."""
-    fields = line.rstrip("\r").split(",")
-    if len(fields) != len(columns):
-        raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
-    step, epoch = int(fields[0]), float(fields[1])
-    if fields[3]:
-        return step, epoch, _float(fields[2]), float(fields[3])
-    return step, epoch, {name: _float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}
 
 
 class RunReader:

@@ -104,6 +104,25 @@ class RunWriter:
         self._events.close()
 
 
+def _float(text: str) -> float:
+    return float(text) if text else math.nan
+
+
+MetricRow = tuple[int, float, float, float] | tuple[int, float, dict[str, float]]
+
+
+def parse_metrics_line(columns: list[str], line: str) -> MetricRow:
+    """One data line of ``metrics.csv`` (header ``columns``): ``(step, epoch, lr, loss)`` for a step
+    row, ``(step, epoch, {metric: value})`` for an epoch row (its loss is empty). ``ValueError`` if not."""
+    fields = line.rstrip("\r").split(",")
+    if len(fields) != len(columns):
+        raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
+    step, epoch = int(fields[0]), float(fields[1])
+    if fields[3]:
+        return step, epoch, _float(fields[2]), float(fields[3])
+    return step, epoch, {name: _float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}
+
+
 def _rows_before(metrics_path: Path, step: int) -> list[str]:
     """Complete step rows before ``step`` and epoch rows up to it (a cut-off last line is dropped)."""
     kept = []

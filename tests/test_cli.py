@@ -166,12 +166,14 @@ def test_compare_per_epoch_csv(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_headless_demo_stops_cleanly_on_signals(tmp_path: Path, sig: str) -> None:
+    """SIGHUP stops the run only under --on-hangup stop (then its lines go to lrwatch.log: no terminal)."""
     import signal
     import time
 
+    hangup = ["--on-hangup", "stop"] if sig == "SIGHUP" else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "lrwatch.cli", "demo", "--headless", "--epochs", "500", "--steps-per-epoch", "50",
-         "--run-dir", str(tmp_path)],
+         "--run-dir", str(tmp_path), *hangup],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -181,6 +183,9 @@ def test_headless_demo_stops_cleanly_on_signals(tmp_path: Path, sig: str) -> Non
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    if sig == "SIGHUP":
+        err = (tmp_path / "lrwatch.log").read_text()
+        assert "the terminal is gone (SIGHUP)" in err
     assert "stop at step" in err and sig in err
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").open()]
     assert events[-1]["event"] == "finish" and events[-1]["status"] == "stopped"

@@ -218,13 +218,16 @@ def test_kill_9_loses_at_most_the_unflushed_second_and_still_opens(tmp_path: Pat
     assert reader.status == "running"  # no finish event: it was killed
 
 
-def test_sighup_in_the_monitor_stops_flushes_and_restores_the_terminal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_hangup", ["detach", "stop"])
+def test_sighup_to_the_monitor_leaves_the_terminal_sane_and_the_run_as_asked(tmp_path: Path, on_hangup: str) -> None:
+    """A SIGHUP while the terminal is still there: the monitor exits 0 and restores the terminal. The run,
+    a process of its own, goes on (default) or stops with a checkpoint (--on-hangup stop)."""
     from tests.test_tmux import Tmux, read_events, then_write
 
     run_dir, stty = tmp_path / "run", tmp_path / "stty"
     command = (
-        f"{sys.executable} -m lrwatch.cli demo --epochs 100 --steps-per-epoch 50 --run-dir {run_dir}; "
-        f"{then_write('echo $?', tmp_path / 'exit')}; {then_write('stty -a', stty)}"
+        f"{sys.executable} -m lrwatch.cli demo --epochs 100 --steps-per-epoch 50 --run-dir {run_dir} "
+        f"--on-hangup {on_hangup}; {then_write('echo $?', tmp_path / 'exit')}; {then_write('stty -a', stty)}"
     )
     tmux = Tmux(100, 30, command)
     try:
@@ -232,15 +235,24 @@ def test_sighup_in_the_monitor_stops_flushes_and_restores_the_terminal(tmp_path:
         pane = ["tmux", "display", "-p", "-t", tmux.name, "#{pane_pid}"]
         shell = subprocess.run(pane, capture_output=True, text=True).stdout.strip()
         children = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()
-        (pid,) = (int(p) for p in children)  # the app: the only child of the pane's shell
+        (pid,) = (int(p) for p in children)  # the monitor: the only child of the pane's shell
         os.kill(pid, signal.SIGHUP)
         tmux.wait(stty.exists, "the shell after the app")
         assert (tmp_path / "exit").read_text().strip() == "0"
-        events = read_events(run_dir)
-        stop = next(e for e in events if e["event"] == "stop")
-        assert stop["reason"] == "SIGHUP" and events[-1]["status"] == "stopped"
         modes = stty.read_text().split()
         assert "icanon" in modes and "echo" in modes  # raw mode left behind would show -icanon -echo
+        if on_hangup == "detach":
+            assert (run_dir / "live.json").exists() and read_events(run_dir)[-1]["event"] != "finish"
+            send = [sys.executable, "-m", "lrwatch.cli", "send", str(run_dir), "stop"]
+            assert subprocess.run(send, capture_output=True, timeout=60).returncode == 0
+        deadline = time.monotonic() + 30
+        while not read_events(run_dir) or read_events(run_dir)[-1]["event"] != "finish":
+            assert time.monotonic() < deadline, "the run did not stop"
+            time.sleep(0.1)
+        events = read_events(run_dir)
+        stop = next(e for e in events if e["event"] == "stop")
+        assert stop["reason"] == ("send" if on_hangup == "detach" else "hangup")
+        assert events[-1]["status"] == "stopped" and any(e["event"] == "checkpoint" for e in events)
     finally:
         tmux.kill()
 

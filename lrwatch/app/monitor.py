@@ -37,7 +37,7 @@ from lrwatch.app.charts import (
     planned_end,
     plot_columns,
 )
-from lrwatch.app.screens import DivergenceScreen, ErrorScreen, HelpScreen, SpecEditor
+from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen, SpecEditor
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, MainScreenApp, format_duration, progress_bar
 from lrwatch.history import Ema
 from lrwatch.plot import MARKER_COLOR, color_hex
@@ -103,6 +103,7 @@ class LRWatchApp(MainScreenApp):
         Binding("k", "checkpoint", "checkpoint", show=False),
         Binding("space", "pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
+        Binding("d", "detach", "detach"),
         Binding("q", "quit_run", "quit"),
         Binding("ctrl+c,ctrl+q", "quit_run", "quit", show=False, priority=True),
     ]
@@ -125,8 +126,13 @@ class LRWatchApp(MainScreenApp):
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.thread_time,
         notes: list[str] | None = None,
+        owner: bool = True,
     ) -> None:
+        """``owner``: this monitor started the run (``q`` stops it at once); an attached one asks first."""
         super().__init__()
+        self.owner = owner
+        self.detached = False  # d: the run goes on without us
+        self.hung_up = False  # the terminal hung up: the same, unless the run was started with --on-hangup stop
         self.notes = list(notes or [])
         self.source: RunSource | None = source
         self.train = train
@@ -195,10 +201,29 @@ class LRWatchApp(MainScreenApp):
             self.train(self.source)  # type: ignore[misc]
 
     def _connect(self) -> bool:
-        """Pick up the engine a script's lrwatch.watch() made; say what we wait for until then."""
+        """Pick up the engine a script's lrwatch.watch() made, or the remote run's first snapshot;
+        say what we wait for until then."""
         if self.source is None and self.host is not None and self.host.engine is not None:
             self.source = self.host.engine
             self._dirty = True
+        ready = getattr(self.source, "ready", None)  # a run over its socket
+        if ready is not None:
+            for note in self.source.notes[:]:
+                self.source.notes.remove(note)
+                self.notify(note, severity="warning", timeout=6)
+            if self.source.connection == "live" or (ready.is_set() and self.source.failure is None):
+                return True
+            if self.source.failure is not None and (ended := self.source.fallback()) is not None:
+                self.source = ended  # it ended before we connected: its run directory, read-only
+                self._dirty = True
+                return True
+            if self.source.failure is None:
+                message = Text("starting the run, connecting to it …", style="dim")
+            else:
+                detail = self.source.detail()
+                message = Text(f"✖ {self.source.failure}\n{detail}", style="bold red")
+            self.main_screen.query_one("#status", Static).update(message)
+            return False
         if self.source is not None:
             return True
         alive = self.thread is not None and self.thread.is_alive()
@@ -548,21 +573,50 @@ class LRWatchApp(MainScreenApp):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    def action_quit_run(self) -> None:
-        """Stop training at a step boundary, wait for the run directory to be flushed, exit."""
-        if self._quitting:
+    def action_detach(self) -> None:
+        """Leave the run training and give the shell back (the run is a process of its own)."""
+        detach = getattr(self.source, "detach", None)
+        if detach is None:
+            self.notify("This run trains inside this process: q stops it.", severity="warning")
             return
+        detach()
+        self.detached = True
+        self.exit(return_code=0)
+
+    def _run_live(self) -> bool:
+        if self.source is None:
+            return self.thread is not None and self.thread.is_alive()
+        return self.source.status().get("state") in ("created", "running", "paused", "stopping")
+
+    def action_quit_run(self) -> None:
+        """Owner: stop the run at a step boundary, wait for it to flush, exit. Attached: ask first."""
+        if self._quitting or isinstance(self.screen, ConfirmStop):
+            return
+        if not self.owner and self.source is not None and self._run_live():
+            self.push_screen(ConfirmStop(), self._after_confirm)
+            return
+        self._stop_and_exit()
+
+    def _after_confirm(self, stop: bool | None) -> None:
+        if stop:
+            self._stop_and_exit()
+
+    def _stop_and_exit(self) -> None:
         self._quitting = True
-        if self.source is not None and self.source.status()["state"] in ("created", "running", "paused"):
+        if self.source is not None and self.source.status().get("state") in ("created", "running", "paused"):
             self.source.submit(Stop("quit"))
         deadline = self.clock() + QUIT_WAIT_SECONDS
+        closed = getattr(self.source, "closed", None)
 
         def check() -> None:
-            alive = self.thread is not None and self.thread.is_alive()
+            if self.thread is not None:
+                alive = self.thread.is_alive()
+            else:
+                alive = closed is not None and not closed.is_set()
             if alive and self.clock() < deadline:
                 self.set_timer(0.05, check)
                 return
-            failed = (self.source is not None and self.source.status()["state"] == "error") or (
+            failed = (self.source is not None and self.source.status().get("state") == "error") or (
                 self.host is not None and self.host.error is not None
             )
             self.exit(return_code=1 if failed else 0)

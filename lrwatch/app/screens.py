@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -26,6 +27,8 @@ HELP = """\
 [b]Run[/b]
   [b]space[/b] pause / resume    [b]k[/b] save a checkpoint (continue later with --resume RUN_DIR)
   [b]q[/b] stop at a step boundary (saving a checkpoint when it can), flush the run directory and quit
+      (in a monitor that attached to the run, q asks first: y stops the run)
+  [b]d[/b] detach: the shell prompt comes back, training goes on (lrwatch attach brings the monitor back)
   [b]?[/b] this help
 
 Specs: exp:gamma=G[,decay_steps=D]  cosine:T_max=T[,eta_min=E]
@@ -122,3 +125,19 @@ class ErrorScreen(Modal):
             yield Static(f"[b red]Training stopped with an error[/]\n{self.message}\n", markup=True)
             yield Static(self.traceback, markup=False, id="error-traceback")
             yield Static("[dim]Metrics up to here are in the run directory. escape: close · q: quit[/dim]")
+
+
+class ConfirmStop(Modal):
+    """An attached monitor's ``q``: the run may have trained for days; one stray key must not end it."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Static(
+                "[b]Stop the run?[/b] It is not this monitor's: it trains in its own process.\n"
+                "[b]y[/b] stops it at the next step boundary (checkpoint, flush) · any other key returns"
+            )
+
+    def on_key(self, event: events.Key) -> None:
+        event.stop()
+        event.prevent_default()
+        self.close(event.key == "y")

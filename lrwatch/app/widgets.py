@@ -96,6 +96,7 @@ STATE_STYLES = {
     "stopped": ("■ stopped", "bold"),
     "finished": ("✔ finished", "bold cyan"),
     "error": ("✖ error", "bold red"),
+    "lost": ("✖ run lost", "bold red"),  # an attached monitor whose run process is gone
 }
 
 

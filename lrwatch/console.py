@@ -1,0 +1,179 @@
+"""Where a run's text goes: headless lines, the script's prints, and ``RUN_DIR/lrwatch.log``.
+
+While the terminal is there, output goes to it. When it goes away (a hangup, or a write that fails
+with EIO or EPIPE: a dropped SSH link, a closed tmux window, a closed pipe), :class:`Console` moves
+file descriptors 1 and 2 onto ``RUN_DIR/lrwatch.log`` (and 0 onto ``/dev/null``), so the process,
+its C extensions and its children write there from then on, and a ``print`` in the user's loop never
+raises. The headless printer (:class:`HeadlessPrinter`) writes one line per epoch and per notable
+event, for the terminal or the log alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from lrwatch.protocol import Event
+
+LOG_NAME = "lrwatch.log"
+
+
+class Console:
+    """Output to the terminal until it is lost, then to ``log_path``; ``on_lost`` is told once."""
+
+    def __init__(self, log_path: str | Path, on_lost: Callable[[str], None] | None = None) -> None:
+        self.log_path = Path(log_path)
+        self.on_lost = on_lost
+        self.lost: str | None = None
+        self._lock = threading.Lock()
+        self._streams: list[tuple[str, TextIO]] = []
+
+    def install(self) -> Console:
+        """Wrap ``sys.stdout`` and ``sys.stderr`` so that a failed write moves them to the log."""
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is not None and not isinstance(stream, _Fallback):
+                self._streams.append((name, stream))
+                setattr(sys, name, _Fallback(stream, self))
+        return self
+
+    def uninstall(self) -> None:
+        for name, stream in self._streams:
+            if isinstance(getattr(sys, name), _Fallback):
+                setattr(sys, name, stream)
+        self._streams.clear()
+
+    def terminal_lost(self, why: str) -> None:
+        """Move fds 0, 1 and 2 off the terminal (idempotent); say why in the log."""
+        with self._lock:
+            if self.lost is not None:
+                return
+            self.lost = why
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            null = os.open(os.devnull, os.O_RDONLY)
+            try:
+                os.dup2(null, 0)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+            finally:
+                os.close(log)
+                os.close(null)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            os.write(2, f"lrwatch: {stamp}: the terminal is gone ({why}); output continues here\n".encode())
+        if self.on_lost is not None:
+            self.on_lost(why)
+
+
+class _Fallback(io.TextIOBase):
+    """A text stream that survives its terminal: a write that fails moves fds 1/2 to the log and retries."""
+
+    def __init__(self, stream: TextIO, console: Console) -> None:
+        self._stream = stream
+        self._console = console
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError) as exc:
+            self._console.terminal_lost(_why(exc))
+        with contextlib.suppress(OSError, ValueError):
+            return self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError) as exc:
+            self._console.terminal_lost(_why(exc))
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._console.lost is None and self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class HeadlessPrinter:
+    """One line per epoch, and one per switch, edit, rejected command, stop or error, to ``out``."""
+
+    def __init__(self, engine: Any, out: TextIO | None = None) -> None:
+        self.engine = engine
+        self.out = out
+        self.last_step = engine.step_index
+        self.clock = time.perf_counter
+        self.last_time = self.clock()
+
+    def __call__(self, event: Event) -> None:
+        line = self.line(event)
+        if line is None:
+            return
+        # sys.stdout/stderr are read now, not at start: the console may have wrapped them since.
+        stream = sys.stderr if event.kind in ("stop", "error") else (self.out or sys.stdout)
+        with contextlib.suppress(OSError, ValueError):  # a closed stream must never stop training
+            print(line, file=stream, flush=True)
+
+    def line(self, event: Event) -> str | None:
+        d = event.data
+        if event.kind == "epoch":
+            now = self.clock()
+            rate = (event.step - self.last_step) / max(now - self.last_time, 1e-9)
+            self.last_step, self.last_time = event.step, now
+            return epoch_line(self.engine, event, rate)
+        if event.kind == "finish":
+            return f"{d['status']} at step {event.step}; run dir {self.engine.run_dir}"
+        return describe(event)
+
+
+def epoch_line(engine: Any, event: Event, rate: float) -> str:
+    d = event.data
+    last = engine.history.last() or {}
+    total_epochs = (engine.timeline.total_steps or 0) // engine.timeline.steps_per_epoch
+    nan = float("nan")
+    return (
+        f"epoch {round(event.epoch):>3}/{total_epochs}  step {event.step:>6}  lr {last.get('lr', 0):.4g}  "
+        f"loss {last.get('loss', nan):.4f}  val_loss {d.get('val_loss', nan):.4f}  "
+        f"val_acc {100 * d.get('val_acc', nan):.1f}%  {rate:.0f} steps/s"
+    )
+
+
+def describe(event: Event) -> str | None:
+    """One line of plain text for an event worth a line (``None`` for epoch ends and the like)."""
+    d = event.data
+    if event.kind in ("switch", "edit"):
+        return f"  {event.kind} at step {event.step} (epoch {event.epoch:g}): {d['spec']}"
+    if event.kind in ("warning", "checkpoint"):
+        return f"  {event.kind} at step {event.step}: {d.get('message') or d.get('path')}"
+    if event.kind == "rollback":
+        return f"  rollback at step {event.step}: weights of step {d['to_step']}, lr halved"
+    if event.kind == "resumed":
+        return f"  resumed at step {event.step} (epoch {event.epoch:g})"
+    if event.kind == "rejected":
+        return f"  rejected at step {event.step}: {d['reason']}"
+    if event.kind in ("stop", "error"):
+        return f"  {event.kind} at step {event.step}: {d.get('reason') or d.get('message', '')}"
+    if event.kind in ("pause", "resume"):
+        return f"  {event.kind} at step {event.step}" + (f" ({d['reason']})" if d.get("reason") else "")
+    if event.kind == "finish":
+        return f"{d['status']} at step {event.step}"
+    return None

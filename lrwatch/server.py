@@ -1,0 +1,381 @@
+"""The run's socket server: the engine protocol (commands in; events, status, metric rows out).
+
+One thread, one selector, no work on the training thread beyond what the engine already does: the
+server polls the engine's history and event list four times a second and pushes what is new to
+each subscribed client, each from the row and event index it has reached, so a snapshot and the
+live stream join with no gap and no duplicate. Commands go to :meth:`Engine.submit`; the event they
+lead to (``switch``, ``rejected``, ...) comes back to the client that sent them as a ``result``.
+
+Safety: only this uid may talk (``SO_PEERCRED``; another uid is closed with no reply), the socket is
+0600 in a 0700 directory, no TCP. A client's line is at most :data:`~lrwatch.wire.MAX_CLIENT_LINE`
+bytes; a bad line gets one ``error`` line and changes nothing; a client whose unsent output passes
+:data:`MAX_BACKLOG` (it stopped reading) is dropped. Nothing here raises into the training loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrwatch.engine import Engine
+from lrwatch.protocol import CommandError, Event, Rollback, Stop, command_from_wire
+from lrwatch.sockets import LiveRecord, peer_uid, publish, unpublish
+from lrwatch.wire import MAX_CLIENT_LINE, VERSION, LineBuffer, WireError, decode, encode, rows_message
+
+TICK_SECONDS = 0.25
+MAX_BACKLOG = 8 << 20  # unsent live output per client; a snapshot is queued whatever its size
+SEND_CHUNK = 1 << 20
+CLOSE_LINGER_SECONDS = 2.0
+ENDED = ("finished", "stopped", "error")
+
+
+@dataclass(eq=False)
+class _Client:
+    sock: socket.socket
+    lines: LineBuffer = field(default_factory=lambda: LineBuffer(MAX_CLIENT_LINE))
+    out: bytearray = field(default_factory=bytearray)
+    greeted: bool = False
+    kind: str = "client"
+    owner: bool = False
+    detached: bool = False
+    subscribed: bool = False
+    rows_sent: int = 0
+    epochs_sent: int = 0
+    events_sent: int = 0
+    timeline_sent: Any = None
+    closing: bool = False  # close once the output is sent (after an error line)
+
+
+class RunServer:
+    """Serves ``engine`` at ``record.socket`` from its own thread; :meth:`close` at the end of the run."""
+
+    def __init__(self, engine: Engine, record: LiveRecord, *, on_owner_lost: str = "detach") -> None:
+        self.engine = engine
+        self.record = record
+        self.on_owner_lost = on_owner_lost
+        self.clients: list[_Client] = []
+        self._results: deque[tuple[_Client, Any, Event]] = deque()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._uid = os.getuid()
+
+    # -- lifecycle (any thread) -------------------------------------------------------------
+    def start(self) -> None:
+        path = self.record.socket
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a stale socket of a dead process with our pid
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o600)  # the directory is 0700 already: nobody else could reach it meanwhile
+        listener.listen(16)
+        listener.setblocking(False)
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ, "accept")
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        publish(self.record)
+        self._thread = threading.Thread(target=self._serve, name="lrwatch-server", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Send what is left (the ``finish`` event too), close every client, remove the socket and records."""
+        if self._thread is None or self._closing.is_set():
+            return
+        self._closing.set()
+        self._wake()
+        self._thread.join(CLOSE_LINGER_SECONDS + 1.0)
+        unpublish(self.record)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    # -- the server thread ------------------------------------------------------------------
+    def _serve(self) -> None:
+        last_tick = 0.0
+        try:
+            while not self._closing.is_set():
+                subscribed = any(c.subscribed for c in self.clients)
+                timeout = max(0.0, last_tick + TICK_SECONDS - time.monotonic()) if subscribed else None
+                for key, mask in self._selector.select(timeout):
+                    self._ready(key, mask)
+                self._send_results()
+                if time.monotonic() - last_tick >= TICK_SECONDS:
+                    last_tick = time.monotonic()
+                    for client in list(self.clients):
+                        if client.subscribed:
+                            self._push(client)
+            self._linger()
+        finally:
+            for client in list(self.clients):
+                self._drop(client)
+            if self._listener is not None:
+                self._listener.close()
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _linger(self) -> None:
+        """The run ended: push the last rows and events, then give clients a moment to read them."""
+        if self._listener is not None:
+            self._selector.unregister(self._listener)
+        self._send_results()
+        for client in list(self.clients):
+            if client.subscribed:
+                self._push(client)
+        deadline = time.monotonic() + CLOSE_LINGER_SECONDS
+        while any(c.out for c in self.clients) and time.monotonic() < deadline:
+            for key, mask in self._selector.select(0.05):
+                if key.data not in ("accept", "wake"):
+                    self._ready(key, mask)
+
+    def _ready(self, key: selectors.SelectorKey, mask: int) -> None:
+        if key.data == "accept":
+            self._accept()
+        elif key.data == "wake":
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+        else:
+            client: _Client = key.data
+            if mask & selectors.EVENT_READ:
+                self._read(client)
+            if mask & selectors.EVENT_WRITE and client in self.clients:
+                self._flush(client)
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except OSError:
+            return
+        try:
+            if peer_uid(sock) != self._uid:
+                sock.close()  # another user: no reply at all
+                return
+        except OSError:
+            sock.close()
+            return
+        sock.setblocking(False)
+        client = _Client(sock)
+        self.clients.append(client)
+        self._selector.register(sock, selectors.EVENT_READ, client)
+        self._count_monitors()
+
+    def _read(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        if client.closing:
+            return
+        try:
+            lines = client.lines.feed(data)
+        except WireError as exc:
+            self._refuse(client, str(exc))
+            return
+        for line in lines:
+            if client.closing or client not in self.clients:
+                return
+            try:
+                self._handle(client, decode(line))
+            except WireError as exc:
+                self._refuse(client, str(exc))
+
+    def _refuse(self, client: _Client, message: str) -> None:
+        """One error line, then the connection closes: a peer that sent garbage gets no second chance."""
+        self._send(client, {"type": "error", "message": message}, live=False)
+        client.closing = True
+        self._flush(client)
+
+    def _handle(self, client: _Client, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if not client.greeted:
+            if kind != "hello":
+                raise WireError("the first message must be a hello")
+            if message.get("version") != VERSION:
+                raise WireError(f"protocol version {message.get('version')!r} is not spoken here (this run: {VERSION})")
+            client.greeted = True
+            client.kind = str(message.get("client", "client"))[:32]
+            client.owner = message.get("owner") is True
+            self._send(client, self._hello(), live=False)
+            return
+        if kind == "status":
+            self._send(client, {"type": "status", "status": self.status()}, live=False)
+        elif kind == "subscribe":
+            if not client.subscribed:
+                client.subscribed = True
+                self._send(client, self._snapshot(client), live=False)
+                self._count_monitors()
+        elif kind == "command":
+            self._command(client, message)
+        elif kind == "detach":
+            client.detached = True
+        else:
+            self._send(client, {"type": "error", "message": f"unknown request type {kind[:40]!r}"}, live=False)
+
+    def _command(self, client: _Client, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        if not isinstance(request_id, (int, str, type(None))):
+            raise WireError("a command's id must be a number or a string")
+        try:
+            command = command_from_wire(message.get("command"))
+        except CommandError as exc:
+            self._send(client, {"type": "error", "id": request_id, "message": str(exc)}, live=False)
+            return
+        state = self.engine.state
+        if isinstance(command, Rollback) and not self.engine.awaits_divergence_answer:
+            refusal = {"type": "error", "id": request_id, "message": "rollback: only at a divergence alert"}
+            self._send(client, refusal, live=False)
+            return
+        if state in (*ENDED, "stopping"):
+            self._send(client, {"type": "error", "id": request_id, "message": f"the run is {state}"}, live=False)
+            return
+
+        def done(event: Event) -> None:  # the training thread, at the step boundary
+            self._results.append((client, request_id, event))
+            self._wake()
+
+        self.engine.submit(command, on_done=done)
+
+    def _send_results(self) -> None:
+        while self._results:
+            client, request_id, event = self._results.popleft()
+            if client in self.clients:
+                self._send(client, {"type": "result", "id": request_id, "event": event.to_dict()}, live=False)
+
+    # -- what goes out ----------------------------------------------------------------------
+    def _hello(self) -> dict[str, Any]:
+        from lrwatch.engine import _version
+
+        return {
+            "type": "hello",
+            "version": VERSION,
+            "pid": self.record.pid,
+            "run_dir": self.record.run_dir,
+            "lrwatch": _version(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        engine = self.engine
+        status = engine.status()
+        seg = engine.timeline.segment_at(engine.step_index)
+        status.update(
+            pid=self.record.pid,
+            socket=self.record.socket,
+            run_dir=self.record.run_dir,
+            schedule=str(seg.spec) if engine.drive_lr else None,
+            clients=sum(1 for c in self.clients if c.subscribed),
+        )
+        return status
+
+    def _snapshot(self, client: _Client) -> dict[str, Any]:
+        history = self.engine.history
+        n = len(history)
+        steps, epochs, values = history.validation()
+        events = self.engine.events_since(0)
+        client.rows_sent, client.epochs_sent, client.events_sent = n, len(steps), len(events)
+        client.timeline_sent = self.engine.timeline
+        return {
+            "type": "snapshot",
+            "status": self.status(),
+            "timeline": client.timeline_sent.to_dict(),
+            "val_names": list(history.val_names),
+            "rows": self._rows(0, n),
+            "epochs": _epochs(steps, epochs, values, 0),
+            "events": [e.to_dict() for e in events],
+        }
+
+    def _rows(self, start: int, stop: int) -> dict[str, Any]:
+        h = self.engine.history
+        return rows_message(
+            start, h.column("step", start, stop), h.column("epoch", start, stop),
+            h.column("lr", start, stop), h.column("loss", start, stop),
+        )  # fmt: skip
+
+    def _push(self, client: _Client) -> None:
+        """What is new for this subscriber since its last push: rows, epoch metrics, events, timeline, status."""
+        engine = self.engine
+        n = len(engine.history)
+        if n > client.rows_sent:
+            self._send(client, self._rows(client.rows_sent, n))
+            client.rows_sent = n
+        steps, epochs, values = engine.history.validation()
+        if len(steps) > client.epochs_sent:
+            self._send(client, {"type": "epochs", **_epochs(steps, epochs, values, client.epochs_sent)})
+            client.epochs_sent = len(steps)
+        timeline = engine.timeline
+        if timeline is not client.timeline_sent:
+            self._send(client, {"type": "timeline", "timeline": timeline.to_dict()})
+            client.timeline_sent = timeline
+        for event in engine.events_since(client.events_sent):
+            self._send(client, {"type": "event", "index": client.events_sent, "event": event.to_dict()})
+            client.events_sent += 1
+        if client in self.clients:
+            self._send(client, {"type": "status", "status": self.status()})
+
+    def _send(self, client: _Client, message: dict[str, Any], *, live: bool = True) -> None:
+        if client not in self.clients:
+            return
+        if live and len(client.out) > MAX_BACKLOG:
+            self._drop(client)  # it stopped reading: training never waits for a client
+            return
+        was_empty = not client.out
+        client.out += encode(message)
+        if was_empty:
+            self._flush(client)
+
+    def _flush(self, client: _Client) -> None:
+        try:
+            while client.out:
+                sent = client.sock.send(client.out[:SEND_CHUNK])
+                del client.out[:sent]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._drop(client)
+            return
+        if client.closing and not client.out:
+            self._drop(client)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.out else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.modify(client.sock, events, client)
+
+    def _drop(self, client: _Client) -> None:
+        if client not in self.clients:
+            return
+        self.clients.remove(client)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(client.sock)
+        client.sock.close()
+        self._count_monitors()
+        gone_unsaid = client.owner and not client.detached and not self._closing.is_set()
+        if gone_unsaid and self.on_owner_lost == "stop" and self.engine.state in ("running", "paused", "created"):
+            self.engine.submit(Stop("hangup"))  # --on-hangup stop: the monitor that started the run is gone
+
+    def _count_monitors(self) -> None:
+        self.engine.monitors = sum(1 for c in self.clients if c.subscribed and c.kind == "monitor")
+
+
+def _epochs(steps: Any, epochs: Any, values: dict[str, Any], start: int) -> dict[str, Any]:
+    """Epoch-end metrics from index ``start`` on, as plain lists (a few per epoch: no packing needed)."""
+    return {
+        "start": start,
+        "step": steps[start:].tolist(),
+        "epoch": epochs[start:].tolist(),
+        "values": {name: column[start:].tolist() for name, column in values.items()},
+    }

@@ -1,0 +1,138 @@
+"""The run socket's wire format, version 1: newline-delimited JSON objects, each with a ``type``.
+
+Strict JSON (no NaN/Infinity: non-finite floats travel as the strings ``"nan"``, ``"inf"``,
+``"-inf"``, as in ``events.jsonl``), UTF-8, one object per line. A conversation::
+
+    client → {"type": "hello", "version": 1, "client": "monitor", "owner": false}
+    server → {"type": "hello", "version": 1, "pid": 4242, "run_dir": "/abs/run", "lrwatch": "0.1.0"}
+    client → {"type": "status"}                       server → {"type": "status", "status": {...}}
+    client → {"type": "subscribe"}                    server → {"type": "snapshot", ...} then, as the run goes,
+                                                               {"type": "rows"|"epochs"|"event"|"timeline"|"status"}
+    client → {"type": "command", "id": 7, "command": {"command": "switch", "spec": "exp"}}
+    server → {"type": "result", "id": 7, "event": {"event": "switch", ...}}
+    client → {"type": "detach"}                       (the owner leaves on purpose; the run goes on)
+    server → {"type": "error", "message": "..."}       (a bad request: one line, nothing changed)
+
+Metric rows travel as columns (``step``, ``epoch``, ``lr``, ``loss``), each the base64 of the
+little-endian array (int64 steps, float64 values): exact, compact, and one line for a million rows.
+``start`` is the first row's index in the run's history, so a client joins a snapshot and the live
+stream with no gap and no duplicate. A client's line may be at most :data:`MAX_CLIENT_LINE` bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+VERSION = 1
+MAX_CLIENT_LINE = 64 * 1024  # a client's request: a command is a few hundred bytes
+MAX_SERVER_LINE = 1 << 30  # a snapshot of a long run is one line (about 43 bytes a row)
+REQUEST_TYPES = ("hello", "status", "subscribe", "command", "detach")
+
+
+class WireError(ValueError):
+    """A line that is not a valid message; the text is one line for the peer."""
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_safe(v) for v in value]
+    return value
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as one line of strict JSON."""
+    return (json.dumps(_safe(message), separators=(",", ":"), allow_nan=False, default=str) + "\n").encode()
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """A line → a message (a JSON object with a string ``type``); :class:`WireError` otherwise."""
+    try:
+        message = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"not a JSON line ({type(exc).__name__})") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise WireError("expected a JSON object with a string 'type'")
+    return message
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def to_float(value: Any) -> float:
+    """A float that may have travelled as ``"nan"``/``"inf"``/``"-inf"``."""
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    return float(value)
+
+
+def pack(array: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode()
+
+
+def unpack(text: str, dtype: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text, validate=True), dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+
+
+def rows_message(start: int, steps: np.ndarray, epochs: np.ndarray, lrs: np.ndarray, losses: np.ndarray) -> dict:
+    return {
+        "type": "rows",
+        "start": int(start),
+        "count": len(steps),
+        "step": pack(steps, "int64"),
+        "epoch": pack(epochs, "float64"),
+        "lr": pack(lrs, "float64"),
+        "loss": pack(losses, "float64"),
+    }
+
+
+def unpack_rows(message: dict[str, Any]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(start, steps, epochs, lrs, losses)`` of a ``rows`` message; :class:`WireError` if malformed."""
+    try:
+        columns = (
+            unpack(message["step"], "int64"),
+            unpack(message["epoch"], "float64"),
+            unpack(message["lr"], "float64"),
+            unpack(message["loss"], "float64"),
+        )
+        start = int(message["start"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(f"malformed rows ({type(exc).__name__})") from None
+    if len({len(c) for c in columns}) != 1:
+        raise WireError("malformed rows (columns of different lengths)")
+    return (start, *columns)
+
+
+class LineBuffer:
+    """Bytes in, complete lines out; a line longer than ``limit`` raises :class:`WireError`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._data = bytearray()
+        self._scanned = 0  # no newline before this offset: a long line is scanned once, not per chunk
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._data += data
+        lines = []
+        while True:
+            end = self._data.find(b"\n", self._scanned)
+            if end < 0:
+                self._scanned = len(self._data)
+                break
+            if end > self.limit:
+                raise WireError(f"a line longer than {self.limit} bytes")
+            lines.append(bytes(self._data[:end]))
+            del self._data[: end + 1]
+            self._scanned = 0
+        if len(self._data) > self.limit:
+            raise WireError(f"a line longer than {self.limit} bytes")
+        return lines
