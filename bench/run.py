@@ -36,7 +36,7 @@ def report(name: str, value: float, unit: str, op: str, target: float, detail: s
 
 
 # -- ui_overhead -----------------------------------------------------------------------------
-def ui_overhead(processes: int, steps: int) -> None:
+def ui_overhead(processes: int) -> None:
     """Training steps/s with the monitor's UI running ÷ with it stopped, in 1 s windows (ABBA) of one run.
 
     Each process is the demo under the monitor (headless Textual driver, 120×40, default fps);
@@ -45,7 +45,7 @@ def ui_overhead(processes: int, steps: int) -> None:
     """
     groups: list[list[list[float]]] = []
     for _ in range(processes):
-        argv = [PY, str(ROOT / "bench" / "ui_run.py"), "interleaved", str(steps)]
+        argv = [PY, str(ROOT / "bench" / "ui_run.py"), "interleaved", "0"]
         out = subprocess.run(argv, capture_output=True, text=True, check=True)
         groups += json.loads(out.stdout.strip().splitlines()[-1])["groups"]
 
@@ -287,11 +287,19 @@ def tty_bandwidth(tmp: Path, seconds: float = 10.0) -> None:
     report("tty_bytes_per_s", total / (end - start) / 1000, "KB/s", "<=", 20, "120×40, default fps")
 
 
+def live_figures(repeats: int, tmp: Path) -> None:
+    import live
+
+    seconds, detail = live.attach_first_frame(repeats, tmp, _spawn_in_pty, _read_all)
+    report("attach_first_frame_s", seconds, "s", "<=", 1.5, f"10⁶ logged steps, 120×40; {detail}")
+    ratio, detail = live.attach_overhead(tmp)
+    report("attach_overhead", ratio, "x", ">=", 0.97, detail)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ui-processes", type=int, default=2, help="demo runs for ui_overhead (~45 s each)")
-    parser.add_argument("--ui-steps", type=int, default=30_000, help="training steps per ui_overhead run")
     parser.add_argument("--whole-runs", type=int, default=0, help="also N pairs of whole runs, headless vs monitor")
     args = parser.parse_args()
     tmp = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True).stdout.strip())
@@ -302,7 +310,8 @@ def main() -> None:
     frame_cost(args.repeats)
     first_frame(args.repeats, tmp)
     tty_bandwidth(tmp)
-    ui_overhead(args.ui_processes, args.ui_steps)
+    live_figures(args.repeats, tmp)
+    ui_overhead(args.ui_processes)
     if args.whole_runs:
         ui_overhead_whole_runs(args.whole_runs, 4000)
     print(f"\n{'figure':<22}{'value':>12}  {'target':<10} result   detail")

@@ -51,6 +51,7 @@ class _Client:
     events_sent: int = 0
     timeline_sent: Any = None
     closing: bool = False  # close once the output is sent (after an error line)
+    grace: int = 0  # bytes of the snapshot still unsent: they do not count as a backlog
 
 
 class RunServer:
@@ -218,7 +219,10 @@ class RunServer:
         elif kind == "subscribe":
             if not client.subscribed:
                 client.subscribed = True
-                self._send(client, self._snapshot(client), live=False)
+                snapshot = encode(self._snapshot(client))
+                client.grace = len(client.out) + len(snapshot)
+                client.out += snapshot
+                self._flush(client)
                 self._count_monitors()
         elif kind == "command":
             self._command(client, message)
@@ -330,7 +334,7 @@ class RunServer:
     def _send(self, client: _Client, message: dict[str, Any], *, live: bool = True) -> None:
         if client not in self.clients:
             return
-        if live and len(client.out) > MAX_BACKLOG:
+        if live and len(client.out) - client.grace > MAX_BACKLOG:
             self._drop(client)  # it stopped reading: training never waits for a client
             return
         was_empty = not client.out
@@ -343,6 +347,7 @@ class RunServer:
             while client.out:
                 sent = client.sock.send(client.out[:SEND_CHUNK])
                 del client.out[:sent]
+                client.grace = max(0, client.grace - sent)
         except BlockingIOError:
             pass
         except OSError:
