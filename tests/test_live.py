@@ -274,3 +274,18 @@ def _alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
     return status not in ("Z", "X")
+
+
+def test_a_run_killed_with_9_leaves_a_stale_record_that_ls_flags_and_removes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert lrwatch("demo", "--detach", "--epochs", "500", "--steps-per-epoch", "100", "--run-dir",
+                   str(run_dir)).returncode == 0  # fmt: skip
+    wait_for(lambda: (run_dir / "live.json").exists(), "the run to serve")
+    record = json.loads((run_dir / "live.json").read_text())
+    os.kill(record["pid"], signal.SIGKILL)
+    wait_for(lambda: not _alive(record["pid"]), "the run to die")
+    assert lrwatch("send", str(run_dir), "pause").returncode == 3  # nobody answers there
+    rows = [r for r in json.loads(lrwatch("ls", "--json").stdout) if r["pid"] == record["pid"]]
+    assert rows and rows[0]["stale"] is True
+    assert not (run_dir / "live.json").exists() and not Path(record["socket"]).exists()
+    assert not any(r["pid"] == record["pid"] for r in json.loads(lrwatch("ls", "--json").stdout))
