@@ -203,7 +203,7 @@ def test_another_uid_gets_no_reply_at_all(tmp_path: Path) -> None:
                 sock = _connect_raw(record.socket)
                 sock.sendall(encode({"type": "hello", "version": 1}))
                 os.write(write_end, b"reply:" + sock.recv(100))
-            except ConnectionResetError:  # closed with our hello unread: also no reply
+            except (ConnectionResetError, BrokenPipeError):  # closed before or after our hello: no reply either way
                 os.write(write_end, b"reply:")
             except BaseException as exc:
                 os.write(write_end, f"failed: {exc!r}".encode())
