@@ -307,7 +307,7 @@ class RunServer:
         h = self.engine.history
         return rows_message(
             start, h.column("step", start, stop), h.column("epoch", start, stop),
-            h.column("lr", start, stop), h.column("loss", start, stop),
+            h.column("lr", start, stop), h.column("loss", start, stop), self.engine.timeline.steps_per_epoch,
         )  # fmt: skip
 
     def _push(self, client: _Client) -> None:

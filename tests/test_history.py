@@ -107,6 +107,18 @@ def test_ema_incremental_equals_recurrence(w: float, chunks: list[int]) -> None:
     np.testing.assert_allclose(ema.series(), ref, rtol=1e-9, equal_nan=True)
 
 
+@pytest.mark.parametrize("w", [0.05, 0.5, 0.9, 0.99, 0.999])
+def test_ema_long_chunks_stay_exact(w: float) -> None:
+    """A series longer than the longest chunk (8,192 rows at 0.9 and up), values over six decades."""
+    rng = np.random.default_rng(1)
+    x = np.exp(rng.normal(size=40_000) * 3)
+    x[rng.random(len(x)) < 0.01] = np.nan
+    ema = Ema(w)
+    ema.extend(x[:12_345])
+    ema.extend(x[12_345:])
+    np.testing.assert_allclose(ema.series(), reference_ema(x, w), rtol=1e-9, equal_nan=True)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     w=st.sampled_from([0.0, 0.9, 0.99]),
