@@ -245,9 +245,6 @@ class Ema:
         self._n = 0
         self._last = np.nan
 
-    def reset(self, smoothing: float | None = None) -> None:
-        self.__init__(self.smoothing if smoothing is None else smoothing)  # type: ignore[misc]
-
     def __len__(self) -> int:
         return self._n
 

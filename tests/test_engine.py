@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -211,4 +210,5 @@ def test_stop_before_the_first_step() -> None:
     applied = loop(engine)
     engine.finish()
     assert applied == [0.1] and engine.state == "stopped"
-    assert threading.active_count() >= 1
+    events = engine.events_since(0)
+    assert [e.kind for e in events] == ["start", "stop", "finish"] and events[1].step == 0

@@ -135,14 +135,18 @@ def test_view_summary_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 async def test_view_one_run_read_only(tmp_path: Path) -> None:
     write_run(tmp_path)
-    app = LRWatchApp(FileRunSource(RunReader(tmp_path)), None, fps=4)
+    source = FileRunSource(RunReader(tmp_path))
+    submitted: list = []
+    source.submit = submitted.append  # what the keys would send, were the app not read-only
+    app = LRWatchApp(source, None, fps=4)
     async with app.run_test(size=(100, 30)) as pilot:
         from tests.test_app import wait_for
 
         await wait_for(lambda: "finished" in str(app.query_one("#status").render()), pilot)
         assert "exp:gamma=0.8" in str(app.query_one("#schedule").render())
-        for key in ("e", "c", "space", "k"):
+        for key in ("e", "c", "space", "k", "plus", "a"):
             await pilot.press(key)
+        assert submitted == []
         assert len(app.source.events_since(0)) == len(json.loads("[" + ",".join(
             (tmp_path / "events.jsonl").read_text().splitlines()) + "]"))  # fmt: skip
         await quit_app(app, pilot)

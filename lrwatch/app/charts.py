@@ -143,10 +143,6 @@ class LossView:
     ema: Ema
     seen: int = 0
 
-    @classmethod
-    def with_smoothing(cls, smoothing: float) -> LossView:
-        return cls(Ema(smoothing))
-
     def update(self, history: MetricHistory) -> None:
         n = len(history)
         if n > self.seen:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +44,6 @@ class Chart(Widget):
         self._strips: list[Strip] = []
         self._strips_for: tuple[int, Style] | None = None  # the width and base style the strips were made at
         self.frames = 0
-        self.last_frame_ms = 0.0
 
     def draw(self, make_spec: Callable[[int, int], ChartSpec]) -> None:
         """Build the chart at the widget's current size; ``make_spec(width, height)`` says what to draw."""
@@ -53,9 +51,7 @@ class Chart(Widget):
         if width < 12 or height < 4:
             self._rows = [[Segment("(too small)", Style(dim=True))]]
         else:
-            started = time.perf_counter()
             self._rows = render_rows(make_spec(width, height))
-            self.last_frame_ms = 1000 * (time.perf_counter() - started)
             self.frames += 1
         self._strips_for = None
         self.refresh()
