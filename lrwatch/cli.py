@@ -260,8 +260,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         json.dump({"step": steps.tolist(), "epoch": epochs.tolist(), "schedules": schedules}, out)
         out.write("\n")
     else:
-        from lrwatch.plot import legend_line, terminal_size, text_chart
+        from lrwatch.plot import color_wanted, legend_line, terminal_size, text_chart
 
+        color = color_wanted(out)
         width, height = terminal_size()
         height -= len(names) if len(names) > 1 else 0  # room for the legend below
         title = f"learning rate · lr {args.lr:g} · {args.epochs} epochs"
@@ -275,11 +276,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             log_y=args.log_y,
             markers=[seg.start_step for seg in timelines[0].segments[1:]],
             steps_per_epoch=timelines[0].steps_per_epoch,
+            color=color,
         )
         out.write(chart + "\n")
         if len(names) > 1:
             for i, (name, t) in enumerate(zip(names, timelines, strict=True)):
-                out.write(legend_line(i, f"{name:<34} {t.segments[0].schedule.torch_line()}") + "\n")
+                out.write(legend_line(i, f"{name:<34} {t.segments[0].schedule.torch_line()}", color=color) + "\n")
     return 0
 
 

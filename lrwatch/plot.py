@@ -113,9 +113,22 @@ def _finite_xy(x: np.ndarray, y: np.ndarray, log_y: bool, floor: float) -> tuple
     return x, y
 
 
-def render(chart: ChartSpec) -> str:
-    """The chart as text with ANSI colours (plotext's build), for a terminal's stdout."""
+def render(chart: ChartSpec, *, color: bool = True) -> str:
+    """The chart as text for stdout: with ANSI colours (plotext's build), or plain (``color=False``)."""
+    if not color:
+        return "\n".join("".join(segment.text for segment in row).rstrip() for row in render_rows(chart))
     return _figure(chart).build().rstrip("\n")
+
+
+def color_wanted(stream: object) -> bool:
+    """Colour on a terminal only, as Rich and most CLIs decide: ``NO_COLOR`` (any value) turns it off,
+    else ``FORCE_COLOR`` (any value but ``0``) turns it on, else ``stream.isatty()``."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR", "0") not in ("", "0"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def render_rows(chart: ChartSpec) -> list[list[Segment]]:
@@ -204,6 +217,7 @@ def text_chart(
     log_y: bool = False,
     markers: Sequence[int] = (),
     steps_per_epoch: int = 1,
+    color: bool = True,
 ) -> str:
     """A standalone chart of ``(label, steps, values)`` series with x in epochs (for the CLI)."""
     from lrwatch.history import decimate
@@ -218,12 +232,15 @@ def text_chart(
             hi = max(hi, (float(steps[-1]) + 1) / steps_per_epoch)
     vlines = [(m / steps_per_epoch, MARKER_COLOR) for m in markers]
     # plotext's own title row draws over the chart's top line, so the title is a line of its own.
-    chart = render(ChartSpec(lines, width, height - (1 if title else 0), log_y=log_y, xlim=(0.0, hi), vlines=vlines))
+    spec = ChartSpec(lines, width, height - (1 if title else 0), log_y=log_y, xlim=(0.0, hi), vlines=vlines)
+    chart = render(spec, color=color)
     return f"{title}\n{chart}" if title else chart
 
 
-def legend_line(index: int, text: str) -> str:
+def legend_line(index: int, text: str, *, color: bool = True) -> str:
     """``━━ text`` with the swatch in the colour :func:`text_chart` gives series ``index``."""
+    if not color:
+        return f"━━ {text}"
     return f"\x1b[38;5;{PALETTE[index % len(PALETTE)]}m━━\x1b[0m {text}"
 
 

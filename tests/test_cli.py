@@ -197,6 +197,35 @@ def test_compare_plot_snapshot(capsys: pytest.CaptureFixture[str], monkeypatch: 
     """The textbook picture at 80×24, colours included; ``--snapshot-update`` accepts an intended change."""
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("LINES", "24")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # capsys is no terminal: colour only when forced
+    monkeypatch.delenv("NO_COLOR", raising=False)
     code, out, _ = run_cli(capsys, "compare")
     assert code == 0
     assert out == snapshot
+
+
+@pytest.mark.parametrize(
+    ("env", "coloured"),
+    [({}, False), ({"FORCE_COLOR": "1"}, True), ({"FORCE_COLOR": "0"}, False), ({"NO_COLOR": "1"}, False),
+     ({"NO_COLOR": "1", "FORCE_COLOR": "1"}, False)],
+)  # fmt: skip
+def test_plots_are_coloured_only_on_a_terminal_or_when_forced(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str], coloured: bool
+) -> None:
+    """``lrwatch compare | cat`` shows no escape codes; NO_COLOR wins over FORCE_COLOR, as in Rich."""
+    import re
+
+    for name in ("NO_COLOR", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "24")
+    code, out, _ = run_cli(capsys, "compare")
+    assert code == 0 and ("\x1b[" in out) == coloured
+    if not coloured:  # the same picture as the coloured one, less its colours
+        monkeypatch.setenv("FORCE_COLOR", "1")
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        _, ansi, _ = run_cli(capsys, "compare")
+        plain = [line.rstrip() for line in re.sub(r"\x1b\[[0-9;]*m", "", ansi).splitlines()]
+        assert out.splitlines() == plain
