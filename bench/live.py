@@ -121,9 +121,9 @@ def attach_overhead(tmp: Path, groups: int = 5, window: float = 2.0) -> tuple[fl
                 threads = [threading.Thread(target=_drain, args=(s, stop), daemon=True) for s in socks]
                 for t in threads:
                     t.start()
-                step, started = probe.status()["step"], time.monotonic()
+                step, started = probe.status().step, time.monotonic()
                 time.sleep(window)
-                steps, seconds = probe.status()["step"] - step, time.monotonic() - started
+                steps, seconds = probe.status().step - step, time.monotonic() - started
                 stop.set()
                 for s in socks:
                     s.close()

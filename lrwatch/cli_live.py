@@ -136,7 +136,8 @@ def run_rows() -> list[dict[str, Any]]:
                 status = client.status()
             finally:
                 client.close()
-            row.update({k: status.get(k) for k in ("state", "step", "epoch", "schedule", "clients", "total_steps")})
+            shown = ("state", "step", "epoch", "schedule", "clients", "total_steps")
+            row.update({k: getattr(status, k) for k in shown})
         except (RunGone, OSError, ValueError) as exc:
             row.update(state="not answering", step=None, clients=None, error=str(exc))
         rows.append(row)

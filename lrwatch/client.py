@@ -15,16 +15,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from lrwatch.history import MetricHistory
-from lrwatch.protocol import Command, Event
+from lrwatch.protocol import ENDED_STATES, Command, Event, RunStatus
 from lrwatch.sockets import LiveRecord, record_of_run_dir
 from lrwatch.timeline import Timeline
 from lrwatch.wire import MAX_SERVER_LINE, VERSION, LineBuffer, WireError, decode, encode, to_float, unpack_rows
-
-ENDED = ("finished", "stopped", "error")
 
 
 class RunGone(ConnectionError):
@@ -65,9 +64,9 @@ class RunClient:
             self._ready.extend(self._lines.feed(data))
         return decode(self._ready.pop(0))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RunStatus:
         self.send({"type": "status"})
-        return self._reply("status")["status"]
+        return RunStatus.from_dict(self._reply("status")["status"])
 
     def command(self, command: Command, timeout: float = 60.0) -> dict[str, Any]:
         """Send ``command`` and wait for the run's answer: a ``result`` (with its event) or an ``error``."""
@@ -120,7 +119,7 @@ class RemoteRunSource:
         self._timeline: Timeline | None = None
         self._events: list[Event] = []
         self._lock = threading.Lock()
-        self._status: dict[str, Any] = {}
+        self._status = RunStatus("created", 0, 0.0, None, 1, float("nan"))
         self.connection = "connecting"  # → live → closed
         self.failure: str | None = None  # why it never connected
         self.notes: list[str] = []  # the run's one-line answers to bad requests, for the monitor to show
@@ -145,13 +144,12 @@ class RemoteRunSource:
         assert self._timeline is not None, "not connected yet"
         return self._timeline
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RunStatus:
         with self._lock:
-            status = dict(self._status)
-        if self.connection == "closed":
-            if status.get("state") not in ENDED:
-                status["state"] = "lost"
-            status["read_only"] = True
+            status = self._status
+        if self.connection == "closed":  # what it had; a run that ended without saying so was lost
+            state = status.state if status.state in ENDED_STATES else "lost"
+            status = replace(status, state=state, read_only=True)
         return status
 
     def events_since(self, index: int) -> list[Event]:
@@ -222,7 +220,7 @@ class RemoteRunSource:
             with self._lock:
                 self._timeline = Timeline.from_dict(message["timeline"])
                 self._events = [Event.from_dict(e) for e in message["events"]]
-                self._status = message["status"]
+                self._status = RunStatus.from_dict(message["status"])
             self.connection = "live"
             self.ready.set()
         elif kind == "rows":
@@ -238,7 +236,7 @@ class RemoteRunSource:
                 self._timeline = Timeline.from_dict(message["timeline"])
         elif kind == "status":
             with self._lock:
-                self._status = message["status"]
+                self._status = RunStatus.from_dict(message["status"])
         elif kind == "error":
             self.notes.append(str(message.get("message", "the run refused a request")))
 

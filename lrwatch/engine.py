@@ -37,6 +37,8 @@ from lrwatch.protocol import (
     Pause,
     Resume,
     Rollback,
+    RunState,
+    RunStatus,
     Stop,
     Switch,
 )
@@ -134,7 +136,7 @@ class Engine:
         self.step_index = start_step
         self.start_step = start_step
         self.lr = timeline.initial_lr if drive_lr else float(first)
-        self.state = "created"
+        self.state: RunState = "created"
         self.started_at = time.time()
         self.error: str | None = None
         self.monitors = 0  # interactive monitors attached (the run's server counts them)
@@ -154,20 +156,20 @@ class Engine:
         with self._events_lock:
             return self._events[index:]
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RunStatus:
         k = self._timeline.steps_per_epoch
-        return {
-            "state": self.state,
-            "step": self.step_index,
-            "epoch": self.step_index / k,
-            "total_steps": self._timeline.total_steps,
-            "steps_per_epoch": k,
-            "lr": self.lr,
-            "run_dir": str(self.run_dir) if self.run_dir else None,
-            "error": self.error,
-            "drives_lr": self.drive_lr,
-            "device": self.config.get("device", ""),
-        }
+        return RunStatus(
+            state=self.state,
+            step=self.step_index,
+            epoch=self.step_index / k,
+            total_steps=self._timeline.total_steps,
+            steps_per_epoch=k,
+            lr=self.lr,
+            run_dir=str(self.run_dir) if self.run_dir else None,
+            error=self.error,
+            drives_lr=self.drive_lr,
+            device=str(self.config.get("device", "")),
+        )
 
     @property
     def awaits_divergence_answer(self) -> bool:

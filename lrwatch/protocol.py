@@ -6,8 +6,20 @@ cross a socket (``lrwatch attach``) or reach every DDP rank.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Protocol
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal, Protocol, get_args
+
+RunState = Literal["created", "running", "paused", "stopping", "stopped", "finished", "error", "lost"]
+RUN_STATES: tuple[RunState, ...] = get_args(RunState)
+LIVE_STATES: tuple[RunState, ...] = ("created", "running", "paused")  # commands still land
+ENDED_STATES: tuple[RunState, ...] = ("finished", "stopped", "error")  # how a run ends ("lost": its process died)
+
+EventKind = Literal[
+    "start", "resumed", "switch", "edit", "pause", "resume", "stop", "checkpoint", "epoch", "warning",
+    "divergence", "rollback", "finish", "error", "rejected",
+]  # fmt: skip
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
 # Why a monitor-only run (the loop's own scheduler sets the LR) refuses Switch and EditParams.
 MONITOR_ONLY = "monitor-only: the loop's own scheduler sets the LR, so switching is unavailable"
@@ -137,7 +149,7 @@ class Event:
     ``edit``, ``pause``, ``resume``, ``stop``, ``checkpoint``, ``epoch``, ``warning``, ``divergence``,
     ``rollback``, ``finish``, ``error``, ``rejected`` (a command that changed nothing, with the reason)."""
 
-    kind: str
+    kind: EventKind
     step: int
     epoch: float
     time: float
@@ -152,6 +164,43 @@ class Event:
         return cls(data.pop("event"), int(data.pop("step")), float(data.pop("epoch")), float(data.pop("time")), data)
 
 
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run stands, as every run source tells it (the engine, a run directory, a socket)."""
+
+    state: RunState
+    step: int  # steps done
+    epoch: float
+    total_steps: int | None  # the planned run (None: unknown)
+    steps_per_epoch: int
+    lr: float  # the LR of the next step (monitor-only: of the last)
+    run_dir: str | None = None
+    error: str | None = None
+    drives_lr: bool = True  # False: monitor-only, the loop's own scheduler sets the LR
+    device: str = ""
+    read_only: bool = False  # a view: commands change nothing
+    pid: int | None = None  # a live run's: the process that trains
+    socket: str | None = None
+    schedule: str | None = None  # the active spec
+    clients: int = 0  # monitors attached to a live run
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunStatus:
+        """From the wire: unknown keys (a newer run) are ignored; ``"nan"`` LRs become floats."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        lr = values.get("lr", math.nan)
+        values["lr"] = float(lr) if lr is not None else math.nan
+        return cls(**values)
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
 class RunSource(Protocol):
     """What a monitor needs from a run: data to read and a place to send commands.
 
@@ -164,7 +213,7 @@ class RunSource(Protocol):
     @property
     def timeline(self) -> Any: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> RunStatus: ...
 
     def events_since(self, index: int) -> list[Event]: ...
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.history import MetricHistory
-from lrwatch.protocol import Command, Event
+from lrwatch.protocol import Command, Event, RunState, RunStatus
 from lrwatch.rundir import parse_metrics_line
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
@@ -69,7 +69,7 @@ class RunReader:
         self.events: list[Event] = []
         self.timeline: Timeline | None = None
         self.skipped: list[str] = []
-        self.status = "unknown"
+        self.status: RunState = "created"  # until its start event is read
         self.drives_lr = True
         self.poll()
         if self.history is None:
@@ -169,24 +169,23 @@ class FileRunSource:
     def poll(self) -> bool:
         return self.reader.poll()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RunStatus:
         last = self.history.last() or {}
         step = int(last.get("step", -1)) + 1
         timeline = self.timeline
         k = timeline.steps_per_epoch
-        return {
-            "state": self.reader.status,
-            "step": step,
-            "epoch": step / k,
-            "total_steps": timeline.total_steps,
-            "steps_per_epoch": k,
-            "lr": last.get("lr", math.nan),
-            "run_dir": str(self.reader.path),
-            "error": None,
-            "drives_lr": self.reader.drives_lr,
-            "read_only": True,
-            "device": self.reader.info.get("config", {}).get("device", ""),
-        }
+        return RunStatus(
+            state=self.reader.status,
+            step=step,
+            epoch=step / k,
+            total_steps=timeline.total_steps,
+            steps_per_epoch=k,
+            lr=last.get("lr", math.nan),
+            run_dir=str(self.reader.path),
+            drives_lr=self.reader.drives_lr,
+            read_only=True,
+            device=str(self.reader.info.get("config", {}).get("device", "")),
+        )
 
     def events_since(self, index: int) -> list[Event]:
         return self.reader.events[index:]

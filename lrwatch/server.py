@@ -21,11 +21,11 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lrwatch.engine import Engine
-from lrwatch.protocol import CommandError, Event, Rollback, Stop, command_from_wire
+from lrwatch.protocol import LIVE_STATES, CommandError, Event, Rollback, RunStatus, Stop, command_from_wire
 from lrwatch.sockets import LiveRecord, peer_uid, publish, unpublish
 from lrwatch.wire import MAX_CLIENT_LINE, VERSION, LineBuffer, WireError, decode, encode, rows_message
 
@@ -33,7 +33,6 @@ TICK_SECONDS = 0.25
 MAX_BACKLOG = 8 << 20  # unsent live output per client; a snapshot is queued whatever its size
 SEND_CHUNK = 1 << 20
 CLOSE_LINGER_SECONDS = 2.0
-ENDED = ("finished", "stopped", "error")
 
 
 @dataclass(eq=False)
@@ -215,7 +214,7 @@ class RunServer:
             self._send(client, self._hello(), live=False)
             return
         if kind == "status":
-            self._send(client, {"type": "status", "status": self.status()}, live=False)
+            self._send(client, {"type": "status", "status": self.status().to_dict()}, live=False)
         elif kind == "subscribe":
             if not client.subscribed:
                 client.subscribed = True
@@ -245,7 +244,7 @@ class RunServer:
             refusal = {"type": "error", "id": request_id, "message": "rollback: only at a divergence alert"}
             self._send(client, refusal, live=False)
             return
-        if state in (*ENDED, "stopping"):
+        if state not in LIVE_STATES:
             self._send(client, {"type": "error", "id": request_id, "message": f"the run is {state}"}, live=False)
             return
 
@@ -273,18 +272,17 @@ class RunServer:
             "lrwatch": _version(),
         }
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RunStatus:
         engine = self.engine
-        status = engine.status()
         seg = engine.timeline.segment_at(engine.step_index)
-        status.update(
+        return replace(
+            engine.status(),
             pid=self.record.pid,
             socket=self.record.socket,
             run_dir=self.record.run_dir,
             schedule=str(seg.spec) if engine.drive_lr else None,
             clients=sum(1 for c in self.clients if c.subscribed),
         )
-        return status
 
     def _snapshot(self, client: _Client) -> dict[str, Any]:
         history = self.engine.history
@@ -295,7 +293,7 @@ class RunServer:
         client.timeline_sent = self.engine.timeline
         return {
             "type": "snapshot",
-            "status": self.status(),
+            "status": self.status().to_dict(),
             "timeline": client.timeline_sent.to_dict(),
             "val_names": list(history.val_names),
             "rows": self._rows(0, n),
@@ -329,7 +327,7 @@ class RunServer:
             self._send(client, {"type": "event", "index": client.events_sent, "event": event.to_dict()})
             client.events_sent += 1
         if client in self.clients:
-            self._send(client, {"type": "status", "status": self.status()})
+            self._send(client, {"type": "status", "status": self.status().to_dict()})
 
     def _send(self, client: _Client, message: dict[str, Any], *, live: bool = True) -> None:
         if client not in self.clients:
@@ -369,7 +367,7 @@ class RunServer:
         client.sock.close()
         self._count_monitors()
         gone_unsaid = client.owner and not client.detached and not self._closing.is_set()
-        if gone_unsaid and self.on_owner_lost == "stop" and self.engine.state in ("running", "paused", "created"):
+        if gone_unsaid and self.on_owner_lost == "stop" and self.engine.state in LIVE_STATES:
             self.engine.submit(Stop("hangup"))  # --on-hangup stop: the monitor that started the run is gone
 
     def _count_monitors(self) -> None:

@@ -218,7 +218,7 @@ async def test_lrwatch_run_with_the_monitor(tmp_path: Path) -> None:
     app = LRWatchApp(None, target, host=host, fps=4)
     async with app.run_test(size=(100, 30)) as pilot:
         deadline = time.monotonic() + 30
-        while app.source is None or app.source.status()["state"] != "finished":
+        while app.source is None or app.source.status().state != "finished":
             assert time.monotonic() < deadline
             await pilot.pause(0.05)
         await pilot.pause(0.3)

@@ -183,7 +183,7 @@ async def test_pause_and_resume_with_space() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("space")
-        await wait_for(lambda: app.source.status()["state"] == "paused", pilot)
+        await wait_for(lambda: app.source.status().state == "paused", pilot)
         paused_at = len(app.source.history)
         await pilot.pause(0.3)
         assert len(app.source.history) == paused_at
@@ -199,11 +199,11 @@ async def test_quit_while_paused_stops_at_a_boundary_and_exits_0() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("space")
-        await wait_for(lambda: app.source.status()["state"] == "paused", pilot)
+        await wait_for(lambda: app.source.status().state == "paused", pilot)
         await quit_app(app, pilot)
         await wait_for(lambda: not app.is_running, pilot)
     assert app.return_code == 0
-    assert app.source.status()["state"] == "stopped"
+    assert app.source.status().state == "stopped"
     assert [e.kind for e in app.source.events_since(0)][-2:] == ["stop", "finish"]
 
 
@@ -219,7 +219,7 @@ async def test_help_screen() -> None:
 async def test_finished_run_stays_open_until_q() -> None:
     app = make_app(epochs=2, train=lambda e: slow_train(e, steps=2 * K, delay=0))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: app.source.status()["state"] == "finished", pilot)
+        await wait_for(lambda: app.source.status().state == "finished", pilot)
         await pilot.pause(0.2)
         assert app.is_running
         await wait_for(lambda: "finished" in str(app.query_one("#status").render()), pilot)

@@ -141,6 +141,8 @@ def test_switch_with_several_specs_is_refused(capsys: pytest.CaptureFixture[str]
 def test_compare_draws_the_textbook_four(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("LINES", "24")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # as on a terminal
+    monkeypatch.delenv("NO_COLOR", raising=False)
     code, out, _ = run_cli(capsys, "compare")
     assert code == 0
     text = _strip(out)

@@ -176,7 +176,7 @@ def test_crash_in_training_is_logged_and_everything_is_on_disk(tmp_path: Path) -
     thread = engine.start_thread(train)
     thread.join(10)
     assert engine.state == "error"
-    assert engine.status()["error"] == "RuntimeError: CUDA out of memory (simulated)"
+    assert engine.status().error == "RuntimeError: CUDA out of memory (simulated)"
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert len(lines) == 1 + 25
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").open()]

@@ -173,7 +173,7 @@ def test_random_bytes_and_bad_frames_change_nothing(run: TrainingRun, tmp_path: 
     kinds = {e.kind for e in run.engine.events_since(events_before)}
     assert kinds <= {"epoch"}, kinds  # nothing from garbage reached the run: no rejected, no warning
     client = RunClient(run.server.record.socket)
-    assert client.status()["state"] == "running"
+    assert client.status().state == "running"
     client.close()
     rows = (tmp_path / "metrics.csv").read_text().splitlines()[1:]
     steps = [int(r.split(",")[0]) for r in rows if r.split(",")[3]]
@@ -256,12 +256,12 @@ def test_commands_answer_with_their_event_and_reach_every_attached_client(run: T
     while not all(str(s.timeline.segments[-1].spec) == "exp:gamma=0.5" for s in (a, b)):
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert a.status()["clients"] == 2 and a.status()["state"] == "paused"
+    assert a.status().clients == 2 and a.status().state == "paused"
     sender.command(Stop("test"))
     sender.close()
     assert a.closed.wait(10) and b.closed.wait(10)
     for source in (a, b):
-        assert source.status()["state"] == "stopped" and source.events_since(0)[-1].kind == "finish"
+        assert source.status().state == "stopped" and source.events_since(0)[-1].kind == "finish"
         for name in ("step", "lr", "loss"):
             assert np.array_equal(source.history.column(name), run.engine.history.column(name))
         assert [e.to_dict() for e in source.events_since(0)] == [e.to_dict() for e in run.engine.events_since(0)]

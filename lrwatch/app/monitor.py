@@ -41,7 +41,19 @@ from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, Help
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, MainScreenApp, format_duration, progress_bar
 from lrwatch.history import Ema
 from lrwatch.plot import MARKER_COLOR, color_hex
-from lrwatch.protocol import MONITOR_ONLY, Checkpoint, EditParams, Pause, Resume, Rollback, RunSource, Stop, Switch
+from lrwatch.protocol import (
+    LIVE_STATES,
+    MONITOR_ONLY,
+    Checkpoint,
+    EditParams,
+    Pause,
+    Resume,
+    Rollback,
+    RunSource,
+    RunStatus,
+    Stop,
+    Switch,
+)
 from lrwatch.schedules import KINDS, SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
@@ -273,17 +285,17 @@ class LRWatchApp(MainScreenApp):
                 self._dirty = True
         status = self.source.status()
         now = self.clock()
-        self._update_rate(status["step"])
-        key = (self._chart_column(status["step"]), self.source.timeline, status["state"])
+        self._update_rate(status.step)
+        key = (self._chart_column(status.step), self.source.timeline, status.state)
         charts_due = now - self._drawn.get("at", -1e9) >= self.chart_interval - TIMER_SLACK
         draw_charts = self._dirty or (key != self._drawn.get("key") and charts_due)
         # The run panel's numbers move every step: once a second is enough to read them, and a change
         # of state (pause, finish, error) or a key shows at once. Updated with the charts when they
         # are drawn, so the screen is composed once for both.
         status_due = now - self._status_shown["at"] >= STATUS_INTERVAL - TIMER_SLACK
-        if draw_charts or status_due or status["state"] != self._status_shown.get("state"):
+        if draw_charts or status_due or status.state != self._status_shown.get("state"):
             self._update_status(status)
-            self._status_shown.update(state=status["state"], at=now)
+            self._status_shown.update(state=status.state, at=now)
         self._update_schedule(status)
         if draw_charts:
             self._draw_charts(status)
@@ -303,9 +315,9 @@ class LRWatchApp(MainScreenApp):
         columns = plot_columns(self.main_screen.query_one("#lr-chart", Chart).content_size.width)
         return step * columns // max(end, 1)
 
-    def _draw_charts(self, status: dict[str, Any]) -> None:
+    def _draw_charts(self, status: RunStatus) -> None:
         started = self.cpu_clock()
-        self._build_charts(status["step"], drives_lr=status.get("drives_lr", True))
+        self._build_charts(status.step, drives_lr=status.drives_lr)
         cost = self.cpu_clock() - started
         self.chart_interval = min(max(cost / CHART_CPU_BUDGET, CHART_MIN_INTERVAL), CHART_MAX_INTERVAL)
 
@@ -364,31 +376,31 @@ class LRWatchApp(MainScreenApp):
         (t0, s0), (t1, s1) = self._rate_samples[0], self._rate_samples[-1]
         return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
 
-    def _update_status(self, status: dict[str, Any]) -> None:
-        state = status["state"]
+    def _update_status(self, status: RunStatus) -> None:
+        state = status.state
         label, style = STATE_STYLES.get(state, (state, ""))
-        step, total, k = status["step"], status["total_steps"], status["steps_per_epoch"]
+        step, total, k = status.step, status.total_steps, status.steps_per_epoch
         rate = self.steps_per_second() if state == "running" else 0.0
         last = self.source.history.last() or {}
         width = max(self.main_screen.query_one("#status").content_size.width, 10)
-        lines = [Text.assemble((label, style), "  ", (self.device or status.get("device") or "", "dim"))]
+        lines = [Text.assemble((label, style), "  ", (self.device or status.device or "", "dim"))]
         epochs = f"{total / k:g}" if total else "?"
         lines.append(Text(f"epoch {step / k:.1f}/{epochs} · step {step:,}"))
         if total:
             lines.append(progress_bar(step / total, width - 5) + Text(f" {100 * step / total:3.0f}%"))
         eta = (total - step) / rate if total and rate > 0 else float("nan")
         lines.append(Text(f"{rate:,.0f} steps/s  ETA {format_duration(eta)}" if state == "running" else ""))
-        lines.append(Text(f"lr {status['lr']:.4g}  loss {last.get('loss', float('nan')):.4f}"))
+        lines.append(Text(f"lr {status.lr:.4g}  loss {last.get('loss', float('nan')):.4f}"))
         _, _, val = self.source.history.validation()
         if len(val.get("val_loss", ())):
             acc = val.get("val_acc")
             acc_text = f"  acc {100 * acc[-1]:.1f}%" if acc is not None and len(acc) else ""
             lines.append(Text(f"val {val['val_loss'][-1]:.4f}{acc_text}"))
-        if status.get("run_dir"):
-            lines.append(Text(str(status["run_dir"]), style="dim", overflow="ellipsis", no_wrap=True))
+        if status.run_dir:
+            lines.append(Text(status.run_dir, style="dim", overflow="ellipsis", no_wrap=True))
         self._set_panel("#status", Text("\n").join(lines))
         if self.main_screen.has_class("tiny"):
-            compact = Text.assemble((label, style), f"  ep {step / k:.1f}/{epochs}  lr {status['lr']:.3g}  ")
+            compact = Text.assemble((label, style), f"  ep {step / k:.1f}/{epochs}  lr {status.lr:.3g}  ")
             compact.append(str(self.source.timeline.segment_at(step).spec), style="bold")
             self._set_panel("#statusline", compact)
 
@@ -402,12 +414,12 @@ class LRWatchApp(MainScreenApp):
         self._panels[selector] = text
         self.main_screen.query_one(selector, Static).update(text, layout=not same_height)
 
-    def _update_schedule(self, status: dict[str, Any]) -> None:
-        if not status.get("drives_lr", True):
+    def _update_schedule(self, status: RunStatus) -> None:
+        if not status.drives_lr:
             self._set_panel("#schedule", Text(MONITOR_ONLY, style="yellow"))
             return
         timeline = self.source.timeline
-        seg = timeline.segment_at(status["step"])
+        seg = timeline.segment_at(status.step)
         k = timeline.steps_per_epoch
         since = f"since epoch {seg.start_step / k:.4g}" if seg.start_step else "from the start"
         lines = [
@@ -426,7 +438,7 @@ class LRWatchApp(MainScreenApp):
 
     # -- actions ----------------------------------------------------------------------------
     def _step(self) -> int:
-        return int(self.source.status()["step"]) if self.source is not None else 0
+        return int(self.source.status().step) if self.source is not None else 0
 
     def _can_switch(self) -> bool:
         """Whether schedule commands make sense here; if not, say why."""
@@ -434,10 +446,10 @@ class LRWatchApp(MainScreenApp):
             self.notify("No run yet: the training loop has not called lrwatch.watch().", severity="warning")
             return False
         status = self.source.status()
-        if status.get("read_only"):
+        if status.read_only:
             self.notify("A read-only view of a run: nothing to switch.", severity="warning")
             return False
-        if not status.get("drives_lr", True):
+        if not status.drives_lr:
             self.notify(MONITOR_ONLY, severity="warning")
             return False
         return True
@@ -561,13 +573,13 @@ class LRWatchApp(MainScreenApp):
             self.source.submit(Stop("divergence"))
 
     def action_checkpoint(self) -> None:
-        if self.source is not None and not self.source.status().get("read_only"):
+        if self.source is not None and not self.source.status().read_only:
             self.source.submit(Checkpoint())
 
     def action_pause(self) -> None:
-        if self.source is None or self.source.status().get("read_only"):
+        if self.source is None or self.source.status().read_only:
             return
-        state = self.source.status()["state"]
+        state = self.source.status().state
         self.source.submit(Resume() if state == "paused" else Pause())
 
     def action_help(self) -> None:
@@ -586,7 +598,7 @@ class LRWatchApp(MainScreenApp):
     def _run_live(self) -> bool:
         if self.source is None:
             return self.thread is not None and self.thread.is_alive()
-        return self.source.status().get("state") in ("created", "running", "paused", "stopping")
+        return self.source.status().state in (*LIVE_STATES, "stopping")
 
     def action_quit_run(self) -> None:
         """Owner: stop the run at a step boundary, wait for it to flush, exit. Attached: ask first."""
@@ -603,7 +615,7 @@ class LRWatchApp(MainScreenApp):
 
     def _stop_and_exit(self) -> None:
         self._quitting = True
-        if self.source is not None and self.source.status().get("state") in ("created", "running", "paused"):
+        if self.source is not None and self.source.status().live:
             self.source.submit(Stop("quit"))
         deadline = self.clock() + QUIT_WAIT_SECONDS
         closed = getattr(self.source, "closed", None)
@@ -616,7 +628,7 @@ class LRWatchApp(MainScreenApp):
             if alive and self.clock() < deadline:
                 self.set_timer(0.05, check)
                 return
-            failed = (self.source is not None and self.source.status().get("state") == "error") or (
+            failed = (self.source is not None and self.source.status().state == "error") or (
                 self.host is not None and self.host.error is not None
             )
             self.exit(return_code=1 if failed else 0)
