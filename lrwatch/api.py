@@ -35,7 +35,7 @@ import numpy as np
 from lrwatch.console import HeadlessPrinter
 from lrwatch.engine import DivergencePolicy, Engine
 from lrwatch.protocol import Event, Switch, command_from_dict
-from lrwatch.rundir import default_run_dir, parse_metrics_line
+from lrwatch.rundir import default_run_dir, read_metric_rows
 from lrwatch.schedules import SpecError, parse_spec
 from lrwatch.server import RunServer
 from lrwatch.sockets import new_record
@@ -312,21 +312,12 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 
 def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
     """Fill the history with the rows a resumed run already logged, so its plots show the whole run."""
-    path = run_dir / "metrics.csv"
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8", newline="") as f:
-        columns = next(f, "").strip().split(",")
-        for line in f:
-            try:
-                row = parse_metrics_line(columns, line.rstrip("\n"))
-            except ValueError:
-                continue
-            if len(row) == 4:
-                if row[0] < before_step:
-                    engine.history.append(*row)
-            elif row[0] <= before_step:
-                engine.history.append_epoch(*row)
+    for row in read_metric_rows(run_dir / "metrics.csv"):
+        if len(row) == 4:
+            if row[0] < before_step:
+                engine.history.append(*row)
+        elif row[0] <= before_step:
+            engine.history.append_epoch(*row)
 
 
 def watch(

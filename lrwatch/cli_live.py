@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.client import RemoteRunSource, RunClient, RunGone, socket_of
+from lrwatch.console import plain_line
 from lrwatch.launch import (
     DETACH_WAIT_SECONDS,
     attach_line,
@@ -23,7 +24,7 @@ from lrwatch.launch import (
     source_for_child,
     spawn_run,
 )
-from lrwatch.protocol import Checkpoint, Command, EditParams, Pause, Resume, Stop, Switch
+from lrwatch.protocol import Checkpoint, Command, EditParams, Event, Pause, Resume, Stop, Switch
 from lrwatch.sockets import is_stale, live_runs, unpublish
 
 EXIT_REFUSED = 1
@@ -216,6 +217,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     event = answer["event"]
     print(json.dumps(event))
+    line = plain_line(Event.from_dict(event))
+    if line is not None:
+        _say(line.strip())
     return EXIT_REFUSED if event.get("event") == "rejected" else 0
 
 

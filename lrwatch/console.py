@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -134,15 +135,14 @@ class HeadlessPrinter:
             print(line, file=stream, flush=True)
 
     def line(self, event: Event) -> str | None:
-        d = event.data
         if event.kind == "epoch":
             now = self.clock()
             rate = (event.step - self.last_step) / max(now - self.last_time, 1e-9)
             self.last_step, self.last_time = event.step, now
             return epoch_line(self.engine, event, rate)
         if event.kind == "finish":
-            return f"{d['status']} at step {event.step}; run dir {self.engine.run_dir}"
-        return describe(event)
+            return f"{event.data['status']} at step {event.step}; run dir {self.engine.run_dir}"
+        return plain_line(event)
 
 
 def epoch_line(engine: Any, event: Event, rate: float) -> str:
@@ -157,23 +157,50 @@ def epoch_line(engine: Any, event: Event, rate: float) -> str:
     )
 
 
-def describe(event: Event) -> str | None:
-    """One line of plain text for an event worth a line (``None`` for epoch ends and the like)."""
+@dataclass(frozen=True)
+class EventText:
+    """An event in words: ``label`` (styled ``style`` in the events panel) and ``detail``."""
+
+    label: str
+    detail: str
+    style: str
+
+
+SWITCH_STYLE = "bold #e0a000"
+
+
+def describe(event: Event) -> EventText | None:
+    """The one description of an event, for headless lines, the events panel and ``lrwatch send``
+    (``None`` for events not worth a line: epoch ends)."""
     d = event.data
-    if event.kind in ("switch", "edit"):
-        return f"  {event.kind} at step {event.step} (epoch {event.epoch:g}): {d['spec']}"
-    if event.kind in ("warning", "checkpoint"):
-        return f"  {event.kind} at step {event.step}: {d.get('message') or d.get('path')}"
-    if event.kind == "rollback":
-        return f"  rollback at step {event.step}: weights of step {d['to_step']}, lr halved"
-    if event.kind == "resumed":
-        return f"  resumed at step {event.step} (epoch {event.epoch:g})"
-    if event.kind == "rejected":
-        return f"  rejected at step {event.step}: {d['reason']}"
-    if event.kind in ("stop", "error"):
-        return f"  {event.kind} at step {event.step}: {d.get('reason') or d.get('message', '')}"
-    if event.kind in ("pause", "resume"):
-        return f"  {event.kind} at step {event.step}" + (f" ({d['reason']})" if d.get("reason") else "")
-    if event.kind == "finish":
-        return f"{d['status']} at step {event.step}"
+    kind = event.kind
+    if kind == "switch":
+        return EventText("switch", d["spec"] + (" ↺" if d.get("anchor") == "base" else ""), SWITCH_STYLE)
+    if kind == "edit":
+        return EventText("edit", d["spec"], SWITCH_STYLE)
+    if kind in ("rejected", "error"):
+        return EventText(kind, str(d.get("reason") or d.get("message", "")), "bold red")
+    if kind in ("pause", "resume", "stop"):
+        return EventText(kind, str(d.get("reason") or ""), "yellow")
+    if kind in ("start", "resumed"):
+        return EventText(kind, "", "green")
+    if kind == "checkpoint":
+        return EventText("checkpoint", f"{Path(d['path']).name} ({d.get('reason', 'request')})", "bold cyan")
+    if kind == "divergence":
+        return EventText("diverged", f"loss {d['loss']} lr {d['lr']:.3g} → {d['action']}", "bold red")
+    if kind == "rollback":
+        return EventText("rollback", f"to step {d['to_step']}, lr halved", "bold yellow")
+    if kind == "warning":
+        return EventText("warning", str(d["message"]), "bold yellow")
+    if kind == "finish":
+        return EventText(str(d["status"]), "", "cyan")
     return None
+
+
+def plain_line(event: Event) -> str | None:
+    """``  switch at step 300 (epoch 1.5): exp:gamma=0.5``: an event as one line of plain text."""
+    text = describe(event)
+    if text is None:
+        return None
+    detail = f": {text.detail}" if text.detail else ""
+    return f"  {text.label} at step {event.step} (epoch {event.epoch:g}){detail}"

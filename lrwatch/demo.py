@@ -7,7 +7,6 @@ same :class:`~lrwatch.engine.Engine` API a user's loop uses.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 import lrwatch
+from lrwatch.rundir import read_run_info
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class DemoConfig:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> DemoConfig:
         """The configuration a demo run recorded in its ``run.json``."""
-        config = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))["config"]
+        config = read_run_info(run_dir).get("config", {})
         if config.get("command") != "demo":
             raise ValueError(f"{run_dir} is not a demo run; resume it with lrwatch run --resume")
         known = {f.name for f in fields(cls)}

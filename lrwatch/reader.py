@@ -7,14 +7,13 @@ said so in :attr:`RunReader.skipped`, never raised.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from lrwatch.history import MetricHistory
 from lrwatch.protocol import Command, Event, RunState, RunStatus
-from lrwatch.rundir import parse_metrics_line
+from lrwatch.rundir import parse_event_line, parse_metrics_line, read_run_info
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
 
@@ -58,10 +57,7 @@ class RunReader:
             raise RunDirError(f"{run_dir}: no such directory")
         if not (self.path / "metrics.csv").is_file() or not (self.path / "events.jsonl").is_file():
             raise RunDirError(f"{run_dir}: not an lrwatch run directory (no metrics.csv and events.jsonl)")
-        try:
-            self.info: dict[str, Any] = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.info = {}
+        self.info: dict[str, Any] = read_run_info(self.path)
         self._metrics = _Tail(self.path / "metrics.csv")
         self._events_tail = _Tail(self.path / "events.jsonl")
         self.columns: list[str] = []
@@ -116,9 +112,9 @@ class RunReader:
 
     def _event_line(self, line_no: int, line: str) -> bool:
         try:
-            event = Event.from_dict(json.loads(line))
-        except (ValueError, KeyError, TypeError) as exc:
-            self.skipped.append(f"events.jsonl line {line_no}: not an event ({type(exc).__name__})")
+            event = parse_event_line(line)
+        except ValueError as exc:
+            self.skipped.append(f"events.jsonl line {line_no}: {exc}")
             return False
         self.events.append(event)
         try:

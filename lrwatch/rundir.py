@@ -1,4 +1,4 @@
-"""The run directory: ``metrics.csv``, ``events.jsonl`` and ``run.json``.
+"""The run directory: ``metrics.csv``, ``events.jsonl`` and ``run.json``, written and parsed here only.
 
 ``metrics.csv`` has one row per optimizer step (``step`` is its 0-based index, ``epoch`` its
 fractional position ``step / steps_per_epoch``, ``lr`` the LR it used, ``loss`` its training
@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +125,49 @@ def parse_metrics_line(columns: list[str], line: str) -> MetricRow:
 
 
 def _rows_before(metrics_path: Path, step: int) -> list[str]:
-    """Complete step rows before ``step`` and epoch rows up to it (a cut-off last line is dropped)."""
+    """Complete step rows before ``step`` and epoch rows up to it (a cut-off or unparsable line is dropped)."""
     kept = []
     with metrics_path.open(encoding="utf-8") as f:
-        next(f, None)
+        columns = next(f, "").strip().split(",")
         for line in f:
             if not line.endswith("\n"):
                 break
-            head, _, rest = line.partition(",")
             try:
-                row_step = int(head)
+                row = parse_metrics_line(columns, line.rstrip("\n"))
             except ValueError:
                 continue
-            is_epoch_row = rest.split(",")[2:3] == [""]
-            if row_step < step or (is_epoch_row and row_step <= step):
+            if row[0] < step or (len(row) == 3 and row[0] <= step):
                 kept.append(line)
     return kept
+
+
+def read_metric_rows(metrics_path: Path) -> Iterator[MetricRow]:
+    """The rows of a ``metrics.csv`` that parse, in order (a resume's history reads them back)."""
+    if not metrics_path.exists():
+        return
+    with metrics_path.open(encoding="utf-8", newline="") as f:
+        columns = next(f, "").strip().split(",")
+        for line in f:
+            if not line.endswith("\n"):
+                return  # cut off mid-write
+            try:
+                yield parse_metrics_line(columns, line.rstrip("\n"))
+            except ValueError:
+                continue
+
+
+def parse_event_line(line: str) -> Event:
+    """One line of ``events.jsonl`` → an :class:`Event`; ``ValueError`` if it is not one."""
+    try:
+        return Event.from_dict(json.loads(line))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not an event's shape
+        raise ValueError(f"not an event ({type(exc).__name__})") from None
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """``run.json``: the configuration, the initial timeline, versions; ``{}`` if missing or unreadable."""
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}

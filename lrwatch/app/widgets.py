@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from rich.segment import Segment
 from rich.style import Style
@@ -14,6 +13,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from lrwatch.console import describe
 from lrwatch.plot import ChartSpec, render_rows
 from lrwatch.protocol import Event
 
@@ -115,29 +115,11 @@ class EventLog(Static):
 
 
 def describe_event(event: Event) -> Text | None:
-    """One line for the log, or ``None`` for events not worth one (epoch ends)."""
-    d = event.data
+    """One line for the events panel (the words are :func:`lrwatch.console.describe`'s), or ``None``."""
+    text = describe(event)
+    if text is None:
+        return None
     step = Text(f"{event.step:>6} ", style="dim")
-    if event.kind == "switch":
-        return step + Text.assemble(("switch ", "bold #e0a000"), d["spec"], (" ↺" if d["anchor"] == "base" else "", ""))
-    if event.kind == "edit":
-        return step + Text.assemble(("edit ", "bold #e0a000"), d["spec"])
-    if event.kind == "rejected":
-        return step + Text.assemble(("rejected ", "bold red"), d["reason"])
-    if event.kind == "error":
-        return step + Text.assemble(("error ", "bold red"), d["message"])
-    if event.kind in ("pause", "resume", "stop"):
-        return step + Text(event.kind + (f" ({d['reason']})" if d.get("reason") else ""), style="yellow")
-    if event.kind in ("start", "resumed"):
-        return step + Text(event.kind, style="green")
-    if event.kind == "checkpoint":
-        return step + Text.assemble(("checkpoint ", "bold cyan"), (Path(d["path"]).name, "dim"))
-    if event.kind == "divergence":
-        return step + Text.assemble(("diverged ", "bold red"), f"loss {d['loss']} lr {d['lr']:.3g} → {d['action']}")
-    if event.kind == "rollback":
-        return step + Text.assemble(("rollback ", "bold yellow"), f"to step {d['to_step']}, lr halved")
-    if event.kind == "warning":
-        return step + Text.assemble(("warning ", "bold yellow"), d["message"])
-    if event.kind == "finish":
-        return step + Text(d["status"], style="cyan")
-    return None
+    if not text.detail:
+        return step + Text(text.label, style=text.style)
+    return step + Text.assemble((f"{text.label} ", text.style), text.detail)
