@@ -33,8 +33,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from lrwatch.console import HeadlessPrinter
-from lrwatch.engine import DivergencePolicy, Engine
-from lrwatch.protocol import Event, Switch, command_from_dict
+from lrwatch.divergence import DivergencePolicy
+from lrwatch.engine import Engine
+from lrwatch.protocol import Command, Event, Switch, command_from_dict
 from lrwatch.rundir import default_run_dir, read_metric_rows
 from lrwatch.schedules import SpecError, parse_spec
 from lrwatch.server import RunServer
@@ -42,7 +43,8 @@ from lrwatch.sockets import new_record
 from lrwatch.timeline import Timeline
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 1: lrwatch's state at the top level (still loaded); 2: under "lrwatch"
+STATE_FORMAT = 1
 
 
 class CheckpointError(ValueError):
@@ -211,27 +213,55 @@ class Monitor:
         """Save a checkpoint now (call between steps); the monitor's ``k`` key does the same."""
         return self.engine.checkpoint("request")
 
+    def state_dict(self) -> dict[str, Any]:
+        """lrwatch's state, to save beside your model in your own checkpoint: the step, the timeline with
+        every switch, the switches still planned. Plain types only: it loads with ``weights_only=True``."""
+        engine = self.engine
+        return {
+            "format": STATE_FORMAT,
+            "step": engine.step_index,
+            "timeline": engine.timeline.to_dict(),
+            "scripted": [[step, command.to_dict()] for step, command in engine.scheduled_commands()],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (call it right after :func:`watch`, before the first step,
+        as with a PyTorch scheduler). The run's LRs go on exactly where they were; ``start_epoch`` and
+        ``step_in_epoch`` say where your loop picks up. The run directory is the one ``watch()`` opened."""
+        step, timeline, scheduled = _parse_state(state)
+        total = self.engine.timeline.total_steps
+        self.engine.restore(step, replace(timeline, total_steps=total or timeline.total_steps), scheduled)
+
     def _save(self, reason: str) -> Path:
+        """lrwatch's own checkpoint: :meth:`state_dict` with model, optimizer, RNG and extra states."""
         import torch
 
         engine = self.engine
-        pending = [[step, command.to_dict()] for step, command in engine.scheduled_commands()]
         state = {
             "format": CHECKPOINT_FORMAT,
-            "step": engine.step_index,
+            "lrwatch": self.state_dict(),
             "reason": reason,
-            "timeline": engine.timeline.to_dict(),
             "model": self.model.state_dict() if self.model is not None else None,
             "optimizer": engine.optimizer.state_dict(),
             "rng": rng_state(),
             "extra": {name: _state_of(obj) for name, obj in self.extra_state.items()},
-            "scripted": pending,
         }
         path = engine.run_dir / CHECKPOINT_NAME
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
         return path
+
+
+def _parse_state(state: dict[str, Any]) -> tuple[int, Timeline, list[tuple[int, Command]]]:
+    """``(step, timeline, scheduled commands)`` of :meth:`Monitor.state_dict`; ``CheckpointError`` if malformed."""
+    try:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {state.get('format')!r}, expected {STATE_FORMAT}")
+        scheduled = [(int(step), command_from_dict(command)) for step, command in state["scripted"]]
+        return int(state["step"]), Timeline.from_dict(state["timeline"]), scheduled
+    except (KeyError, TypeError, ValueError, SpecError) as exc:
+        raise CheckpointError(f"not lrwatch's state ({exc})") from None
 
 
 class WeightsSnapshot:
@@ -305,8 +335,11 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     except Exception as exc:  # an unsafe or corrupt pickle: refuse it, name the reason in one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: refused, it does not load with weights_only=True ({reason})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
         raise CheckpointError(f"{path}: not an lrwatch checkpoint (format {CHECKPOINT_FORMAT})")
+    if state["format"] == 1:  # lrwatch's state was at the top level
+        keys = ("step", "timeline", "scripted")
+        state = {**state, "lrwatch": {"format": STATE_FORMAT, **{k: state[k] for k in keys}}}
     return state
 
 
@@ -365,8 +398,8 @@ def watch(
     scripted = [parse_switch(text) for text in switches]
     if resume is not None:
         state = load_checkpoint(resume)
-        timeline = replace(Timeline.from_dict(state["timeline"]), total_steps=total)
-        start_step = int(state["step"])
+        start_step, saved_timeline, saved_switches = _parse_state(state["lrwatch"])
+        timeline = replace(saved_timeline, total_steps=total)
         directory = resume
     else:
         timeline = Timeline.start(
@@ -374,12 +407,6 @@ def watch(
         )
         start_step = 0
         directory = Path(run_dir) if run_dir is not None else (host.run_dir or default_run_dir())
-    monitor: Monitor | None = None
-
-    def checkpointer(reason: str) -> Path:
-        assert monitor is not None
-        return monitor._save(reason)
-
     action = on_divergence or host.on_divergence or ("auto" if host.spawned else "stop" if host.headless else "pause")
     policy = DivergencePolicy(action=action, spike_factor=spike_factor or host.spike_factor)
     engine = Engine(
@@ -390,11 +417,12 @@ def watch(
         config=dict(config or {}),
         drive_lr=drive_lr,
         start_step=start_step,
-        checkpointer=checkpointer if model is not None else None,
         divergence=policy,
         snapshotter=WeightsSnapshot(model, optimizer) if model is not None else None,
     )
     monitor = Monitor(engine, model=model, extra_state=extra_state, checkpoint_every=checkpoint_every)
+    if model is not None:
+        engine.checkpointer = monitor._save
     k = steps_per_epoch
     if resume is not None:
         if model is not None and state["model"] is not None:
@@ -404,9 +432,9 @@ def watch(
         for name, obj in monitor.extra_state.items():
             if name in state["extra"]:
                 _load_state(obj, state["extra"][name])
-        pending = {(step, json_key(cmd)) for step, cmd in state["scripted"]}
-        for step, cmd in state["scripted"]:
-            engine.schedule_command(step, command_from_dict(cmd))
+        pending = {(step, json_key(cmd.to_dict())) for step, cmd in saved_switches}
+        for step, cmd in saved_switches:
+            engine.schedule_command(step, cmd)
         for epoch, spec in scripted:
             step = max(round(epoch * k), start_step)  # one given for the past lands now, visibly
             if (step, json_key(Switch(spec).to_dict())) not in pending:

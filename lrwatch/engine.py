@@ -12,21 +12,17 @@ there (never mid-step), and sets the LR of every param group from the timeline. 
 
 from __future__ import annotations
 
-import math
-import platform
 import queue
-import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from lrwatch.divergence import DivergencePolicy, DivergenceWatch, Snapshotter
 from lrwatch.history import MetricHistory
 from lrwatch.protocol import (
     MONITOR_ONLY,
@@ -42,7 +38,7 @@ from lrwatch.protocol import (
     Stop,
     Switch,
 )
-from lrwatch.rundir import RunWriter
+from lrwatch.rundir import RunWriter, run_info
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
 
@@ -51,37 +47,6 @@ PAUSE_POLL_SECONDS = 0.25
 
 Listener = Callable[[Event], None]
 Done = Callable[[Event], None]  # told the event a submitted command led to (applied, or rejected)
-
-
-@dataclass(frozen=True)
-class DivergencePolicy:
-    """What to do when the loss diverges: a non-finite loss, or one above ``spike_factor`` times the
-    mean of the last ``window`` finite losses (after ``warmup`` of them).
-
-    ``pause`` (the monitor's default) holds at the step and offers a rollback; ``stop`` (headless
-    default) ends the run; ``rollback`` restores the last good in-memory snapshot of model and
-    optimizer (taken every ``snapshot_every`` good steps), halves the LR and goes on, and stops after
-    ``max_rollbacks`` of them.
-    """
-
-    action: str = "stop"  # or "auto": pause while a monitor is attached, else stop
-    spike_factor: float = 10.0
-    window: int = 50
-    warmup: int = 20
-    snapshot_every: int = 100
-    max_rollbacks: int = 3
-
-    def __post_init__(self) -> None:
-        if self.action not in ("pause", "stop", "rollback", "auto"):
-            raise ValueError(f"on-divergence must be pause, stop or rollback (got {self.action!r})")
-        if not self.spike_factor > 1:
-            raise ValueError(f"spike factor must be > 1 (got {self.spike_factor})")
-
-
-class Snapshotter(Protocol):
-    def snapshot(self) -> Any: ...
-
-    def restore(self, state: Any) -> None: ...
 
 
 class Engine:
@@ -114,13 +79,8 @@ class Engine:
         )
         self.config = dict(config or {})
         self.checkpointer = checkpointer
-        self.divergence = divergence
-        self.snapshotter = snapshotter
+        self.divergence = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.stop_reason: str | None = None
-        self._recent = deque(maxlen=divergence.window if divergence else 1)
-        self._good_since_snapshot = 0
-        self._snapshot: tuple[int, Any] | None = None
-        self.rollbacks = 0
         first = optimizer.param_groups[0]["lr"]
         self._group_scale = [g["lr"] / first for g in optimizer.param_groups]
         self._outside_lr_warned = False
@@ -135,6 +95,7 @@ class Engine:
         self._block = np.empty(0)
         self.step_index = start_step
         self.start_step = start_step
+        self.steps_taken = 0  # in this process
         self.lr = timeline.initial_lr if drive_lr else float(first)
         self.state: RunState = "created"
         self.started_at = time.time()
@@ -184,6 +145,19 @@ class Engine:
         """Queue ``command`` when the run reaches ``step`` (``--switch EPOCH:SPEC``), as a key press would."""
         self._scripted.setdefault(int(step), []).append(command)
 
+    def restore(self, step: int, timeline: Timeline, scheduled: list[tuple[int, Command]]) -> None:
+        """Continue a saved run: at ``step``, under ``timeline``, with ``scheduled`` commands still to come.
+        Only before the first step (like a PyTorch scheduler's ``load_state_dict``); logs ``resumed``."""
+        if self.steps_taken:
+            raise RuntimeError("load lrwatch's state before the first monitor.step(), not after")
+        self.step_index = self.start_step = int(step)
+        self._set_timeline(timeline)
+        self._scripted = {}
+        for at, command in scheduled:
+            self.schedule_command(at, command)
+        self._emit("resumed", timeline=timeline.to_dict(), drives_lr=self.drive_lr)
+        self._set_lr(self.step_index)
+
     def scheduled_commands(self) -> list[tuple[int, Command]]:
         """The commands still waiting for their step, in step order (a checkpoint keeps them)."""
         return [(step, command) for step, commands in sorted(self._scripted.items()) for command in commands]
@@ -203,7 +177,7 @@ class Engine:
         """Write ``run.json``, log the start (or resume), apply queued commands and the first step's LR."""
         self.state = "running"
         if self.writer is not None and not self.start_step:
-            self.writer.write_run_info(self.run_info())
+            self.writer.write_run_info(run_info(self.config, self._timeline.to_dict(), self.started_at))
         if self.start_step:
             self._emit("resumed", timeline=self._timeline.to_dict(), drives_lr=self.drive_lr)
         else:
@@ -245,32 +219,18 @@ class Engine:
         if self.writer is not None:
             self.writer.add_step(s, epoch, self.lr, loss)
         self.step_index = s + 1
+        self.steps_taken += 1
         if self.divergence is not None:
             self._watch_divergence(s, loss)
         return self._at_boundary()
 
     def _watch_divergence(self, step: int, loss: float) -> None:
-        """Detect a diverged loss at the step it happens; keep snapshots of good weights."""
-        policy = self.divergence
-        recent = self._recent
-        if not math.isfinite(loss):
-            kind = "non-finite"
-        elif len(recent) >= min(policy.warmup, recent.maxlen) and loss > policy.spike_factor * (
-            sum(recent) / len(recent)
-        ):
-            kind = "spike"
-        else:
-            recent.append(loss)
-            self._good_since_snapshot += 1
-            if self.snapshotter is not None and self._good_since_snapshot >= policy.snapshot_every:
-                self._snapshot = (self.step_index, self.snapshotter.snapshot())
-                self._good_since_snapshot = 0
+        """A diverged loss is acted on at the step it happens, as the policy says."""
+        cause = self.divergence.observe(loss, self.step_index)
+        if cause is None:
             return
-        self._good_since_snapshot = 0
-        action = policy.action
-        if action == "auto":  # a run nobody watches never waits for an answer to an alert
-            action = "pause" if self.monitors > 0 else "stop"
-        self._emit("divergence", loss=loss, lr=self.lr, cause=kind, action=action, at_step=step)
+        action = self.divergence.policy.action_now(watched=self.monitors > 0)
+        self._emit("divergence", loss=loss, lr=self.lr, cause=cause, action=action, at_step=step)
         if action == "pause" and self.state == "running":
             self.state = "paused"
             self._paused_for_divergence = True
@@ -280,17 +240,17 @@ class Engine:
         else:
             self._stop(f"divergence at step {step}: loss {loss:.4g} with lr {self.lr:.4g}", checkpoint=False)
 
+    @property
+    def rollbacks(self) -> int:
+        return self.divergence.rollbacks if self.divergence is not None else 0
+
     def _rollback(self) -> None:
         """Restore the last good snapshot and halve the LR; stop when out of rollbacks or snapshots."""
-        policy = self.divergence
-        if self._snapshot is None or self.rollbacks >= policy.max_rollbacks:
-            why = "no good snapshot yet" if self._snapshot is None else f"{self.rollbacks} rollbacks"
+        why = self.divergence.why_not_roll_back()
+        if why is not None:
             self._stop(f"divergence at step {self.step_index - 1}: gave up ({why})", checkpoint=False)
             return
-        snapshot_step, state = self._snapshot
-        self.snapshotter.restore(state)
-        self.rollbacks += 1
-        self._recent.clear()
+        snapshot_step = self.divergence.roll_back()
         self._emit("rollback", to_step=snapshot_step, count=self.rollbacks)
         self._set_timeline(self._timeline.scale(self.step_index, 0.5))
         self._emit_switch(scale=0.5, reason="rollback")
@@ -357,23 +317,6 @@ class Engine:
         self._emit("checkpoint", path=str(path), reason=reason)
         return path
 
-    def run_info(self) -> dict[str, Any]:
-        import torch
-
-        return {
-            "config": self.config,
-            "timeline": self._timeline.to_dict(),
-            "versions": {
-                "lrwatch": _version(),
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "python": sys.version.split()[0],
-            },
-            "platform": platform.platform(),
-            "argv": sys.argv,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started_at)),
-        }
-
     # -- step boundary ----------------------------------------------------------------------
     def _at_boundary(self) -> bool:
         due = self._scripted.pop(self.step_index, None)
@@ -385,7 +328,7 @@ class Engine:
         while self.state == "paused":
             if self.writer is not None:
                 self.writer.flush()
-            if self._paused_for_divergence and self.monitors == 0 and self.divergence.action == "auto":
+            if self._paused_for_divergence and self.monitors == 0 and self.divergence.policy.action == "auto":
                 self._stop(f"divergence at step {self.step_index - 1}: the monitor left", checkpoint=False)
                 break
             try:
@@ -436,7 +379,7 @@ class Engine:
                     raise SpecError(f"already {self.state}")
                 self._stop(command.reason)
             elif isinstance(command, Rollback):
-                if self.divergence is None or self.snapshotter is None:
+                if self.divergence is None or not self.divergence.can_roll_back:
                     raise SpecError("no rollback: pass model= to lrwatch.watch() and keep a divergence policy")
                 self._rollback()
         except SpecError as exc:
@@ -479,12 +422,3 @@ class Engine:
         thread = threading.Thread(target=self.run, args=(train,), name="lrwatch-train", daemon=True)
         thread.start()
         return thread
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lrwatch")
-    except PackageNotFoundError:
-        return "unknown"

@@ -171,3 +171,35 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def run_info(config: dict[str, Any], timeline: dict[str, Any], started_at: float) -> dict[str, Any]:
+    """What ``run.json`` holds: the configuration, the initial timeline, versions, platform, argv, start."""
+    import platform
+    import sys
+
+    import numpy as np
+    import torch
+
+    return {
+        "config": config,
+        "timeline": timeline,
+        "versions": {
+            "lrwatch": lrwatch_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": sys.version.split()[0],
+        },
+        "platform": platform.platform(),
+        "argv": sys.argv,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
+    }
+
+
+def lrwatch_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lrwatch")
+    except PackageNotFoundError:
+        return "unknown"

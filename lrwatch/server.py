@@ -26,6 +26,7 @@ from typing import Any
 
 from lrwatch.engine import Engine
 from lrwatch.protocol import LIVE_STATES, CommandError, Event, Rollback, RunStatus, Stop, command_from_wire
+from lrwatch.rundir import lrwatch_version
 from lrwatch.sockets import LiveRecord, peer_uid, publish, unpublish
 from lrwatch.wire import MAX_CLIENT_LINE, VERSION, LineBuffer, WireError, decode, encode, rows_message
 
@@ -262,14 +263,12 @@ class RunServer:
 
     # -- what goes out ----------------------------------------------------------------------
     def _hello(self) -> dict[str, Any]:
-        from lrwatch.engine import _version
-
         return {
             "type": "hello",
             "version": VERSION,
             "pid": self.record.pid,
             "run_dir": self.record.run_dir,
-            "lrwatch": _version(),
+            "lrwatch": lrwatch_version(),
         }
 
     def status(self) -> RunStatus:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path) -> None:
     stopped = tmp_path / "stopped"
     run_demo(stopped, on_engine=lambda engine: engine.schedule_command(23, Stop("test")))
     assert [e["event"] for e in events(stopped)][-3:] == ["stop", "checkpoint", "finish"]
-    assert load_checkpoint(stopped)["step"] == 23
+    assert load_checkpoint(stopped)["lrwatch"]["step"] == 23
     host = run_demo(stopped, resume=stopped)
     assert host.engine.state == "finished"
     whole, resumed = step_rows(tmp_path / "whole"), step_rows(stopped)
@@ -241,7 +242,7 @@ def test_resume_from_the_cli_after_a_sigterm(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 0
-    stopped_at = load_checkpoint(run_dir)["step"]
+    stopped_at = load_checkpoint(run_dir)["lrwatch"]["step"]
     resumed = subprocess.run(
         [sys.executable, "-m", "lrwatch.cli", "demo", "--headless", "--resume", str(run_dir),
          "--switch", "3:exp:gamma=0.5"],
@@ -255,3 +256,44 @@ def test_resume_from_the_cli_after_a_sigterm(tmp_path: Path) -> None:
     assert kinds[:5] == ["start", "stop", "checkpoint", "finish", "resumed"] and kinds[-1] == "finish"
     switch = next(e for e in events(run_dir) if e["event"] == "switch")
     assert (switch["step"], switch["spec"]) == (max(60, stopped_at), "exp:gamma=0.5")
+
+
+def test_monitor_state_dict_in_the_users_own_checkpoint_continues_the_schedule_exactly(tmp_path: Path) -> None:
+    """lrwatch's state saved beside the model in a user's own torch.save, loaded with weights_only=True
+    into a fresh watch(): the LRs go on as the uninterrupted run's, switches done and planned included."""
+    import torch
+
+    def make(run_dir: Path) -> tuple[Any, Any]:
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        monitor = lrwatch.watch(opt, epochs=6, steps_per_epoch=10, schedule="cosine", run_dir=run_dir,
+                                switches=["2:exp:gamma=0.7", "4:step:step_size=1,gamma=0.5"])  # fmt: skip
+        return monitor, opt
+
+    def steps(monitor: Any, opt: Any, n: int) -> list[float]:
+        lrs = []
+        for _ in range(n):
+            lrs.append(opt.param_groups[0]["lr"])
+            monitor.step(1.0)
+        return lrs
+
+    with using_host(Host(log=None, serve=False)):
+        whole, opt = make(tmp_path / "whole")
+        expected = steps(whole, opt, 60)
+        whole.close()
+        first, opt = make(tmp_path / "first")
+        done = steps(first, opt, 27)
+        torch.save({"model": {}, "lrwatch": first.state_dict()}, tmp_path / "mine.pt")
+        first.close()
+        saved = torch.load(tmp_path / "mine.pt", weights_only=True)
+        second, opt = make(tmp_path / "second")
+        second.load_state_dict(saved["lrwatch"])
+        assert (second.start_epoch, second.step_in_epoch) == (2, 7)
+        rest = steps(second, opt, 33)
+        second.close()
+        with pytest.raises(RuntimeError):
+            second.load_state_dict(saved["lrwatch"])  # after steps: refused, like nothing happened
+    assert done + rest == expected
+    assert [e["event"] for e in map(json.loads, (tmp_path / "second" / "events.jsonl").open())][:2] == [
+        "start", "resumed"
+    ]

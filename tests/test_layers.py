@@ -18,6 +18,7 @@ LAYERS = [
     "rundir",  # metrics.csv, events.jsonl, run.json: written and parsed here only
     "sockets",  # the per-user socket directory and live records
     "console",  # headless lines, output that survives its terminal
+    "divergence",  # is a loss diverged; snapshots for a rollback
     "engine",  # owns the LR, applies commands at step boundaries
     "server",  # the run's socket
     "api",  # lrwatch.watch, checkpoints, the host

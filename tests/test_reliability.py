@@ -21,7 +21,8 @@ from lrwatch.app import LRWatchApp
 from lrwatch.app.charts import LossView, PreviewCache, loss_chart, lr_chart
 from lrwatch.app.screens import DivergenceScreen
 from lrwatch.cli import build_parser, main
-from lrwatch.engine import DivergencePolicy, Engine
+from lrwatch.divergence import DivergencePolicy
+from lrwatch.engine import Engine
 from lrwatch.history import Ema, MetricHistory
 from lrwatch.plot import ChartSpec, Line, render
 from lrwatch.protocol import Resume, Rollback

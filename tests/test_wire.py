@@ -17,7 +17,8 @@ import pytest
 from lrwatch import server as server_module
 from lrwatch.api import serve
 from lrwatch.client import RemoteRunSource, RunClient
-from lrwatch.engine import DivergencePolicy, Engine
+from lrwatch.divergence import DivergencePolicy
+from lrwatch.engine import Engine
 from lrwatch.protocol import CommandError, EditParams, Pause, Stop, Switch, command_from_wire
 from lrwatch.server import RunServer
 from lrwatch.sockets import LiveRecord, socket_dir

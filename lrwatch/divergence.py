@@ -1,0 +1,108 @@
+"""Divergence: is this step's loss diverged, and what to restore if the run rolls back.
+
+A loss diverges when it is not finite, or when it is above ``spike_factor`` times the mean of the
+last ``window`` finite losses (once ``warmup`` of them were seen). The watch keeps that window and,
+every ``snapshot_every`` good steps, an in-memory snapshot of the weights (through a
+:class:`Snapshotter`), so that a rollback has somewhere to go. What a divergence leads to (a pause,
+a stop, a rollback with the LR halved) is the engine's to do; this class only judges and remembers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+Cause = Literal["non-finite", "spike"]
+Action = Literal["pause", "stop", "rollback", "auto"]
+
+
+@dataclass(frozen=True)
+class DivergencePolicy:
+    """What to do when the loss diverges.
+
+    ``pause`` (the monitor's default) holds at the step and offers a rollback; ``stop`` (headless
+    default) ends the run; ``rollback`` restores the last good in-memory snapshot of model and
+    optimizer (taken every ``snapshot_every`` good steps), halves the LR and goes on, and stops after
+    ``max_rollbacks`` of them; ``auto`` (a run started for a monitor) pauses while a monitor is
+    attached and stops otherwise, so a run nobody watches never waits for an answer.
+    """
+
+    action: Action = "stop"
+    spike_factor: float = 10.0
+    window: int = 50
+    warmup: int = 20
+    snapshot_every: int = 100
+    max_rollbacks: int = 3
+
+    def __post_init__(self) -> None:
+        if self.action not in ("pause", "stop", "rollback", "auto"):
+            raise ValueError(f"on-divergence must be pause, stop or rollback (got {self.action!r})")
+        if not self.spike_factor > 1:
+            raise ValueError(f"spike factor must be > 1 (got {self.spike_factor})")
+
+    def action_now(self, watched: bool) -> Action:
+        """The action for a divergence now: ``auto`` is ``pause`` while watched, else ``stop``."""
+        if self.action == "auto":
+            return "pause" if watched else "stop"
+        return self.action
+
+
+class Snapshotter(Protocol):
+    def snapshot(self) -> Any: ...
+
+    def restore(self, state: Any) -> None: ...
+
+
+class DivergenceWatch:
+    """Judges each step's loss; keeps the recent window and the last good snapshot."""
+
+    def __init__(self, policy: DivergencePolicy, snapshotter: Snapshotter | None = None) -> None:
+        self.policy = policy
+        self.snapshotter = snapshotter
+        self.rollbacks = 0
+        self._recent: deque[float] = deque(maxlen=policy.window)
+        self._good_since_snapshot = 0
+        self._snapshot: tuple[int, Any] | None = None
+
+    def observe(self, loss: float, steps_done: int) -> Cause | None:
+        """``None`` for a good loss (remembered; a snapshot every ``snapshot_every`` of them, labelled
+        ``steps_done``), else why it diverged."""
+        policy, recent = self.policy, self._recent
+        if not math.isfinite(loss):
+            cause: Cause = "non-finite"
+        elif len(recent) >= min(policy.warmup, policy.window) and loss > policy.spike_factor * (
+            sum(recent) / len(recent)
+        ):
+            cause = "spike"
+        else:
+            recent.append(loss)
+            self._good_since_snapshot += 1
+            if self.snapshotter is not None and self._good_since_snapshot >= policy.snapshot_every:
+                self._snapshot = (steps_done, self.snapshotter.snapshot())
+                self._good_since_snapshot = 0
+            return None
+        self._good_since_snapshot = 0
+        return cause
+
+    @property
+    def can_roll_back(self) -> bool:
+        return self.snapshotter is not None
+
+    def why_not_roll_back(self) -> str | None:
+        """Why a rollback now would give up (no snapshot yet, or out of rollbacks); ``None``: it can."""
+        if self._snapshot is None:
+            return "no good snapshot yet"
+        if self.rollbacks >= self.policy.max_rollbacks:
+            return f"{self.rollbacks} rollbacks"
+        return None
+
+    def roll_back(self) -> int:
+        """Restore the last good snapshot; the step it was taken at. Call after :meth:`why_not_roll_back`."""
+        assert self._snapshot is not None and self.snapshotter is not None
+        step, state = self._snapshot
+        self.snapshotter.restore(state)
+        self.rollbacks += 1
+        self._recent.clear()
+        return step
