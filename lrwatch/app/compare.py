@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
-from lrwatch.app.charts import LossView, next_smoothing, plot_columns
-from lrwatch.app.widgets import Chart, MainScreenApp
+from lrwatch.app.charts import LossView, plot_columns
+from lrwatch.app.widgets import Chart, ViewApp
 from lrwatch.history import Ema
 from lrwatch.plot import PALETTE, ChartSpec, Line, color_hex
 from lrwatch.reader import RunReader
@@ -34,7 +34,7 @@ def run_summary(reader: RunReader) -> dict[str, object]:
     }
 
 
-class CompareRunsApp(MainScreenApp):
+class CompareRunsApp(ViewApp):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch view"
     ENABLE_COMMAND_PALETTE = False
@@ -42,8 +42,6 @@ class CompareRunsApp(MainScreenApp):
         Binding("v", "toggle_val", "train/val loss"),
         Binding("l", "toggle_log_lr", "log lr"),
         Binding("L", "toggle_log_loss", "log loss"),
-        Binding("left_square_bracket", "smoothing(-1)", "less smooth", show=False),
-        Binding("right_square_bracket", "smoothing(1)", "smoother", show=False),
         Binding("q,ctrl+c", "quit", "quit", priority=True),
     ]
 
@@ -53,9 +51,6 @@ class CompareRunsApp(MainScreenApp):
         self.fps = fps
         self.ascii_markers = ascii_markers
         self.show_val = False
-        self.log_lr = False
-        self.log_loss = False
-        self.smoothing = 0.9
         self._views = [LossView(Ema(self.smoothing)) for _ in readers]
 
     def compose(self) -> ComposeResult:
@@ -145,15 +140,8 @@ class CompareRunsApp(MainScreenApp):
         self.show_val = not self.show_val
         self.redraw()
 
-    def action_toggle_log_lr(self) -> None:
-        self.log_lr = not self.log_lr
+    def redraw_view(self) -> None:
         self.redraw()
 
-    def action_toggle_log_loss(self) -> None:
-        self.log_loss = not self.log_loss
-        self.redraw()
-
-    def action_smoothing(self, direction: int) -> None:
-        self.smoothing = next_smoothing(self.smoothing, direction)
-        self._views = [LossView(Ema(self.smoothing)) for _ in self.readers]
-        self.redraw()
+    def smoothing_changed(self, smoothing: float) -> None:
+        self._views = [LossView(Ema(smoothing)) for _ in self.readers]

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
@@ -33,12 +35,11 @@ from lrwatch.app.charts import (
     PreviewCache,
     loss_chart,
     lr_chart,
-    next_smoothing,
     planned_end,
     plot_columns,
 )
 from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen, SpecEditor
-from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, MainScreenApp, format_duration, progress_bar
+from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewApp, format_duration, progress_bar
 from lrwatch.history import Ema
 from lrwatch.plot import MARKER_COLOR, color_hex
 from lrwatch.protocol import (
@@ -46,6 +47,7 @@ from lrwatch.protocol import (
     MONITOR_ONLY,
     Checkpoint,
     EditParams,
+    Event,
     Pause,
     Resume,
     Rollback,
@@ -86,7 +88,15 @@ def nudged(kind: str, value: float, up: bool) -> float:
     return float(f"{(value * NUDGE if up else value / NUDGE):.4g}")
 
 
-class LRWatchApp(MainScreenApp):
+class RunEvent(Message):
+    """An event of the run (a switch, a pause, an error, ...), as a message to the app."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class LRWatchApp(ViewApp):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch"
     ENABLE_COMMAND_PALETTE = False
@@ -107,11 +117,7 @@ class LRWatchApp(MainScreenApp):
         Binding("plus,equals_sign", "nudge(True)", "+", show=False),
         Binding("minus", "nudge(False)", "-", show=False),
         Binding("a", "toggle_anchor", "anchor", show=False),
-        Binding("l", "toggle_log_lr", "log lr", show=False),
-        Binding("L", "toggle_log_loss", "log loss", show=False),
         Binding("w", "toggle_window", "window", show=False),
-        Binding("left_square_bracket", "smoothing(-1)", "less smooth", show=False),
-        Binding("right_square_bracket", "smoothing(1)", "smoother", show=False),
         Binding("k", "checkpoint", "checkpoint", show=False),
         Binding("space", "pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
@@ -120,11 +126,8 @@ class LRWatchApp(MainScreenApp):
         Binding("ctrl+c,ctrl+q", "quit_run", "quit", show=False, priority=True),
     ]
 
-    log_lr: reactive[bool] = reactive(False)
-    log_loss: reactive[bool] = reactive(False)
-    recent: reactive[bool] = reactive(False)
-    anchor: reactive[str] = reactive("continue")
-    smoothing: reactive[float] = reactive(0.9)
+    recent: reactive[bool] = reactive(False, init=False)  # the loss window: whole run ↔ the last two epochs
+    anchor: reactive[str] = reactive("continue", init=False)  # the next switch's: continue ↔ restart from base
 
     def __init__(
         self,
@@ -274,15 +277,7 @@ class LRWatchApp(MainScreenApp):
             poll()
         for event in self.source.events_since(self._events_seen):
             self._events_seen += 1
-            self.main_screen.query_one(EventLog).add(event)
-            if event.kind == "error":
-                self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
-            if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:
-                d = event.data
-                screen = DivergenceScreen(d["at_step"], d["lr"], float(d["loss"]), d["cause"])
-                self.push_screen(screen, self._after_divergence)
-            if event.kind in ("switch", "edit", "finish"):
-                self._dirty = True
+            self.post_message(RunEvent(event))
         status = self.source.status()
         now = self.clock()
         self._update_rate(status.step)
@@ -301,6 +296,20 @@ class LRWatchApp(MainScreenApp):
             self._draw_charts(status)
             self._drawn.update(key=key, at=now)
             self._dirty = False
+
+    @on(RunEvent)
+    def show_event(self, message: RunEvent) -> None:
+        """A run event, in order: the events panel, and for an error or a divergence alert, a modal."""
+        event = message.event
+        self.main_screen.query_one(EventLog).add(event)
+        if event.kind == "error":
+            self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
+        if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:
+            d = event.data
+            alert = DivergenceScreen(d["at_step"], d["lr"], float(d["loss"]), d["cause"])
+            self.push_screen(alert, self._after_divergence)
+        if event.kind in ("switch", "edit", "finish"):
+            self._redraw_now()
 
     def _chart_column(self, step: int) -> int:
         """Which chart column the run is in: the charts are redrawn when it moves, not on every frame.
@@ -540,26 +549,23 @@ class LRWatchApp(MainScreenApp):
 
     def action_toggle_anchor(self) -> None:
         self.anchor = "base" if self.anchor == "continue" else "continue"
+
+    def watch_anchor(self) -> None:
         if self.candidates:
             self._refresh_candidates(self._step())
         self._redraw_now()
 
-    def action_toggle_log_lr(self) -> None:
-        self.log_lr = not self.log_lr
-        self._redraw_now()
-
-    def action_toggle_log_loss(self) -> None:
-        self.log_loss = not self.log_loss
-        self._redraw_now()
-
     def action_toggle_window(self) -> None:
         self.recent = not self.recent
+
+    def watch_recent(self) -> None:
         self._redraw_now()
 
-    def action_smoothing(self, direction: int) -> None:
-        self.smoothing = next_smoothing(self.smoothing, direction)
-        self._loss_view = LossView(Ema(self.smoothing))
+    def redraw_view(self) -> None:
         self._redraw_now()
+
+    def smoothing_changed(self, smoothing: float) -> None:
+        self._loss_view = LossView(Ema(smoothing))
 
     def _after_divergence(self, choice: str | None) -> None:
         if self.source is None or choice is None:

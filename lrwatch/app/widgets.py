@@ -8,11 +8,14 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from lrwatch.app.charts import next_smoothing
 from lrwatch.console import describe
 from lrwatch.plot import ChartSpec, render_rows
 from lrwatch.protocol import Event
@@ -25,6 +28,52 @@ class MainScreenApp(App):
     def main_screen(self) -> Screen:
         # App.query_one searches the *active* screen: with help or an alert open, a tick would find nothing.
         return self.screen_stack[0]
+
+
+class ViewApp(MainScreenApp):
+    """What the monitor and the runs comparison share: the view toggles, as reactives.
+
+    A key flips a reactive; its ``watch_*`` method redraws (:meth:`redraw_view`), so no action has to
+    remember to. Subclasses say how they redraw and what a new smoothing means to them.
+    """
+
+    BINDINGS = [
+        Binding("l", "toggle_log_lr", "log lr", show=False),
+        Binding("L", "toggle_log_loss", "log loss", show=False),
+        Binding("left_square_bracket", "smoothing(-1)", "less smooth", show=False),
+        Binding("right_square_bracket", "smoothing(1)", "smoother", show=False),
+    ]
+
+    log_lr: reactive[bool] = reactive(False, init=False)
+    log_loss: reactive[bool] = reactive(False, init=False)
+    smoothing: reactive[float] = reactive(0.9, init=False)  # the loss EMA's (0 … 0.999)
+
+    def action_toggle_log_lr(self) -> None:
+        self.log_lr = not self.log_lr
+
+    def action_toggle_log_loss(self) -> None:
+        self.log_loss = not self.log_loss
+
+    def action_smoothing(self, direction: int) -> None:
+        self.smoothing = next_smoothing(self.smoothing, direction)
+
+    def watch_log_lr(self) -> None:
+        self.redraw_view()
+
+    def watch_log_loss(self) -> None:
+        self.redraw_view()
+
+    def watch_smoothing(self, smoothing: float) -> None:
+        self.smoothing_changed(smoothing)
+        self.redraw_view()
+
+    def redraw_view(self) -> None:
+        """Redraw after a view option changed."""
+        raise NotImplementedError
+
+    def smoothing_changed(self, smoothing: float) -> None:
+        """The EMA smoothing is now ``smoothing``: rebuild what depends on it."""
+        raise NotImplementedError
 
 
 class Chart(Widget):
