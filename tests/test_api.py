@@ -223,8 +223,9 @@ async def test_lrwatch_run_with_the_monitor(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             await pilot.pause(0.05)
         await pilot.pause(0.3)
-        assert "finished" in str(app.query_one("#status").render())
-        assert "CosineAnnealingLR(optimizer, T_max=25, eta_min=0.001)" in str(app.query_one("#schedule").render())
+        assert "finished" in str(app.screen.query_one("#status").render())
+        schedule = str(app.screen.query_one("#schedule").render())
+        assert "CosineAnnealingLR(optimizer, T_max=25, eta_min=0.001)" in schedule
         await quit_app(app, pilot)
     assert app.return_code == 0
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lrwatch.app import LRWatchApp
-from lrwatch.app.monitor import nudged
+from lrwatch.app.keys import nudged
 from lrwatch.app.screens import ErrorScreen, HelpScreen, SpecEditor
 from lrwatch.app.widgets import Chart
 from lrwatch.engine import Engine
@@ -68,7 +68,7 @@ async def test_switch_keys_reach_the_engine_and_the_lr_follows(key: str, kind: s
         await wait_for(lambda: len(app.source.history) > switch.step + 30, pilot)
         lr = app.source.history.column("lr")
         assert np.array_equal(lr, app.source.timeline.lrs(np.arange(len(lr))))
-        await wait_for(lambda: kind in str(app.query_one("#schedule").render()), pilot)  # next frame
+        await wait_for(lambda: kind in str(app.screen.query_one("#schedule").render()), pilot)  # next frame
         await quit_app(app, pilot)
     assert app.return_code == 0
 
@@ -77,7 +77,7 @@ async def test_candidate_preview_then_apply_with_enter() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(lambda: len(app.source.history) > 10, pilot)
-        chart = app.query_one("#lr-chart", Chart)
+        chart = app.screen.query_one("#lr-chart", Chart)
         frames, shown = chart.frames, chart.text
         await pilot.press("S")
         assert set(app.candidates) == {"step"}
@@ -163,7 +163,7 @@ async def test_view_toggles_redraw_and_change_titles() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(lambda: len(app.source.history) > 100, pilot)
-        lr_chart, loss_chart = app.query_one("#lr-chart", Chart), app.query_one("#loss-chart", Chart)
+        lr_chart, loss_chart = app.screen.query_one("#lr-chart", Chart), app.screen.query_one("#loss-chart", Chart)
         for key, check in [
             ("l", lambda: app.log_lr and "log" in str(lr_chart.border_title)),
             ("L", lambda: app.log_loss and "log" in str(loss_chart.border_title)),
@@ -187,7 +187,7 @@ async def test_pause_and_resume_with_space() -> None:
         paused_at = len(app.source.history)
         await pilot.pause(0.3)
         assert len(app.source.history) == paused_at
-        await wait_for(lambda: "paused" in str(app.query_one("#status").render()), pilot)
+        await wait_for(lambda: "paused" in str(app.screen.query_one("#status").render()), pilot)
         await pilot.press("space")
         await wait_for(lambda: len(app.source.history) > paused_at, pilot)
         assert [e.kind for e in app.source.events_since(0) if e.kind in ("pause", "resume")] == ["pause", "resume"]
@@ -222,7 +222,7 @@ async def test_finished_run_stays_open_until_q() -> None:
         await wait_for(lambda: app.source.status().state == "finished", pilot)
         await pilot.pause(0.2)
         assert app.is_running
-        await wait_for(lambda: "finished" in str(app.query_one("#status").render()), pilot)
+        await wait_for(lambda: "finished" in str(app.screen.query_one("#status").render()), pilot)
         await quit_app(app, pilot)
     assert app.return_code == 0
 
@@ -238,7 +238,7 @@ async def test_crash_in_training_is_shown_and_the_app_stays_up() -> None:
         assert "ValueError: loss went sideways" in app.screen.message
         assert "Traceback" in app.screen.traceback
         await pilot.press("escape")
-        await wait_for(lambda: "error" in str(app.query_one("#status").render()), pilot)
+        await wait_for(lambda: "error" in str(app.screen.query_one("#status").render()), pilot)
         await quit_app(app, pilot)
     assert app.return_code == 1
 
@@ -250,7 +250,7 @@ async def test_layouts_from_small_to_large(size: tuple[int, int]) -> None:
         await wait_for(lambda: len(app.source.history) > 50, pilot)
         await pilot.pause(0.2)
         for widget_id in ("#lr-chart", "#loss-chart", "#status", "#schedule", "#events"):
-            region = app.query_one(widget_id).region
+            region = app.screen.query_one(widget_id).region
             assert region.right <= size[0] and region.bottom <= size[1]
         await pilot.press("q")
 
@@ -272,13 +272,13 @@ async def test_frames_keep_coming_while_a_modal_is_open() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("question_mark")
-        status = app.main_screen.query_one("#status")
+        status = app.monitor_screen.query_one("#status")
         shown = str(status.render())
         await wait_for(lambda: str(status.render()) != shown, pilot)  # the status panel still updates
         assert isinstance(app.screen, HelpScreen)
         await pilot.resize_terminal(60, 16)
         await pilot.pause(0.6)
-        assert app.main_screen.has_class("tiny")
+        assert app.monitor_screen.has_class("tiny")
         await pilot.press("escape")
         await quit_app(app, pilot)
     assert app.return_code == 0
@@ -303,14 +303,14 @@ async def test_charts_redraw_less_often_when_a_redraw_costs_more() -> None:
 
     app = LRWatchApp(engine, None, clock=lambda: now[0], cpu_clock=cpu_clock)
     async with app.run_test(size=(100, 30)) as pilot:
-        chart = app.query_one("#lr-chart", Chart)
+        chart = app.screen.query_one("#lr-chart", Chart)
         await wait_for(lambda: chart.frames > 0, pilot)
         assert app.chart_interval == pytest.approx(3.0)
-        frames, status = chart.frames, str(app.query_one("#status").render())
+        frames, status = chart.frames, str(app.screen.query_one("#status").render())
         advance(1.5, 3 * K)  # three epochs: the run is columns further on
         app.tick()
         assert chart.frames == frames  # 1.5 s < 3 s: the charts wait
-        assert str(app.query_one("#status").render()) != status  # the numbers do not
+        assert str(app.screen.query_one("#status").render()) != status  # the numbers do not
         advance(1.6, 0)
         app.tick()
         assert chart.frames == frames + 1

@@ -142,8 +142,8 @@ async def test_view_one_run_read_only(tmp_path: Path) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         from tests.test_app import wait_for
 
-        await wait_for(lambda: "finished" in str(app.query_one("#status").render()), pilot)
-        assert "exp:gamma=0.8" in str(app.query_one("#schedule").render())
+        await wait_for(lambda: "finished" in str(app.screen.query_one("#status").render()), pilot)
+        assert "exp:gamma=0.8" in str(app.screen.query_one("#schedule").render())
         for key in ("e", "c", "space", "k", "plus", "a"):
             await pilot.press(key)
         assert submitted == []
@@ -159,10 +159,10 @@ async def test_view_several_runs_overlaid(tmp_path: Path) -> None:
     app = CompareRunsApp([RunReader(tmp_path / "a"), RunReader(tmp_path / "b")])
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.3)
-        runs = str(app.query_one("#runs").render())
+        runs = str(app.screen.query_one("#runs").render())
         assert "a" in runs and "step:step_size=2,gamma=0.1" in runs
-        frames = app.query_one("#loss-chart", Chart).frames
+        frames = app.screen.query_one("#loss-chart", Chart).frames
         await pilot.press("v")
-        assert app.show_val and "validation" in str(app.query_one("#loss-chart").border_title)
-        assert app.query_one("#loss-chart", Chart).frames > frames
+        assert app.show_val and "validation" in str(app.screen.query_one("#loss-chart").border_title)
+        assert app.screen.query_one("#loss-chart", Chart).frames > frames
         await pilot.press("q")

@@ -16,37 +16,26 @@ from typing import Any
 
 from rich.text import Text
 from textual import on
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Footer, Static
 
 from lrwatch.api import Host, run_loop
 from lrwatch.app.charts import (
-    APPLIED_COLOR,
-    CANDIDATE_COLORS,
-    EMA_COLOR,
-    PREVIEW_COLOR,
-    RAW_LOSS_COLOR,
-    VAL_COLOR,
     LossView,
     PreviewCache,
     loss_chart,
     lr_chart,
     planned_end,
-    plot_columns,
 )
-from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen, SpecEditor
-from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewApp, format_duration, progress_bar
+from lrwatch.app.keys import ScheduleKeys
+from lrwatch.app.screen import MonitorScreen
+from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen
+from lrwatch.app.widgets import ViewApp
 from lrwatch.history import Ema
-from lrwatch.plot import MARKER_COLOR, color_hex
 from lrwatch.protocol import (
     LIVE_STATES,
-    MONITOR_ONLY,
     Checkpoint,
-    EditParams,
     Event,
     Pause,
     Resume,
@@ -54,14 +43,9 @@ from lrwatch.protocol import (
     RunSource,
     RunStatus,
     Stop,
-    Switch,
 )
-from lrwatch.schedules import KINDS, SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
-KIND_KEYS = {"e": "exp", "c": "cosine", "r": "cosine-restarts", "s": "step"}
-MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size"}
-NUDGE = 1.25
 RATE_WINDOW_SECONDS = 3.0
 QUIT_WAIT_SECONDS = 10.0
 # New data redraws the charts at most this often (a key press, a switch or a resize at once): a full
@@ -73,19 +57,7 @@ CHART_MAX_INTERVAL = 4.0
 CHART_CPU_BUDGET = 0.01
 STATUS_INTERVAL = 1.0
 TIMER_SLACK = 0.05  # frames land a few ms early or late: "a second since" must not mean every other frame
-LR_LEGEND = (
-    f"[{color_hex(APPLIED_COLOR)}]━ applied[/] [{color_hex(PREVIEW_COLOR)}]━ ahead[/] "
-    f"[{color_hex(MARKER_COLOR)}]│ switch[/]"
-)
-LOSS_LEGEND = f"[{color_hex(RAW_LOSS_COLOR)}]━ raw[/] [{color_hex(EMA_COLOR)}]━ ema[/] [{color_hex(VAL_COLOR)}]━ val[/]"
 
-
-def nudged(kind: str, value: float, up: bool) -> float:
-    """The main parameter one nudge up or down: times ×1.25; gamma moves its distance to 1 by ×1.25."""
-    if MAIN_PARAM[kind] == "gamma":
-        gap = (1 - value) / NUDGE if up else (1 - value) * NUDGE
-        return float(f"{min(max(1 - gap, 1e-3), 1.0):.4g}")
-    return float(f"{(value * NUDGE if up else value / NUDGE):.4g}")
 
 
 class RunEvent(Message):
@@ -96,7 +68,7 @@ class RunEvent(Message):
         self.event = event
 
 
-class LRWatchApp(ViewApp):
+class LRWatchApp(ScheduleKeys, ViewApp):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch"
     ENABLE_COMMAND_PALETTE = False
@@ -145,6 +117,7 @@ class LRWatchApp(ViewApp):
     ) -> None:
         """``owner``: this monitor started the run (``q`` stops it at once); an attached one asks first."""
         super().__init__()
+        self._monitor_screen = MonitorScreen()
         self.owner = owner
         self.detached = False  # d: the run goes on without us
         self.hung_up = False  # the terminal hung up: the same, unless the run was started with --on-hangup stop
@@ -170,26 +143,15 @@ class LRWatchApp(ViewApp):
         self._rate_samples: deque[tuple[float, int]] = deque()
         self._quitting = False
         self._redraw_pending = False
-        self._panels: dict[str, Text] = {}
-        self._fitted_size: Any = None
 
-    # -- layout -----------------------------------------------------------------------------
-    def compose(self) -> ComposeResult:
-        yield Static(id="statusline")
-        with Horizontal(id="main"):
-            with Vertical(id="charts"):
-                yield Chart(id="lr-chart")
-                yield Chart(id="loss-chart")
-            with Vertical(id="side"):
-                yield Static(id="status")
-                yield Static(id="schedule")
-                yield EventLog(id="events")
-        yield Footer()
+    # -- the screen -------------------------------------------------------------------------
+    @property
+    def monitor_screen(self) -> MonitorScreen:
+        """The main screen, whatever modal is on top (timers and actions address its widgets)."""
+        return self._monitor_screen
 
-    def on_mount(self) -> None:
-        self.main_screen.query_one("#status").border_title = "run"
-        self.main_screen.query_one("#schedule").border_title = "schedule"
-        self.main_screen.query_one("#events").border_title = "events"
+    async def on_mount(self) -> None:
+        await self.push_screen(self._monitor_screen)
         self._titles()
         for note in self.notes:
             self.notify(note, severity="warning", timeout=8)
@@ -237,7 +199,7 @@ class LRWatchApp(ViewApp):
             else:
                 detail = self.source.detail()
                 message = Text(f"✖ {self.source.failure}\n{detail}", style="bold red")
-            self.main_screen.query_one("#status", Static).update(message)
+            self.monitor_screen.show_message(message)
             return False
         if self.source is not None:
             return True
@@ -248,7 +210,7 @@ class LRWatchApp(ViewApp):
             message = Text("waiting for the training loop to call lrwatch.watch() …", style="dim")
         else:
             message = Text("the script ended without calling lrwatch.watch()", style="bold yellow")
-        self.main_screen.query_one("#status", Static).update(message)
+        self.monitor_screen.show_message(message)
         return False
 
     def on_resize(self) -> None:
@@ -258,13 +220,8 @@ class LRWatchApp(ViewApp):
     def _fit_layout(self) -> None:
         """Narrow and tiny layouts follow the terminal's size. Checked every frame too: the app does
         not get every resize event (a resize under a modal, for one)."""
-        if self.size == self._fitted_size:
-            return
-        self._fitted_size = self.size
-        width, height = self.size
-        self.main_screen.set_class(width < 90, "narrow")
-        self.main_screen.set_class(width < 70 or height < 20, "tiny")
-        self._dirty = True
+        if self.monitor_screen.fit(self.size):
+            self._dirty = True
 
     # -- the frame --------------------------------------------------------------------------
     def tick(self) -> None:
@@ -301,7 +258,7 @@ class LRWatchApp(ViewApp):
     def show_event(self, message: RunEvent) -> None:
         """A run event, in order: the events panel, and for an error or a divergence alert, a modal."""
         event = message.event
-        self.main_screen.query_one(EventLog).add(event)
+        self.monitor_screen.add_event(event)
         if event.kind == "error":
             self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
         if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:
@@ -321,8 +278,7 @@ class LRWatchApp(ViewApp):
         if self.recent:
             return step
         end = planned_end(self.source.timeline, step)
-        columns = plot_columns(self.main_screen.query_one("#lr-chart", Chart).content_size.width)
-        return step * columns // max(end, 1)
+        return step * self.monitor_screen.chart_columns // max(end, 1)
 
     def _draw_charts(self, status: RunStatus) -> None:
         started = self.cpu_clock()
@@ -335,7 +291,7 @@ class LRWatchApp(ViewApp):
         history = self.source.history
         if self.candidates and abs(step - self._candidate_step) * 200 > max(timeline.total_steps or 0, 1):
             self._refresh_candidates(step)
-        self.main_screen.query_one("#lr-chart", Chart).draw(
+        self.monitor_screen.draw_charts(
             lambda w, h: lr_chart(
                 history,
                 timeline,
@@ -346,9 +302,7 @@ class LRWatchApp(ViewApp):
                 ascii=self.ascii_markers,
                 preview=self._preview if drives_lr else None,
                 candidates=self.candidates,
-            )
-        )
-        self.main_screen.query_one("#loss-chart", Chart).draw(
+            ),
             lambda w, h: loss_chart(
                 history,
                 self._loss_view,
@@ -359,18 +313,17 @@ class LRWatchApp(ViewApp):
                 log_y=self.log_loss,
                 recent=self.recent,
                 ascii=self.ascii_markers,
-            )
+            ),
         )
 
     def _titles(self) -> None:
-        lr = self.main_screen.query_one("#lr-chart", Chart)
-        lr.border_title = "learning rate" + (" · log" if self.log_lr else "")
-        candidates = " ".join(f"[{color_hex(CANDIDATE_COLORS[k])}]━ {k}[/]" for k in self.candidates)
-        lr.border_subtitle = candidates or LR_LEGEND
-        loss = self.main_screen.query_one("#loss-chart", Chart)
-        window = "recent" if self.recent else "whole run"
-        loss.border_title = f"loss · ema {self.smoothing:g} · {window}" + (" · log" if self.log_loss else "")
-        loss.border_subtitle = LOSS_LEGEND
+        self.monitor_screen.titles(
+            log_lr=self.log_lr,
+            log_loss=self.log_loss,
+            recent=self.recent,
+            smoothing=self.smoothing,
+            candidates=self.candidates,
+        )
 
     def _update_rate(self, step: int) -> None:
         now = self.clock()
@@ -386,83 +339,20 @@ class LRWatchApp(ViewApp):
         return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
 
     def _update_status(self, status: RunStatus) -> None:
-        state = status.state
-        label, style = STATE_STYLES.get(state, (state, ""))
-        step, total, k = status.step, status.total_steps, status.steps_per_epoch
-        rate = self.steps_per_second() if state == "running" else 0.0
-        last = self.source.history.last() or {}
-        width = max(self.main_screen.query_one("#status").content_size.width, 10)
-        lines = [Text.assemble((label, style), "  ", (self.device or status.device or "", "dim"))]
-        epochs = f"{total / k:g}" if total else "?"
-        lines.append(Text(f"epoch {step / k:.1f}/{epochs} · step {step:,}"))
-        if total:
-            lines.append(progress_bar(step / total, width - 5) + Text(f" {100 * step / total:3.0f}%"))
-        eta = (total - step) / rate if total and rate > 0 else float("nan")
-        lines.append(Text(f"{rate:,.0f} steps/s  ETA {format_duration(eta)}" if state == "running" else ""))
-        lines.append(Text(f"lr {status.lr:.4g}  loss {last.get('loss', float('nan')):.4f}"))
-        _, _, val = self.source.history.validation()
-        if len(val.get("val_loss", ())):
-            acc = val.get("val_acc")
-            acc_text = f"  acc {100 * acc[-1]:.1f}%" if acc is not None and len(acc) else ""
-            lines.append(Text(f"val {val['val_loss'][-1]:.4f}{acc_text}"))
-        if status.run_dir:
-            lines.append(Text(status.run_dir, style="dim", overflow="ellipsis", no_wrap=True))
-        self._set_panel("#status", Text("\n").join(lines))
-        if self.main_screen.has_class("tiny"):
-            compact = Text.assemble((label, style), f"  ep {step / k:.1f}/{epochs}  lr {status.lr:.3g}  ")
-            compact.append(str(self.source.timeline.segment_at(step).spec), style="bold")
-            self._set_panel("#statusline", compact)
-
-    def _set_panel(self, selector: str, text: Text) -> None:
-        """Update a panel only when its text changed, and re-lay out only when its line count did:
-        a layout pass every frame would cost more CPU than the panel itself."""
-        previous = self._panels.get(selector)
-        if previous is not None and previous.plain == text.plain and previous.spans == text.spans:
-            return
-        same_height = previous is not None and previous.plain.count("\n") == text.plain.count("\n")
-        self._panels[selector] = text
-        self.main_screen.query_one(selector, Static).update(text, layout=not same_height)
+        history = self.source.history
+        self.monitor_screen.show_status(
+            status,
+            rate=self.steps_per_second() if status.state == "running" else 0.0,
+            device=self.device,
+            last=history.last() or {},
+            val=history.validation()[2],
+            spec=str(self.source.timeline.segment_at(status.step).spec),
+        )
 
     def _update_schedule(self, status: RunStatus) -> None:
-        if not status.drives_lr:
-            self._set_panel("#schedule", Text(MONITOR_ONLY, style="yellow"))
-            return
-        timeline = self.source.timeline
-        seg = timeline.segment_at(status.step)
-        k = timeline.steps_per_epoch
-        since = f"since epoch {seg.start_step / k:.4g}" if seg.start_step else "from the start"
-        lines = [
-            Text(str(seg.spec), style="bold"),
-            Text(f"{since}, from lr {seg.base_lr:.4g}", style="dim"),
-            Text(seg.schedule.torch_line(), style="#8fbcbb"),
-            Text.assemble(
-                "next switch: ", ("restart from initial LR" if self.anchor == "base" else "continue", "bold")
-            ),
-        ]
-        if self.candidates:
-            names = ", ".join(str(c.segments[-1].spec) for c in self.candidates.values())
-            hint = "enter applies" if len(self.candidates) == 1 else "press e/c/r/s to switch"
-            lines.append(Text.assemble(("candidate: ", "#e0a000"), names, (f" · {hint}", "dim")))
-        self._set_panel("#schedule", Text("\n").join(lines))
+        self.monitor_screen.show_schedule(status, self.source.timeline, anchor=self.anchor, candidates=self.candidates)
 
     # -- actions ----------------------------------------------------------------------------
-    def _step(self) -> int:
-        return int(self.source.status().step) if self.source is not None else 0
-
-    def _can_switch(self) -> bool:
-        """Whether schedule commands make sense here; if not, say why."""
-        if self.source is None:
-            self.notify("No run yet: the training loop has not called lrwatch.watch().", severity="warning")
-            return False
-        status = self.source.status()
-        if status.read_only:
-            self.notify("A read-only view of a run: nothing to switch.", severity="warning")
-            return False
-        if not status.drives_lr:
-            self.notify(MONITOR_ONLY, severity="warning")
-            return False
-        return True
-
     def _redraw_now(self) -> None:
         """Redraw right after the keys already queued: a burst of keys costs one frame, not one each."""
         self._titles()
@@ -474,86 +364,6 @@ class LRWatchApp(ViewApp):
     def _redraw_queued(self) -> None:
         self._redraw_pending = False
         self.tick()
-
-    def action_switch(self, kind: str) -> None:
-        if not self._can_switch():
-            return
-        self.source.submit(Switch(kind, anchor=self.anchor))
-        self.candidates.clear()
-        self._redraw_now()
-
-    def action_candidate(self, kind: str) -> None:
-        if not self._can_switch():
-            return
-        if set(self.candidates) == {kind}:
-            self.candidates.clear()
-        else:
-            self.candidates = {kind: self.source.timeline.switch(self._step(), kind, self.anchor)}
-            self._candidate_step = self._step()
-        self._redraw_now()
-
-    def action_candidate_all(self) -> None:
-        if not self._can_switch():
-            return
-        if len(self.candidates) == len(KINDS):
-            self.candidates.clear()
-        else:
-            self._refresh_candidates(self._step(), list(KINDS))
-        self._redraw_now()
-
-    def _refresh_candidates(self, step: int, kinds: list[str] | None = None) -> None:
-        timeline = self.source.timeline
-        self.candidates = {kind: timeline.switch(step, kind, self.anchor) for kind in (kinds or list(self.candidates))}
-        self._candidate_step = step
-
-    def action_apply_candidate(self) -> None:
-        if len(self.candidates) == 1:
-            self.action_switch(next(iter(self.candidates)))
-        elif self.candidates:
-            self.notify("Several candidates shown: press e, c, r or s to switch to one.")
-
-    def action_clear_candidates(self) -> None:
-        self.candidates.clear()
-        self._redraw_now()
-
-    def action_edit_spec(self) -> None:
-        if not self._can_switch():
-            return
-        seg = self.source.timeline.segment_at(self._step())
-
-        def done(text: str | None) -> None:
-            if text is None:
-                return
-            spec = parse_spec(text)
-            if spec.kind == seg.schedule.kind and spec.anchor is None:
-                self.source.submit(EditParams(spec.params))
-            else:
-                self.source.submit(Switch(text, anchor=spec.anchor or self.anchor))
-            self._redraw_now()
-
-        self.push_screen(SpecEditor(str(seg.spec)), done)
-
-    def action_nudge(self, up: bool) -> None:
-        if not self._can_switch():
-            return
-        seg = self.source.timeline.segment_at(self._step())
-        name = MAIN_PARAM[seg.schedule.kind]
-        value = nudged(seg.schedule.kind, seg.schedule.params()[name], up)
-        try:
-            seg.spec.with_params(**{name: value})
-        except SpecError as exc:
-            self.notify(str(exc), severity="warning")
-            return
-        self.source.submit(EditParams(((name, value),)))
-        self._redraw_now()
-
-    def action_toggle_anchor(self) -> None:
-        self.anchor = "base" if self.anchor == "continue" else "continue"
-
-    def watch_anchor(self) -> None:
-        if self.candidates:
-            self._refresh_candidates(self._step())
-        self._redraw_now()
 
     def action_toggle_window(self) -> None:
         self.recent = not self.recent

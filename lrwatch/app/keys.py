@@ -1,0 +1,144 @@
+"""The schedule keys of the monitor: switch, candidates, edit, nudge, anchor.
+
+A mixin of :class:`~lrwatch.app.monitor.LRWatchApp` (its bindings are declared there, with the
+others): each key checks that schedule commands make sense for this run (:meth:`_can_switch`),
+then sends a command to the run source or changes the candidates shown; the new preview or
+candidate is drawn at once (``_redraw_now``), the run applies the command at its next step boundary.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lrwatch.app.screens import SpecEditor
+from lrwatch.protocol import MONITOR_ONLY, EditParams, Switch
+from lrwatch.schedules import KINDS, SpecError, parse_spec
+
+if TYPE_CHECKING:
+    from lrwatch.protocol import RunSource
+    from lrwatch.timeline import Timeline
+
+KIND_KEYS = {"e": "exp", "c": "cosine", "r": "cosine-restarts", "s": "step"}
+MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size"}
+NUDGE = 1.25
+
+
+def nudged(kind: str, value: float, up: bool) -> float:
+    """The main parameter one nudge up or down: times ×1.25; gamma moves its distance to 1 by ×1.25."""
+    if MAIN_PARAM[kind] == "gamma":
+        gap = (1 - value) / NUDGE if up else (1 - value) * NUDGE
+        return float(f"{min(max(1 - gap, 1e-3), 1.0):.4g}")
+    return float(f"{(value * NUDGE if up else value / NUDGE):.4g}")
+
+
+class ScheduleKeys:
+    """Switch, candidate, edit, nudge and anchor actions (``e c r s``, ``E C R S v enter escape``,
+    ``: /``, ``+ -``, ``a``)."""
+
+    source: RunSource | None
+    candidates: dict[str, Timeline]
+    anchor: str
+    _candidate_step: int
+
+    # provided by the app
+    notify: Any
+    push_screen: Any
+    _redraw_now: Any
+
+    def _step(self) -> int:
+        return int(self.source.status().step) if self.source is not None else 0
+
+    def _can_switch(self) -> bool:
+        """Whether schedule commands make sense here; if not, say why."""
+        if self.source is None:
+            self.notify("No run yet: the training loop has not called lrwatch.watch().", severity="warning")
+            return False
+        status = self.source.status()
+        if status.read_only:
+            self.notify("A read-only view of a run: nothing to switch.", severity="warning")
+            return False
+        if not status.drives_lr:
+            self.notify(MONITOR_ONLY, severity="warning")
+            return False
+        return True
+
+    def action_switch(self, kind: str) -> None:
+        if not self._can_switch():
+            return
+        self.source.submit(Switch(kind, anchor=self.anchor))
+        self.candidates.clear()
+        self._redraw_now()
+
+    def action_candidate(self, kind: str) -> None:
+        if not self._can_switch():
+            return
+        if set(self.candidates) == {kind}:
+            self.candidates.clear()
+        else:
+            self.candidates = {kind: self.source.timeline.switch(self._step(), kind, self.anchor)}
+            self._candidate_step = self._step()
+        self._redraw_now()
+
+    def action_candidate_all(self) -> None:
+        if not self._can_switch():
+            return
+        if len(self.candidates) == len(KINDS):
+            self.candidates.clear()
+        else:
+            self._refresh_candidates(self._step(), list(KINDS))
+        self._redraw_now()
+
+    def _refresh_candidates(self, step: int, kinds: list[str] | None = None) -> None:
+        timeline = self.source.timeline
+        self.candidates = {kind: timeline.switch(step, kind, self.anchor) for kind in (kinds or list(self.candidates))}
+        self._candidate_step = step
+
+    def action_apply_candidate(self) -> None:
+        if len(self.candidates) == 1:
+            self.action_switch(next(iter(self.candidates)))
+        elif self.candidates:
+            self.notify("Several candidates shown: press e, c, r or s to switch to one.")
+
+    def action_clear_candidates(self) -> None:
+        self.candidates.clear()
+        self._redraw_now()
+
+    def action_edit_spec(self) -> None:
+        if not self._can_switch():
+            return
+        seg = self.source.timeline.segment_at(self._step())
+
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            spec = parse_spec(text)
+            if spec.kind == seg.schedule.kind and spec.anchor is None:
+                self.source.submit(EditParams(spec.params))
+            else:
+                self.source.submit(Switch(text, anchor=spec.anchor or self.anchor))
+            self._redraw_now()
+
+        self.push_screen(SpecEditor(str(seg.spec)), done)
+
+    def action_nudge(self, up: bool) -> None:
+        if not self._can_switch():
+            return
+        seg = self.source.timeline.segment_at(self._step())
+        name = MAIN_PARAM[seg.schedule.kind]
+        value = nudged(seg.schedule.kind, seg.schedule.params()[name], up)
+        try:
+            seg.spec.with_params(**{name: value})
+        except SpecError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.source.submit(EditParams(((name, value),)))
+        self._redraw_now()
+
+    def action_toggle_anchor(self) -> None:
+        self.anchor = "base" if self.anchor == "continue" else "continue"
+
+    def watch_anchor(self) -> None:
+        if self.candidates:
+            self._refresh_candidates(self._step())
+        self._redraw_now()
+
