@@ -125,6 +125,7 @@ class RemoteRunSource:
         self.notes: list[str] = []  # the run's one-line answers to bad requests, for the monitor to show
         self.detail: Callable[[], str] = lambda: ""  # more about a failure (the run's log tail)
         self.fallback: Callable[[], Any] = lambda: None  # a read-only source when the run ended unseen
+        self.on_ready: Callable[[], None] = lambda: None  # told (in the reader thread) once the snapshot is in
         self.ready = threading.Event()
         self.closed = threading.Event()
         self._ids = itertools.count(1)
@@ -223,6 +224,7 @@ class RemoteRunSource:
                 self._status = RunStatus.from_dict(message["status"])
             self.connection = "live"
             self.ready.set()
+            self.on_ready()
         elif kind == "rows":
             self._rows(message)
         elif kind == "epochs":

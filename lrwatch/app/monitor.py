@@ -68,6 +68,10 @@ class RunEvent(Message):
         self.event = event
 
 
+class RunReady(Message):
+    """A remote run's first snapshot arrived: draw now rather than at the next frame."""
+
+
 class LRWatchApp(ScheduleKeys, ViewApp):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch"
@@ -152,6 +156,8 @@ class LRWatchApp(ScheduleKeys, ViewApp):
 
     async def on_mount(self) -> None:
         await self.push_screen(self._monitor_screen)
+        if hasattr(self.source, "on_ready"):  # post_message is thread-safe: the reader thread says so
+            self.source.on_ready = lambda: self.post_message(RunReady())
         self._titles()
         for note in self.notes:
             self.notify(note, severity="warning", timeout=8)
@@ -253,6 +259,11 @@ class LRWatchApp(ScheduleKeys, ViewApp):
             self._draw_charts(status)
             self._drawn.update(key=key, at=now)
             self._dirty = False
+
+    @on(RunReady)
+    def first_frame(self) -> None:
+        self._dirty = True
+        self.tick()
 
     @on(RunEvent)
     def show_event(self, message: RunEvent) -> None:
