@@ -43,7 +43,7 @@ def interleaved(steps: int) -> dict[str, list]:
     windows: list[tuple[bool, int, float, float]] = []
 
     async def run() -> None:
-        app = LRWatchApp(None, task.train, host=host)
+        app = LRWatchApp.in_process(task.train, host=host)
         async with app.run_test(size=(120, 40)) as pilot:
             started = time.perf_counter()
             while host.engine is None or host.engine.step_index < WARMUP or time.perf_counter() - started < SETTLE_S:
@@ -94,7 +94,7 @@ def whole_run(mode: str, steps: int) -> dict[str, float]:
         from lrwatch.app import LRWatchApp
 
         async def run() -> None:
-            app = LRWatchApp(None, task.train, host=host)
+            app = LRWatchApp.in_process(task.train, host=host)
             async with app.run_test(size=(120, 40)) as pilot:
                 while "end" not in marks:
                     await pilot.pause(0.1)

@@ -440,7 +440,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         from lrwatch.app import LRWatchApp
         from lrwatch.reader import FileRunSource
 
-        app = LRWatchApp(FileRunSource(readers[0]), None, fps=args.fps, ascii_markers=args.ascii, notes=notes)
+        app = LRWatchApp.read_only(FileRunSource(readers[0]), fps=args.fps, ascii_markers=args.ascii, notes=notes)
     else:
         from lrwatch.app.compare import CompareRunsApp
 

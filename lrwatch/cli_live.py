@@ -120,7 +120,7 @@ def _view_ended(args: argparse.Namespace) -> int:
         _say(f"lrwatch attach: {exc}")
         return EXIT_NO_RUN
     note = "The run is not live: a read-only view of its run directory."
-    LRWatchApp(FileRunSource(reader), None, fps=args.fps, ascii_markers=args.ascii, notes=[note]).run()
+    LRWatchApp.read_only(FileRunSource(reader), fps=args.fps, ascii_markers=args.ascii, notes=[note]).run()
     return 0
 
 

@@ -160,7 +160,7 @@ def run_monitor(source: RemoteRunSource, *, owner: bool, fps: float, ascii_marke
     from lrwatch.app import LRWatchApp
     from lrwatch.protocol import Stop
 
-    app = LRWatchApp(source.start(), None, owner=owner, fps=fps, ascii_markers=ascii_markers, notes=notes)
+    app = LRWatchApp.attached(source.start(), owner=owner, fps=fps, ascii_markers=ascii_markers, notes=notes)
 
     def hung_up() -> None:  # the terminal still answers: leave it as we found it
         app.hung_up = True

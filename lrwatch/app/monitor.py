@@ -148,6 +148,24 @@ class LRWatchApp(ScheduleKeys, ViewApp):
         self._quitting = False
         self._redraw_pending = False
 
+    # -- one app, three run sources ---------------------------------------------------------
+    @classmethod
+    def attached(cls, source: RunSource, *, owner: bool, **view: Any) -> LRWatchApp:
+        """A live run over its socket (``RemoteRunSource``): the monitor ``lrwatch demo`` shows for the run
+        it started (``owner``: ``q`` stops it at once) and ``lrwatch attach`` (``q`` asks first)."""
+        return cls(source, None, owner=owner, **view)
+
+    @classmethod
+    def read_only(cls, source: RunSource, **view: Any) -> LRWatchApp:
+        """A run directory (``FileRunSource``), followed as it grows: ``lrwatch view``, an ended run's attach."""
+        return cls(source, None, owner=False, **view)
+
+    @classmethod
+    def in_process(cls, train: Callable[..., None], *, host: Host | None = None, **view: Any) -> LRWatchApp:
+        """A run trained by ``train`` in a worker thread of this process (tests, the bench): the run lives
+        and dies with the app, so ``d`` is refused."""
+        return cls(None, train, host=host, **view)
+
     # -- the screen -------------------------------------------------------------------------
     @property
     def monitor_screen(self) -> MonitorScreen:
