@@ -33,7 +33,9 @@ class Console:
         self.log_path = Path(log_path)
         self.on_lost = on_lost
         self.lost: str | None = None
-        self._lock = threading.Lock()
+        # Reentrant: SIGHUP's handler calls terminal_lost in the main thread, possibly while that thread
+        # is inside terminal_lost already (a write that failed with EIO): a plain lock would hang there.
+        self._lock = threading.RLock()
         self._streams: list[tuple[str, TextIO]] = []
 
     def install(self) -> Console:
