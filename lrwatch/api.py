@@ -71,14 +71,13 @@ class Host:
     serve: bool = True  # serve the run's socket (lrwatch attach, send, ls)
     on_hangup: str = "detach"  # "stop": the run stops when the monitor that started it is lost
     spawned: bool = False  # this process is a run started for a monitor (divergence: pause only while watched)
-    server: Any = None
 
     def attach(self, engine: Engine) -> None:
         self.engine = engine
         if self.log is not None:
             engine.add_listener(HeadlessPrinter(engine, self.log))
         if self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
-            self.server = serve(engine, on_owner_lost=self.on_hangup)
+            serve(engine, on_owner_lost=self.on_hangup)  # its finish listener keeps it until the run ends
         if self.on_engine is not None:
             self.on_engine(engine)
         self.ready.set()

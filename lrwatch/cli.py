@@ -336,7 +336,7 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
     (``--on-hangup stop``: it stops, as SIGTERM does). A spawned run (its own session) has no terminal."""
     from lrwatch.api import Host, run_loop
     from lrwatch.console import LOG_NAME, Console
-    from lrwatch.protocol import Stop
+    from lrwatch.protocol import LIVE_STATES, Stop
 
     stop_on_hangup = args.on_hangup == "stop"
     console = Console(Path(run_dir) / LOG_NAME, on_lost=lambda _why: stop_on_hangup and stop("hangup")).install()
@@ -352,7 +352,7 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
     )
 
     def stop(reason: str) -> None:
-        if host.engine is not None and host.engine.state in ("created", "running", "paused"):
+        if host.engine is not None and host.engine.state in LIVE_STATES:
             host.engine.submit(Stop(reason=reason))
 
     def on_signal(signum: int, _frame: object) -> None:

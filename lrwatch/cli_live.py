@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.client import RemoteRunSource, RunClient, RunGone, socket_of
-from lrwatch.console import plain_line
+from lrwatch.console import LOG_NAME, plain_line
 from lrwatch.launch import (
     DETACH_WAIT_SECONDS,
     attach_line,
@@ -59,7 +59,7 @@ def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir:
     child = spawn_run(command, argv, run_dir)
     if args.detach:
         print(f"lrwatch {command}: training in the background (pid {child.pid}); run dir {run_dir}")
-        print(f"  output: {run_dir / 'lrwatch.log'}")
+        print(f"  output: {run_dir / LOG_NAME}")
         print(f"  watch:  {attach_line(run_dir)}")
         try:
             code = child.wait(DETACH_WAIT_SECONDS)  # a run that fails at once says so here
@@ -70,8 +70,8 @@ def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir:
     source = source_for_child(child, run_dir)
     app = run_monitor(source, owner=True, fps=args.fps, ascii_markers=args.ascii)
     if app.detached or app.hung_up:
-        with contextlib.suppress(OSError, ValueError):
-            print(f"lrwatch: detached; the run goes on (pid {child.pid}). Back to it with: {attach_line(run_dir)}")
+        with contextlib.suppress(OSError, ValueError):  # after a hangup there may be no terminal to print to
+            _detached(child.pid, run_dir)
         return 0
     try:
         return child.wait(10.0)
@@ -104,9 +104,12 @@ def cmd_attach(args: argparse.Namespace) -> int:
     source = RemoteRunSource.of_path(record.socket, owner=False, connect_timeout=10.0)
     app = run_monitor(source, owner=False, fps=args.fps, ascii_markers=args.ascii)
     if app.detached:
-        back = attach_line(Path(record.run_dir))
-        print(f"lrwatch: detached; the run goes on (pid {record.pid}). Back to it with: {back}")
+        _detached(record.pid, Path(record.run_dir))
     return 0
+
+
+def _detached(pid: int, run_dir: Path) -> None:
+    print(f"lrwatch: detached; the run goes on (pid {pid}). Back to it with: {attach_line(run_dir)}")
 
 
 def _view_ended(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 from lrwatch.divergence import DivergencePolicy, DivergenceWatch, Snapshotter
 from lrwatch.history import MetricHistory
 from lrwatch.protocol import (
+    ENDED_STATES,
     MONITOR_ONLY,
     Checkpoint,
     Command,
@@ -291,7 +292,7 @@ class Engine:
 
     def finish(self, error: BaseException | None = None) -> None:
         """Log how the run ended and close the run directory; safe to call twice."""
-        if self.state in ("finished", "stopped", "error"):
+        if self.state in ENDED_STATES:
             return
         if error is not None:
             self.error = "".join(traceback.format_exception_only(type(error), error)).strip()
