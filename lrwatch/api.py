@@ -25,7 +25,7 @@ import os
 import random
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,6 +33,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from lrwatch.console import HeadlessPrinter
+from lrwatch.distributed import RankSync, install_stop_signals, rank_error
 from lrwatch.divergence import DivergencePolicy
 from lrwatch.engine import Engine
 from lrwatch.protocol import Command, Event, Switch, command_from_dict
@@ -72,23 +73,47 @@ class Host:
     on_hangup: str = "detach"  # "stop": the run stops when the monitor that started it is lost
     spawned: bool = False  # this process is a run started for a monitor (divergence: pause only while watched)
 
-    def attach(self, engine: Engine) -> None:
+    @classmethod
+    def from_environment(cls) -> Host:
+        """The host of a process ``lrwatch run --nproc-per-node`` started through torchrun (its settings
+        come in ``LRWATCH_*`` variables), else the default: headless."""
+        env = os.environ
+        if "LRWATCH_RUN_DIR" not in env:
+            return cls()
+        return cls(
+            run_dir=Path(env["LRWATCH_RUN_DIR"]),
+            resume=Path(env["LRWATCH_RESUME"]) if env.get("LRWATCH_RESUME") else None,
+            on_divergence=env.get("LRWATCH_ON_DIVERGENCE") or None,
+            spike_factor=float(env.get("LRWATCH_SPIKE_FACTOR") or 10.0),
+            on_hangup=env.get("LRWATCH_ON_HANGUP") or "detach",
+            spawned=env.get("LRWATCH_SPAWNED") == "1",
+        )
+
+    def attach(self, engine: Engine, sync: RankSync | None = None) -> RunServer | None:
+        """Take ``engine``: its headless lines and socket (rank 0 only, under DDP)."""
         self.engine = engine
-        if self.log is not None:
-            engine.add_listener(HeadlessPrinter(engine, self.log))
-        if self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
-            serve(engine, on_owner_lost=self.on_hangup)  # its finish listener keeps it until the run ends
+        server = None
+        if sync is None or sync.leader:
+            if self.log is not None:
+                engine.add_listener(HeadlessPrinter(engine, self.log))
+            if self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
+                lost = sync.peer_lost if sync is not None else None
+                server = serve(engine, on_owner_lost=self.on_hangup, on_rank_lost=lost)  # kept until the run ends
         if self.on_engine is not None:
             self.on_engine(engine)
         self.ready.set()
+        return server
 
 
-def serve(engine: Engine, *, on_owner_lost: str = "detach") -> RunServer | None:
+def serve(
+    engine: Engine, *, on_owner_lost: str = "detach", on_rank_lost: Callable[[str, str | None], None] | None = None
+) -> RunServer | None:
     """Serve ``engine``'s socket until its run finishes; a socket that cannot be served is a warning, not an error."""
     if engine.run_dir is None:
         return None
     try:
-        server = RunServer(engine, new_record(engine.run_dir), on_owner_lost=on_owner_lost)
+        record = new_record(engine.run_dir)
+        server = RunServer(engine, record, on_owner_lost=on_owner_lost, on_rank_lost=on_rank_lost)
         server.start()
     except OSError as exc:
         engine.warn(f"no socket for lrwatch attach/send ({exc}); training goes on")
@@ -110,7 +135,7 @@ def current_host() -> Host:
     global _host
     with _host_lock:
         if _host is None:
-            _host = Host()
+            _host = Host.from_environment()
         return _host
 
 
@@ -199,6 +224,10 @@ class Monitor:
         """End the run: log how it ended, flush and close the run directory. Safe to call twice."""
         if not self._closed:
             self._closed = True
+            with contextlib.suppress(ValueError):
+                _open_monitors.remove(self)
+            if error is not None and self.engine.sync is not None:
+                error = rank_error(self.engine.sync, self.engine.step_index, error)  # names a rank that left
             self.engine.finish(error)
 
     def __enter__(self) -> Monitor:
@@ -390,6 +419,8 @@ def watch(
             loss is NaN/Inf or above ``spike_factor`` (default 10) times its recent mean.
     """
     host = current_host()
+    sync = RankSync.from_environment()  # DDP: every rank is here; rank 0 leads
+    leader = sync is None or sync.leader
     resume = Path(resume) if resume is not None else host.resume
     if lr is None:
         lr = float(optimizer.param_groups[0]["lr"])
@@ -411,7 +442,7 @@ def watch(
     engine = Engine(
         optimizer,
         timeline,
-        run_dir=directory,
+        run_dir=directory if leader else None,
         val_names=tuple(val_names),
         config=dict(config or {}),
         drive_lr=drive_lr,
@@ -420,8 +451,8 @@ def watch(
         snapshotter=WeightsSnapshot(model, optimizer) if model is not None else None,
     )
     monitor = Monitor(engine, model=model, extra_state=extra_state, checkpoint_every=checkpoint_every)
-    if model is not None:
-        engine.checkpointer = monitor._save
+    if model is not None and leader:
+        engine.checkpointer = monitor._save  # saved once, by rank 0; --resume restores every rank
     k = steps_per_epoch
     if resume is not None:
         if model is not None and state["model"] is not None:
@@ -441,14 +472,56 @@ def watch(
         active = timeline.segment_at(start_step).spec
         if schedule is not None and str(parse_spec(schedule)) != str(active):
             engine.submit(Switch(schedule))
-        _load_history(engine, directory, start_step)
+        if leader:
+            _load_history(engine, directory, start_step)
     else:
         for epoch, spec in scripted:
             engine.schedule_command(round(epoch * k), Switch(spec))
-    host.attach(engine)
+    server = host.attach(engine, sync)
+    if sync is not None:
+        _join_ranks(sync, engine, server.record.socket if server is not None else None)
     engine.begin()
-    atexit.register(monitor.close)  # a script that never calls close() still ends its run on exit
+    _watch_exit(monitor)
     return monitor
+
+
+def _join_ranks(sync: RankSync, engine: Engine, leader_socket: str | None) -> None:
+    """DDP: commands agreed at sync steps; the ranks watch each other's links; signals stop them all."""
+    engine.sync = sync
+    if engine.divergence is not None:
+        engine.divergence.auto_snapshot = False  # snapshots at sync steps, the same on every rank
+    sync.link_to_leader(sync.share_leader_socket(leader_socket))
+    install_stop_signals(sync)
+    ending: dict[str, str] = {}
+
+    def on_event(event: Event) -> None:
+        if event.kind == "error":
+            ending["error"] = str(event.data.get("message", ""))
+        elif event.kind == "finish":
+            sync.close(ending.get("error"))
+
+    engine.add_listener(on_event)
+
+
+_open_monitors: list[Monitor] = []
+
+
+def _watch_exit(monitor: Monitor) -> None:
+    """End ``monitor``'s run when the script ends: at exit (a script that never calls ``close()``), and
+    with the exception that ends a script (so that the run records it as an error, not as finished)."""
+    atexit.register(monitor.close)
+    if not _open_monitors:
+        previous = sys.excepthook
+
+        def excepthook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+            for open_monitor in list(_open_monitors):
+                if isinstance(error, KeyboardInterrupt):
+                    open_monitor.engine.interrupted()
+                open_monitor.close(error if isinstance(error, Exception) else None)
+            previous(kind, error, tb)
+
+        sys.excepthook = excepthook
+    _open_monitors.append(monitor)
 
 
 def json_key(command: dict[str, Any]) -> str:

@@ -65,6 +65,7 @@ class DivergenceWatch:
         self._recent: deque[float] = deque(maxlen=policy.window)
         self._good_since_snapshot = 0
         self._snapshot: tuple[int, Any] | None = None
+        self.auto_snapshot = True  # False under DDP: the engine calls snapshot_if_due at sync steps
 
     def observe(self, loss: float, steps_done: int) -> Cause | None:
         """``None`` for a good loss (remembered; a snapshot every ``snapshot_every`` of them, labelled
@@ -79,12 +80,20 @@ class DivergenceWatch:
         else:
             recent.append(loss)
             self._good_since_snapshot += 1
-            if self.snapshotter is not None and self._good_since_snapshot >= policy.snapshot_every:
+            due = self._good_since_snapshot >= policy.snapshot_every
+            if due and self.auto_snapshot and self.snapshotter is not None:
                 self._snapshot = (steps_done, self.snapshotter.snapshot())
                 self._good_since_snapshot = 0
             return None
         self._good_since_snapshot = 0
         return cause
+
+    def snapshot_if_due(self, step: int) -> None:
+        """Snapshot at ``step`` if ``snapshot_every`` steps passed since the last one (by step, not by
+        good losses, so that every rank of a DDP run snapshots at the same steps)."""
+        last = self._snapshot[0] if self._snapshot is not None else 0
+        if self.snapshotter is not None and step - last >= self.policy.snapshot_every:
+            self._snapshot = (step, self.snapshotter.snapshot())
 
     @property
     def can_roll_back(self) -> bool:

@@ -12,6 +12,7 @@ there (never mid-step), and sets the LR of every param group from the timeline. 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -103,6 +104,8 @@ class Engine:
         self.error: str | None = None
         self.monitors = 0  # interactive monitors attached (the run's server counts them)
         self._paused_for_divergence = False
+        self.sync: Any = None  # a distributed.RankSync under DDP: commands and stops agreed at sync steps
+        self._diverged: tuple[int, float, str] | None = None  # (step, loss, cause) not yet agreed on
 
     # -- the UI side: any thread ------------------------------------------------------------
     @property
@@ -221,17 +224,22 @@ class Engine:
             self.writer.add_step(s, epoch, self.lr, loss)
         self.step_index = s + 1
         self.steps_taken += 1
-        if self.divergence is not None:
-            self._watch_divergence(s, loss)
+        if self.divergence is not None and self._diverged is None:
+            cause = self.divergence.observe(loss, self.step_index)
+            if cause is not None:
+                self._diverged = (s, loss, cause)
         return self._at_boundary()
 
-    def _watch_divergence(self, step: int, loss: float) -> None:
-        """A diverged loss is acted on at the step it happens, as the policy says."""
-        cause = self.divergence.observe(loss, self.step_index)
-        if cause is None:
-            return
-        action = self.divergence.policy.action_now(watched=self.monitors > 0)
-        self._emit("divergence", loss=loss, lr=self.lr, cause=cause, action=action, at_step=step)
+    def _divergence_action(self) -> str:
+        return self.divergence.policy.action_now(watched=self.monitors > 0) if self.divergence is not None else ""
+
+    def _act_on_divergence(self, action: str, rank: int | None = None) -> None:
+        """A diverged loss is acted on at the step it happens (under DDP: at the sync step where the
+        ranks learn of it, the same on all of them), as the policy says."""
+        step, loss, cause = self._diverged or (self.step_index - 1, float("nan"), "non-finite")
+        self._diverged = None
+        where = {} if rank is None else {"rank": rank}
+        self._emit("divergence", loss=loss, lr=self.lr, cause=cause, action=action, at_step=step, **where)
         if action == "pause" and self.state == "running":
             self.state = "paused"
             self._paused_for_divergence = True
@@ -320,18 +328,28 @@ class Engine:
 
     # -- step boundary ----------------------------------------------------------------------
     def _at_boundary(self) -> bool:
-        due = self._scripted.pop(self.step_index, None)
-        if due:
-            for command in due:
-                self._commands.put((command, None))
-        while not self._commands.empty():
-            self._apply(*self._commands.get_nowait())
+        if self._diverged is not None and self.sync is None:
+            self._act_on_divergence(self._divergence_action())
+        for command in self._scripted.pop(self.step_index, ()):
+            self._apply(command)  # the same on every rank: each was given the same switches
+        if self.sync is None:
+            while not self._commands.empty():
+                self._apply(*self._commands.get_nowait())
+        elif self.sync.due(self.step_index):
+            self._agree()
         while self.state == "paused":
             if self.writer is not None:
                 self.writer.flush()
             if self._paused_for_divergence and self.monitors == 0 and self.divergence.policy.action == "auto":
-                self._stop(f"divergence at step {self.step_index - 1}: the monitor left", checkpoint=False)
-                break
+                reason = f"divergence at step {self.step_index - 1}: the monitor left"
+                if self.sync is None:
+                    self._stop(reason, checkpoint=False)
+                    break
+                if self.sync.leader:
+                    self._commands.put((Stop(reason), None))
+            if self.sync is not None:
+                self._agree(wait=PAUSE_POLL_SECONDS)
+                continue
             try:
                 self._apply(*self._commands.get(timeout=PAUSE_POLL_SECONDS))
             except queue.Empty:
@@ -340,6 +358,32 @@ class Engine:
             return False
         self._set_lr(self.step_index)
         return True
+
+    def _agree(self, wait: float = 0.0) -> None:
+        """A sync step (DDP): rank 0's queued commands, any rank's stop and divergence, applied alike on
+        every rank. ``wait``: rank 0 waits that long for a command first (while paused)."""
+        local: list[tuple[Command, Done | None]] = []
+        if self.sync.leader:
+            if wait and self._commands.empty():
+                with contextlib.suppress(queue.Empty):
+                    local.append(self._commands.get(timeout=wait))
+            while not self._commands.empty():
+                local.append(self._commands.get_nowait())
+        agreed = self.sync.exchange(
+            self.step_index,
+            [command for command, _ in local],
+            diverged=self._diverged is not None,
+            action=self._divergence_action() if self.sync.leader else "",
+        )
+        if agreed.diverged_rank is not None:
+            self._act_on_divergence(agreed.action or "stop", rank=agreed.diverged_rank)
+        elif self.divergence is not None and self.state == "running":
+            self.divergence.snapshot_if_due(self.step_index)  # at a sync step: every rank keeps the same one
+        done = [on_done for _, on_done in local] if self.sync.leader else [None] * len(agreed.commands)
+        for command, on_done in zip(agreed.commands, done, strict=True):
+            self._apply(command, on_done)
+        if agreed.stop_rank is not None:
+            self._stop(f"{agreed.stop_signal} on rank {agreed.stop_rank}")
 
     def _apply(self, command: Command, on_done: Done | None = None) -> None:
         first = len(self._events)
@@ -378,7 +422,7 @@ class Engine:
             elif isinstance(command, Stop):
                 if self.state not in ("running", "paused"):
                     raise SpecError(f"already {self.state}")
-                self._stop(command.reason)
+                self._stop(command.reason, checkpoint=not self._paused_for_divergence)  # keep the good one
             elif isinstance(command, Rollback):
                 if self.divergence is None or not self.divergence.can_roll_back:
                     raise SpecError("no rollback: pass model= to lrwatch.watch() and keep a divergence policy")

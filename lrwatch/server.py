@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,6 +51,7 @@ class _Client:
     epochs_sent: int = 0
     events_sent: int = 0
     timeline_sent: Any = None
+    rank: str = ""  # a DDP rank's link: "rank 1 (pid 123)"
     closing: bool = False  # close once the output is sent (after an error line)
     grace: int = 0  # bytes of the snapshot still unsent: they do not count as a backlog
 
@@ -57,10 +59,18 @@ class _Client:
 class RunServer:
     """Serves ``engine`` at ``record.socket`` from its own thread; :meth:`close` at the end of the run."""
 
-    def __init__(self, engine: Engine, record: LiveRecord, *, on_owner_lost: str = "detach") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        record: LiveRecord,
+        *,
+        on_owner_lost: str = "detach",
+        on_rank_lost: Callable[[str, str | None], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.record = record
         self.on_owner_lost = on_owner_lost
+        self.on_rank_lost = on_rank_lost  # DDP: ("rank 1 (pid 123)", error) when a rank fails or its link closes
         self.clients: list[_Client] = []
         self._results: deque[tuple[_Client, Any, Event]] = deque()
         self._selector = selectors.DefaultSelector()
@@ -134,6 +144,8 @@ class RunServer:
         for client in list(self.clients):
             if client.subscribed:
                 self._push(client)
+            elif client.rank:  # a DDP rank: the run ended, this is no loss
+                self._send(client, {"type": "closing", "status": self.engine.state}, live=False)
         deadline = time.monotonic() + CLOSE_LINGER_SECONDS
         while any(c.out for c in self.clients) and time.monotonic() < deadline:
             for key, mask in self._selector.select(0.05):
@@ -212,6 +224,8 @@ class RunServer:
             client.greeted = True
             client.kind = str(message.get("client", "client"))[:32]
             client.owner = message.get("owner") is True
+            if client.kind == "rank":
+                client.rank = f"rank {_small_int(message.get('rank'))} (pid {_small_int(message.get('pid'))})"
             self._send(client, self._hello(), live=False)
             return
         if kind == "status":
@@ -228,6 +242,9 @@ class RunServer:
             self._command(client, message)
         elif kind == "detach":
             client.detached = True
+            error = message.get("error")
+            if client.rank and isinstance(error, str) and self.on_rank_lost is not None:
+                self.on_rank_lost(client.rank, error[:300])
         else:
             self._send(client, {"type": "error", "message": f"unknown request type {kind[:40]!r}"}, live=False)
 
@@ -365,12 +382,18 @@ class RunServer:
             self._selector.unregister(client.sock)
         client.sock.close()
         self._count_monitors()
+        if client.rank and not client.detached and not self._closing.is_set() and self.on_rank_lost is not None:
+            self.on_rank_lost(client.rank, None)
         gone_unsaid = client.owner and not client.detached and not self._closing.is_set()
         if gone_unsaid and self.on_owner_lost == "stop" and self.engine.state in LIVE_STATES:
             self.engine.submit(Stop("hangup"))  # --on-hangup stop: the monitor that started the run is gone
 
     def _count_monitors(self) -> None:
         self.engine.monitors = sum(1 for c in self.clients if c.subscribed and c.kind == "monitor")
+
+
+def _small_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31 else -1
 
 
 def _epochs(steps: Any, epochs: Any, values: dict[str, Any], start: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ LAYERS = [
     "console",  # headless lines, output that survives its terminal
     "divergence",  # is a loss diverged; snapshots for a rollback
     "engine",  # owns the LR, applies commands at step boundaries
+    "distributed",  # DDP: ranks agree on commands, stops and divergence at sync steps
     "server",  # the run's socket
     "api",  # lrwatch.watch, checkpoints, the host
     "__init__",  # the package's public names (re-exported from api)

@@ -1,0 +1,278 @@
+"""Several ranks, one run: under ``torch.distributed`` every rank applies every command at the same step.
+
+Every rank runs :func:`lrwatch.watch`; rank 0 owns the run directory, the socket and any UI, and
+decides. The ranks meet at *sync steps*, where one all-reduce (MAX) of a few ``int64`` on a gloo
+group of lrwatch's own (so NCCL streams are never touched) carries, per slot:
+
+- ``stop``: ``signum · 2²⁰ + rank + 1`` of a rank that was asked to stop (SIGTERM, SIGINT): any rank's
+  signal reaches all, which a broadcast from rank 0 could not do;
+- ``diverged``: ``rank + 1`` of a rank whose loss diverged since the last sync step;
+- ``commands``: how many commands rank 0 has (then one broadcast of their JSON follows);
+- ``next``: the next sync step, rank 0's choice; ``action``: rank 0's answer to a divergence.
+
+Rank 0 spaces the sync steps so that the collective costs at most :data:`COST_SHARE` of the
+training time: ``K = ⌈c / (COST_SHARE · t)⌉``, clamped to ``[1, ⌈MAX_LATENCY / t⌉]``, with ``c``
+the seconds one exchange takes and ``t`` the seconds per step (both moving averages on rank 0).
+A command therefore lands within ``K`` steps (about ``c / COST_SHARE`` seconds), on every rank at
+the same step. Measured on two CPU ranks (bench/NOTES.md): ``c`` ≈ 0.4–0.7 ms against a 4 ms
+demo step, so K ≈ 18.
+
+A rank that dies is named: every other rank holds a connection to rank 0's socket (rank 0 sees
+which one closed; the others see rank 0 go), the collective that fails then raises
+:class:`RankLost` with that name, and a process whose training thread stays blocked exits after
+:data:`LOST_RANK_EXIT_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrwatch.protocol import Command, command_from_dict
+from lrwatch.wire import MAX_CLIENT_LINE, VERSION, LineBuffer, WireError, decode, encode
+
+COST_SHARE = 0.01  # the collective's share of training time rank 0 aims for
+MAX_LATENCY_SECONDS = 0.25  # ... unless that puts sync steps further apart than this
+FIRST_SYNCS = 8  # sync every step at first, to measure
+STOP_SCALE = 1 << 20
+ACTIONS = ("", "pause", "stop", "rollback")
+LOST_RANK_EXIT_SECONDS = 20.0
+SLOTS = ("stop", "diverged", "commands", "next", "action")
+
+
+class RankLost(RuntimeError):
+    """Another rank of the run is gone; the message names it."""
+
+
+@dataclass
+class Agreement:
+    """What every rank learnt at a sync step: the same on all of them."""
+
+    commands: list[Command] = field(default_factory=list)
+    stop_rank: int | None = None
+    stop_signal: str | None = None
+    diverged_rank: int | None = None
+    action: str = ""
+
+
+class RankSync:
+    """One rank's side of the sync steps; build it with :meth:`from_environment` on every rank."""
+
+    def __init__(self, dist: Any, group: Any, rank: int, world_size: int) -> None:
+        self.dist = dist
+        self.group = group
+        self.rank = rank
+        self.world_size = world_size
+        self.next_step = 0
+        self.syncs = 0
+        self.sync_seconds = 0.0  # time inside exchanges (rank 0's cost estimate; bench's ddp_sync_cost)
+        self._stop_signal = 0
+        self._step_seconds = math.nan
+        self._cost_seconds = math.nan
+        self._last_sync: tuple[int, float] | None = None
+        self.lost: str | None = None  # "rank 1 (pid 123)" once a peer's connection closed
+        self._lost_event = threading.Event()
+        self._leader_link: socket.socket | None = None
+
+    @classmethod
+    def from_environment(cls) -> RankSync | None:
+        """A sync for this rank when ``torch.distributed`` is initialised with several ranks, else ``None``.
+        Collective: every rank must call it (it creates the gloo group)."""
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+            return None
+        group = dist.new_group(backend="gloo")
+        return cls(dist, group, dist.get_rank(), dist.get_world_size())
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def due(self, step: int) -> bool:
+        return step >= self.next_step
+
+    def request_stop(self, signum: int) -> None:
+        """A signal on this rank: every rank stops at the next sync step (safe in a signal handler)."""
+        self._stop_signal = max(self._stop_signal, int(signum))
+
+    # -- the collective ---------------------------------------------------------------------
+    def exchange(self, step: int, commands: list[Command], *, diverged: bool, action: str) -> Agreement:
+        """Meet the other ranks at ``step``: rank 0's ``commands`` and ``action``, everyone's flags."""
+        import torch
+
+        started = time.perf_counter()
+        slots = torch.zeros(len(SLOTS), dtype=torch.int64)
+        if self._stop_signal:
+            slots[0] = self._stop_signal * STOP_SCALE + self.rank + 1
+        if diverged:
+            slots[1] = self.rank + 1
+        if self.leader:
+            slots[2] = len(commands)
+            slots[3] = step + self._interval(step, started)
+            slots[4] = ACTIONS.index(action) if action in ACTIONS else 0
+        try:
+            self.dist.all_reduce(slots, op=self.dist.ReduceOp.MAX, group=self.group)
+            stop, who_diverged, count, next_step, action_code = (int(v) for v in slots.tolist())
+            if count:
+                payload = [json.dumps([c.to_dict() for c in commands]) if self.leader else None]
+                self.dist.broadcast_object_list(payload, src=0, group=self.group)
+                commands = [command_from_dict(d) for d in json.loads(payload[0])]
+        except RuntimeError as exc:
+            raise self.lost_error(step, exc) from None
+        self.next_step = max(next_step, step + 1)
+        elapsed = time.perf_counter() - started
+        self.sync_seconds += elapsed
+        self._cost_seconds = _ema(self._cost_seconds, elapsed)
+        self.syncs += 1
+        return Agreement(
+            commands=commands if count else [],
+            stop_rank=(stop % STOP_SCALE) - 1 if stop else None,
+            stop_signal=_signal_name(stop // STOP_SCALE) if stop else None,
+            diverged_rank=who_diverged - 1 if who_diverged else None,
+            action=ACTIONS[action_code] if 0 <= action_code < len(ACTIONS) else "",
+        )
+
+    def _interval(self, step: int, now: float) -> int:
+        """Steps to the next sync: the collective near :data:`COST_SHARE` of training, at most
+        :data:`MAX_LATENCY_SECONDS` apart (see the module's docstring)."""
+        last, self._last_sync = self._last_sync, (step, now)
+        if last is not None and step > last[0]:
+            per_step = (now - last[1] - (self._cost_seconds if not math.isnan(self._cost_seconds) else 0.0)) / (
+                step - last[0]
+            )
+            per_step = max(per_step, 1e-7)
+            self._step_seconds = _ema(self._step_seconds, per_step)
+        if self.syncs < FIRST_SYNCS or math.isnan(self._step_seconds) or math.isnan(self._cost_seconds):
+            return 1
+        by_cost = math.ceil(self._cost_seconds / (COST_SHARE * self._step_seconds))
+        by_latency = max(1, math.ceil(MAX_LATENCY_SECONDS / self._step_seconds))
+        return max(1, min(by_cost, by_latency))
+
+    def share_leader_socket(self, path: str | None) -> str | None:
+        """Rank 0's socket path, learnt by every rank (collective)."""
+        payload = [path if self.leader else None]
+        self.dist.broadcast_object_list(payload, src=0, group=self.group)
+        return payload[0]
+
+    # -- a rank that is gone ----------------------------------------------------------------
+    def peer_lost(self, who: str, error: str | None = None) -> None:
+        """A peer's link closed unsaid, or it said it failed with ``error`` (the server thread, or this
+        rank's link to rank 0): remember who, and make sure a training thread blocked for good cannot
+        keep this process alive."""
+        if self.lost is None:
+            self.lost = f"{who} left the run" + (f" after {error[:300]}" if error else "")
+            self._lost_event.set()
+            threading.Thread(target=self._exit_if_blocked, name="lrwatch-rank-lost", daemon=True).start()
+
+    def _exit_if_blocked(self) -> None:
+        time.sleep(LOST_RANK_EXIT_SECONDS)
+        with contextlib.suppress(OSError, ValueError):
+            print(f"lrwatch: rank {self.rank}: {self.lost}; exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    def lost_error(self, step: int, cause: BaseException | None = None) -> RankLost:
+        """The error to end this rank with: who left, if this rank learnt it within a second."""
+        self._lost_event.wait(1.0)
+        who = self.lost or "another rank left the run"
+        detail = f" ({_first_sentence(cause)})" if cause is not None and str(cause).strip() else ""
+        return RankLost(f"rank {self.rank} at step {step}: {who}{detail}")
+
+    def link_to_leader(self, path: str | None) -> None:
+        """Ranks other than 0: hold a connection to rank 0's socket, so that either side sees the other go."""
+        if self.leader or not path:
+            return
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            link.settimeout(10.0)
+            link.connect(path)
+            hello = {"type": "hello", "version": VERSION, "client": "rank", "rank": self.rank, "pid": os.getpid()}
+            link.sendall(encode(hello))
+            link.settimeout(None)
+        except OSError:
+            link.close()
+            return
+        self._leader_link = link
+        threading.Thread(target=self._watch_leader, args=(link,), name="lrwatch-rank-link", daemon=True).start()
+
+    def _watch_leader(self, link: socket.socket) -> None:
+        """Rank 0 says ``closing`` when its run ends; a link that closes without it, or closes after a
+        failed run, means rank 0 is gone."""
+        lines = LineBuffer(MAX_CLIENT_LINE)
+        with contextlib.suppress(OSError, WireError):
+            while data := link.recv(65536):
+                for line in lines.feed(data):
+                    message = decode(line)
+                    if message.get("type") == "closing":
+                        if message.get("status") not in ("finished", "stopped"):
+                            self.peer_lost("rank 0", f"its run ended in {str(message.get('status'))[:20]}")
+                        return
+        if self._leader_link is link:  # not closed by this rank at its end
+            self.peer_lost("rank 0")
+
+    def close(self, error: str | None = None) -> None:
+        """This rank's run ended: tell rank 0 (how, if it failed) and drop the link."""
+        link, self._leader_link = self._leader_link, None
+        if link is not None:
+            with contextlib.suppress(OSError):
+                link.sendall(encode({"type": "detach", "error": error}))
+            with contextlib.suppress(OSError):
+                link.close()
+
+
+def _first_sentence(error: BaseException) -> str:
+    """gloo's ``[/path/pair.cc:553] Connection closed by peer [127.0.0.1]:53981. This is typically…``
+    → ``Connection closed by peer [127.0.0.1]:53981``."""
+    line = str(error).strip().splitlines()[0]
+    line = re.sub(r"^\[[^\]]*\.\w+:\d+\]\s*", "", line)
+    return line.split(". ")[0][:200]
+
+
+def _ema(average: float, value: float) -> float:
+    return value if math.isnan(average) else 0.8 * average + 0.2 * value
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def install_stop_signals(sync: RankSync) -> None:
+    """SIGTERM and SIGINT stop every rank at one sync step (torchrun's agent sends SIGTERM to all of
+    them); only where Python's defaults are still in place, in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_signal(signum: int, _frame: object) -> None:
+        sync.request_stop(signum)
+        if signum == signal.SIGINT:  # a second Ctrl+C interrupts at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+        if signal.getsignal(signum) is default:
+            signal.signal(signum, on_signal)
+
+
+def rank_error(sync: RankSync, step: int, error: BaseException) -> BaseException:
+    """``error`` as this rank should record it: a collective that failed because a rank left (gloo's
+    "Connection reset by peer" in DDP's own all-reduce) becomes a :class:`RankLost` naming that rank."""
+    if isinstance(error, RankLost):
+        return error
+    import torch.distributed as dist
+
+    text = str(error)
+    if isinstance(error, dist.DistError) or any(w in text for w in ("gloo", "NCCL", "Connection", "by peer")):
+        return sync.lost_error(step, error)
+    return error
