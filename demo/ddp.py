@@ -33,13 +33,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the rank's shard")
     parser.add_argument("--batch-size", type=int, default=128, help="per rank")
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--schedule", default="cosine")
+    parser.add_argument("--schedule", default=None, help="default cosine (on a resume: the one in force)")
     parser.add_argument("--switch", action="append", default=[], metavar="EPOCH:SPEC")
     parser.add_argument("--run-dir", default=None, help="rank 0's run directory (default: runs/<time>)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoint")
     parser.add_argument("--checkpoint-every", type=float, default=None, metavar="EPOCHS")
     parser.add_argument("--train-size", type=int, default=60_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--on-divergence", choices=("pause", "stop", "rollback"), default=None)
+    parser.add_argument(
+        "--nan-at", default=None, metavar="RANK:STEP", help="report a NaN loss on one rank at one step (try divergence)"
+    )
     return parser.parse_args(argv)
 
 
@@ -84,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
         extra_state={"data_order": order},
+        on_divergence=args.on_divergence,
         config={"command": "demo/ddp.py", "world_size": world, "device": config.device, **vars(args)},
     )
     bs = args.batch_size
+    nan_rank, nan_step = (int(v) for v in args.nan_at.split(":")) if args.nan_at else (-1, -1)
     for epoch in range(monitor.start_epoch, args.epochs):
         indices = order.permutation(args.train_size)[rank::world].to(task.device)
         first = monitor.step_in_epoch if epoch == monitor.start_epoch else 0
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if rank == nan_rank and monitor.engine.step_index == nan_step:
+                loss = torch.full_like(loss, float("nan"))  # what this rank reports, not what it trained on
             if not monitor.step(loss):
                 stopped = True
                 break

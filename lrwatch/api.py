@@ -463,9 +463,12 @@ def watch(
             if name in state["extra"]:
                 _load_state(obj, state["extra"][name])
         pending = {(step, json_key(cmd.to_dict())) for step, cmd in saved_switches}
+        applied = {(seg.start_step, str(seg.spec)) for seg in timeline.segments}
         for step, cmd in saved_switches:
             engine.schedule_command(step, cmd)
         for epoch, spec in scripted:
+            if (round(epoch * k), spec) in applied:
+                continue  # the same command line given again on a resume: already in the timeline
             step = max(round(epoch * k), start_step)  # one given for the past lands now, visibly
             if (step, json_key(Switch(spec).to_dict())) not in pending:
                 engine.schedule_command(step, Switch(spec))

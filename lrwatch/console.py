@@ -189,7 +189,9 @@ def describe(event: Event) -> EventText | None:
     if kind == "checkpoint":
         return EventText("checkpoint", f"{Path(d['path']).name} ({d.get('reason', 'request')})", "bold cyan")
     if kind == "divergence":
-        return EventText("diverged", f"loss {d['loss']} lr {d['lr']:.3g} → {d['action']}", "bold red")
+        where = f"on rank {d['rank']} at step {d.get('at_step')}: " if "rank" in d else ""
+        loss = f"loss {d['loss']} " if d.get("loss") is not None else ""
+        return EventText("diverged", f"{where}{loss}lr {d['lr']:.3g} → {d['action']}", "bold red")
     if kind == "rollback":
         return EventText("rollback", f"to step {d['to_step']}, lr halved", "bold yellow")
     if kind == "warning":

@@ -6,7 +6,8 @@ group of lrwatch's own (so NCCL streams are never touched) carries, per slot:
 
 - ``stop``: ``signum · 2²⁰ + rank + 1`` of a rank that was asked to stop (SIGTERM, SIGINT): any rank's
   signal reaches all, which a broadcast from rank 0 could not do;
-- ``diverged``: ``rank + 1`` of a rank whose loss diverged since the last sync step;
+- ``diverged``: ``(2⁴⁰ − step) · 2²⁰ + rank + 1`` of a rank whose loss diverged at ``step`` since the
+  last sync step (the MAX is the earliest);
 - ``commands``: how many commands rank 0 has (then one broadcast of their JSON follows);
 - ``next``: the next sync step, rank 0's choice; ``action``: rank 0's answer to a divergence.
 
@@ -44,7 +45,8 @@ from lrwatch.wire import MAX_CLIENT_LINE, VERSION, LineBuffer, WireError, decode
 COST_SHARE = 0.01  # the collective's share of training time rank 0 aims for
 MAX_LATENCY_SECONDS = 0.25  # ... unless that puts sync steps further apart than this
 FIRST_SYNCS = 8  # sync every step at first, to measure
-STOP_SCALE = 1 << 20
+STOP_SCALE = 1 << 20  # a rank below 2²⁰ in the low bits
+STEP_LIMIT = 1 << 40
 ACTIONS = ("", "pause", "stop", "rollback")
 LOST_RANK_EXIT_SECONDS = 20.0
 SLOTS = ("stop", "diverged", "commands", "next", "action")
@@ -62,6 +64,7 @@ class Agreement:
     stop_rank: int | None = None
     stop_signal: str | None = None
     diverged_rank: int | None = None
+    diverged_step: int | None = None
     action: str = ""
 
 
@@ -107,16 +110,17 @@ class RankSync:
         self._stop_signal = max(self._stop_signal, int(signum))
 
     # -- the collective ---------------------------------------------------------------------
-    def exchange(self, step: int, commands: list[Command], *, diverged: bool, action: str) -> Agreement:
-        """Meet the other ranks at ``step``: rank 0's ``commands`` and ``action``, everyone's flags."""
+    def exchange(self, step: int, commands: list[Command], *, diverged_at: int | None, action: str) -> Agreement:
+        """Meet the other ranks at ``step``: rank 0's ``commands`` and ``action``, everyone's stop requests
+        and divergences (``diverged_at``: the step this rank's loss diverged at, if it did)."""
         import torch
 
         started = time.perf_counter()
         slots = torch.zeros(len(SLOTS), dtype=torch.int64)
         if self._stop_signal:
             slots[0] = self._stop_signal * STOP_SCALE + self.rank + 1
-        if diverged:
-            slots[1] = self.rank + 1
+        if diverged_at is not None:
+            slots[1] = (STEP_LIMIT - diverged_at) * STOP_SCALE + self.rank + 1
         if self.leader:
             slots[2] = len(commands)
             slots[3] = step + self._interval(step, started)
@@ -139,7 +143,8 @@ class RankSync:
             commands=commands if count else [],
             stop_rank=(stop % STOP_SCALE) - 1 if stop else None,
             stop_signal=_signal_name(stop // STOP_SCALE) if stop else None,
-            diverged_rank=who_diverged - 1 if who_diverged else None,
+            diverged_rank=(who_diverged % STOP_SCALE) - 1 if who_diverged else None,
+            diverged_step=STEP_LIMIT - who_diverged // STOP_SCALE if who_diverged else None,
             action=ACTIONS[action_code] if 0 <= action_code < len(ACTIONS) else "",
         )
 

@@ -233,10 +233,12 @@ class Engine:
     def _divergence_action(self) -> str:
         return self.divergence.policy.action_now(watched=self.monitors > 0) if self.divergence is not None else ""
 
-    def _act_on_divergence(self, action: str, rank: int | None = None) -> None:
+    def _act_on_divergence(self, action: str, rank: int | None = None, at_step: int | None = None) -> None:
         """A diverged loss is acted on at the step it happens (under DDP: at the sync step where the
-        ranks learn of it, the same on all of them), as the policy says."""
-        step, loss, cause = self._diverged or (self.step_index - 1, float("nan"), "non-finite")
+        ranks learn of it, the same on all of them; the event names the rank and its step)."""
+        step, loss, cause = self._diverged or (at_step, None, "another rank")
+        if rank is not None and rank != self.sync.rank:
+            step, loss, cause = at_step, None, "another rank"
         self._diverged = None
         where = {} if rank is None else {"rank": rank}
         self._emit("divergence", loss=loss, lr=self.lr, cause=cause, action=action, at_step=step, **where)
@@ -372,11 +374,11 @@ class Engine:
         agreed = self.sync.exchange(
             self.step_index,
             [command for command, _ in local],
-            diverged=self._diverged is not None,
+            diverged_at=self._diverged[0] if self._diverged is not None else None,
             action=self._divergence_action() if self.sync.leader else "",
         )
         if agreed.diverged_rank is not None:
-            self._act_on_divergence(agreed.action or "stop", rank=agreed.diverged_rank)
+            self._act_on_divergence(agreed.action or "stop", agreed.diverged_rank, agreed.diverged_step)
         elif self.divergence is not None and self.state == "running":
             self.divergence.snapshot_if_due(self.step_index)  # at a sync step: every rank keeps the same one
         done = [on_done for _, on_done in local] if self.sync.leader else [None] * len(agreed.commands)

@@ -292,7 +292,8 @@ class LRWatchApp(ScheduleKeys, ViewApp):
             self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
         if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:
             d = event.data
-            alert = DivergenceScreen(d["at_step"], d["lr"], float(d["loss"]), d["cause"])
+            loss = float(d["loss"]) if d.get("loss") is not None else None
+            alert = DivergenceScreen(d["at_step"], d["lr"], loss, d["cause"], d.get("rank"))
             self.push_screen(alert, self._after_divergence)
         if event.kind in ("switch", "edit", "finish"):
             self._redraw_now()

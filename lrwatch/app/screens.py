@@ -92,15 +92,17 @@ class DivergenceScreen(Modal):
         Binding("escape", "close", "close"),
     ]
 
-    def __init__(self, step: int, lr: float, loss: float, cause: str) -> None:
+    def __init__(self, step: int, lr: float, loss: float | None, cause: str, rank: int | None = None) -> None:
         super().__init__()
-        self.step, self.lr, self.loss, self.cause = step, lr, loss, cause
+        self.step, self.lr, self.loss, self.cause, self.rank = step, lr, loss, cause, rank
 
     def compose(self) -> ComposeResult:
-        what = "is not finite" if self.cause == "non-finite" else "spiked"
+        what = {"non-finite": "is not finite", "spike": "spiked"}.get(self.cause, "diverged")
+        whose = "The loss" if self.rank is None else f"The loss of rank {self.rank}"
+        loss = f"loss {self.loss:.4g}, " if self.loss is not None else ""
         with Vertical(id="divergence-box"):
             yield Static(
-                f"[b red]The loss {what} at step {self.step:,}[/]  (loss {self.loss:.4g}, lr {self.lr:.4g})\n"
+                f"[b red]{whose} {what} at step {self.step:,}[/]  ({loss}lr {self.lr:.4g})\n"
                 "Training is paused at the next step boundary.\n\n"
                 "[b]r[/b] roll back to the last good weights and halve the LR   "
                 "[b]space[/b] resume as is   [b]s[/b] stop   [b]escape[/b] close"

@@ -1,0 +1,151 @@
+"""DDP for real: ``torchrun --standalone --nproc_per_node=2`` on gloo (CPU), ``demo/ddp.py``.
+
+Each rank prints ``rank R: steps N lr_sha256 X params_sha256 Y``; equal lines mean both ranks applied
+the same LR at every step and ended with the same weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_live import ENV, events, lrwatch, run_pid, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+SMALL = ["--train-size", "4000", "--batch-size", "32", "--steps-per-epoch", "40"]
+RANK_LINE = re.compile(r"^rank (\d): steps (\d+) lr_sha256 ([0-9a-f]{64}) params_sha256 ([0-9a-f]{64})$", re.M)
+DDP_ENV = ENV | {"OMP_NUM_THREADS": "1"}
+
+
+class Torchrun:
+    """``demo/ddp.py`` on two ranks, in its own process group (killed whole at the end of a test)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*TORCHRUN, str(ROOT / "demo" / "ddp.py"), *SMALL, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=DDP_ENV,
+            start_new_session=True,
+        )
+        self.output = ""
+
+    def wait(self, timeout: float) -> int:
+        self.output, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode
+
+    def ranks(self) -> dict[int, tuple[int, str, str]]:
+        return {int(m[1]): (int(m[2]), m[3], m[4]) for m in RANK_LINE.finditer(self.output)}
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def torchrun():
+    started: list[Torchrun] = []
+
+    def start(*args: str) -> Torchrun:
+        run = Torchrun(*args)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.kill()
+
+
+def metrics_lr_sha256(run_dir: Path) -> str:
+    """The SHA-256 of the LR column rank 0 logged: what every rank's ``lr_sha256`` must equal."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        lrs = [float(row["lr"]) for row in csv.DictReader(f) if row["loss"]]
+    return hashlib.sha256(np.asarray(lrs, dtype=np.float64).tobytes()).hexdigest()
+
+
+def agreeing_ranks(run: Torchrun) -> tuple[int, str, str]:
+    ranks = run.ranks()
+    assert sorted(ranks) == [0, 1], run.output[-3000:]
+    assert ranks[0] == ranks[1], f"the ranks disagree: {ranks}"
+    return ranks[0]
+
+
+def test_a_scripted_and_a_sent_switch_land_on_both_ranks_at_the_same_step(tmp_path, torchrun):
+    run_dir = tmp_path / "run"
+    run = torchrun("--epochs", "500", "--switch", "1:exp:gamma=0.95", "--run-dir", str(run_dir))
+    wait_for(lambda: (run_dir / "live.json").exists(), "rank 0's socket")
+    wait_for(lambda: any(e["event"] == "switch" for e in events(run_dir)), "the scripted switch")
+    sent = lrwatch("send", str(run_dir), "switch", "step:step_size=1,gamma=0.7")
+    assert sent.returncode == 0, sent.stderr
+    assert lrwatch("send", str(run_dir), "stop").returncode == 0
+    assert run.wait(60) == 0, run.output[-3000:]
+    steps, lr_hash, _ = agreeing_ranks(run)
+    assert lr_hash == metrics_lr_sha256(run_dir)
+    switches = [e for e in events(run_dir) if e["event"] == "switch"]
+    assert [(s["step"], s["spec"]) for s in switches[:1]] == [(40, "exp:gamma=0.95")]
+    assert switches[1]["spec"] == "step:step_size=1,gamma=0.7" and 40 < switches[1]["step"] <= steps
+    assert [e["reason"] for e in events(run_dir) if e["event"] == "stop"] == ["send"]
+    assert run.output.count("start at step 0") == 1 and run.output.count("stopped at step") == 1  # rank 0's lines only
+
+
+def test_a_nan_on_one_rank_rolls_back_every_rank_alike(tmp_path, torchrun):
+    run_dir = tmp_path / "run"
+    run = torchrun("--epochs", "10", "--run-dir", str(run_dir), "--on-divergence", "rollback", "--nan-at", "1:200")
+    assert run.wait(120) == 0, run.output[-3000:]
+    agreeing_ranks(run)
+    (divergence,) = [e for e in events(run_dir) if e["event"] == "divergence"]
+    assert divergence["rank"] == 1 and divergence["at_step"] == 200 and divergence["step"] >= 200
+    (rollback,) = [e for e in events(run_dir) if e["event"] == "rollback"]
+    assert 100 <= rollback["to_step"] < 200  # a snapshot both ranks took at one sync step
+
+
+def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_restores_both(tmp_path, torchrun):
+    args = ["--epochs", "30", "--switch", "2:cosine:T_max=10"]
+    whole = torchrun(*args, "--run-dir", str(tmp_path / "whole"))
+    assert whole.wait(180) == 0, whole.output[-3000:]
+    run_dir = tmp_path / "stopped"
+    run = torchrun(*args, "--run-dir", str(run_dir))
+    wait_for(lambda: any(e["event"] == "epoch" for e in events(run_dir)), "an epoch")
+    run.proc.send_signal(signal.SIGTERM)  # torchrun's agent passes it to both ranks
+    run.wait(60)
+    stopped_at, _, _ = agreeing_ranks(run)
+    (stop,) = [e for e in events(run_dir) if e["event"] == "stop"]
+    assert stop["reason"].startswith("SIGTERM on rank") and stop["step"] == stopped_at
+    assert (run_dir / "checkpoint.pt").exists() and stopped_at < 1200
+
+    resumed = torchrun(*args, "--resume", str(run_dir))
+    assert resumed.wait(180) == 0, resumed.output[-3000:]
+    _, _, params = agreeing_ranks(resumed)
+    assert params == whole.ranks()[0][2]  # both ranks went on exactly as if never stopped
+
+
+def test_a_killed_rank_stops_the_other_and_is_named(tmp_path, torchrun):
+    run_dir = tmp_path / "run"
+    run = torchrun("--epochs", "500", "--run-dir", str(run_dir))
+    wait_for(lambda: (run_dir / "live.json").exists(), "rank 0's socket")
+    rank0 = run_pid(run_dir)
+    agent = int(Path(f"/proc/{rank0}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    (rank1,) = [int(p) for p in Path(f"/proc/{agent}/task/{agent}/children").read_text().split() if int(p) != rank0]
+    time.sleep(0.5)
+    killed = time.monotonic()
+    os.kill(rank1, signal.SIGKILL)
+    assert run.wait(60) != 0
+    assert time.monotonic() - killed < 30
+    errors = [e["message"] for e in events(run_dir) if e["event"] == "error"]
+    assert len(errors) == 1 and f"rank 1 (pid {rank1}) left the run" in errors[0], errors
+    assert events(run_dir)[-1]["event"] == "finish"
