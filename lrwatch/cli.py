@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--headless", action="store_true", help="no UI; lrwatch's lines go to stderr")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
     run.add_argument("--resume", type=_run_dir_arg, default=None, metavar="RUN_DIR", help="continue a run")
+    run.add_argument(
+        "--nproc-per-node",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="DDP: start N ranks with PyTorch's torchrun (torch.distributed.run --standalone); the monitor is rank 0's",
+    )
     _add_divergence_args(run)
     _add_live_args(run)
     _add_ui_args(run)
@@ -398,8 +405,11 @@ def launch(args: argparse.Namespace, run_dir: Path) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``lrwatch run script.py [-- args]``: the user's script, its ``lrwatch.watch()`` attached to us."""
+    """``lrwatch run script.py [-- args]``: the user's script, its ``lrwatch.watch()`` attached to us;
+    with ``--nproc-per-node N``, N ranks under torchrun, rank 0's ``watch()`` attached to us."""
     import runpy
+
+    from lrwatch.launch import run_ranks
 
     script = Path(args.script)
     if not script.is_file():
@@ -417,7 +427,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = args.resume or args.run_dir or default_run_dir()
     if _launches(args):
         return launch(args, run_dir)
+    if args.nproc_per_node is not None:
+        return run_ranks(str(script), script_args, args.nproc_per_node, _rank_settings(args, run_dir))
     return run_headless(target, args, run_dir=run_dir, log="stderr")
+
+
+def _rank_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
+    """What ``lrwatch.api.Host.from_environment`` reads in every rank."""
+    return {
+        "LRWATCH_RUN_DIR": str(Path(run_dir).resolve()),
+        "LRWATCH_RESUME": str(Path(args.resume).resolve()) if args.resume else "",
+        "LRWATCH_ON_DIVERGENCE": args.on_divergence or "",
+        "LRWATCH_SPIKE_FACTOR": repr(args.spike_factor),
+        "LRWATCH_ON_HANGUP": args.on_hangup,
+        "LRWATCH_SPAWNED": "1" if args.spawned else "",
+    }
 
 
 def cmd_view(args: argparse.Namespace) -> int:

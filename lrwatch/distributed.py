@@ -255,8 +255,9 @@ def _signal_name(signum: int) -> str:
 
 
 def install_stop_signals(sync: RankSync) -> None:
-    """SIGTERM and SIGINT stop every rank at one sync step (torchrun's agent sends SIGTERM to all of
-    them); only where Python's defaults are still in place, in the main thread."""
+    """SIGTERM, SIGINT and SIGHUP stop every rank at one sync step, with a checkpoint, instead of killing
+    them mid-step: torchrun's agent passes each of them on to every rank (a dropped terminal too,
+    pytorch/pytorch#76894). Only where Python's defaults are still in place, in the main thread."""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -265,7 +266,8 @@ def install_stop_signals(sync: RankSync) -> None:
         if signum == signal.SIGINT:  # a second Ctrl+C interrupts at once
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+    defaults = ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL))
+    for signum, default in (*defaults, (signal.SIGINT, signal.default_int_handler)):
         if signal.getsignal(signum) is default:
             signal.signal(signum, on_signal)
 

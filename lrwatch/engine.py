@@ -134,6 +134,7 @@ class Engine:
             error=self.error,
             drives_lr=self.drive_lr,
             device=str(self.config.get("device", "")),
+            ranks=self.sync.world_size if self.sync is not None else 1,
         )
 
     @property

@@ -26,7 +26,7 @@ from typing import Any
 
 from lrwatch.client import RemoteRunSource
 from lrwatch.console import LOG_NAME
-from lrwatch.sockets import record_of_run_dir
+from lrwatch.sockets import LAUNCHER_ENV, record_of_run_dir
 
 SPAWNED_FLAG = "--_spawned"
 TERMINAL_POLL_SECONDS = 0.5
@@ -54,6 +54,21 @@ def spawn_run(command: str, argv: Sequence[str], run_dir: Path) -> subprocess.Po
         log.close()
 
 
+def run_ranks(script: str, script_args: Sequence[str], nproc: int, settings: dict[str, str]) -> int:
+    """``torchrun --standalone --nproc-per-node N SCRIPT ARGS`` in this process (PyTorch's own launcher,
+    ``torch.distributed.run``), its ranks told where the run goes through ``LRWATCH_*`` variables
+    (``settings``; see :meth:`lrwatch.api.Host.from_environment`). The exit status: 0, or 1 when a rank failed."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    os.environ.update({LAUNCHER_ENV: str(os.getpid()), **settings})
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", script, *script_args])
+    except ChildFailedError:
+        return 1  # torchrun has printed which rank failed, and how
+    return 0
+
+
 def log_tail(run_dir: Path, lines: int = 12) -> str:
     try:
         text = (run_dir / LOG_NAME).read_text(encoding="utf-8", errors="replace")
@@ -77,7 +92,8 @@ def source_for_child(child: subprocess.Popen, run_dir: Path) -> RemoteRunSource:
 
     def find() -> str | None:
         record = record_of_run_dir(run_dir)
-        return record.socket if record is not None and record.pid == child.pid else None
+        ours = record is not None and child.pid in (record.pid, record.launcher)  # a DDP run: rank 0 serves
+        return record.socket if ours else None
 
     source = RemoteRunSource(find, owner=True, alive=lambda: child.poll() is None)
     source.detail = lambda: log_tail(run_dir)

@@ -75,13 +75,18 @@ class LiveRecord:
     socket: str
     run_dir: str
     started: float
+    launcher: int | None = None  # the process that started this one for a monitor (torchrun's agent under DDP)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "socket": self.socket, "run_dir": self.run_dir, "started": self.started}
+        data = {"pid": self.pid, "socket": self.socket, "run_dir": self.run_dir, "started": self.started}
+        return data | ({"launcher": self.launcher} if self.launcher is not None else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LiveRecord:
-        return cls(int(data["pid"]), str(data["socket"]), str(data["run_dir"]), float(data.get("started", 0.0)))
+        launcher = int(data["launcher"]) if data.get("launcher") is not None else None
+        return cls(
+            int(data["pid"]), str(data["socket"]), str(data["run_dir"]), float(data.get("started", 0.0)), launcher
+        )
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -163,10 +168,14 @@ def record_of_run_dir(run_dir: str | Path) -> LiveRecord | None:
     return read_record(Path(run_dir) / LIVE_NAME)
 
 
+LAUNCHER_ENV = "LRWATCH_LAUNCHER"  # set by lrwatch run --nproc-per-node for its ranks: its own pid
 _serial = iter(range(1, 1 << 62))
 
 
 def new_record(run_dir: str | Path) -> LiveRecord:
     """A record for a run of this process (a process may run several, one after another)."""
     path = socket_dir() / f"{os.getpid()}-{next(_serial)}.sock"
-    return LiveRecord(os.getpid(), str(path), str(Path(run_dir).resolve()), time.time())
+    launcher = os.environ.get(LAUNCHER_ENV, "")
+    return LiveRecord(
+        os.getpid(), str(path), str(Path(run_dir).resolve()), time.time(), int(launcher) if launcher.isdigit() else None
+    )

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_live import ENV, events, lrwatch, run_pid, wait_for
+from tests.test_live import CLI, ENV, events, lrwatch, run_pid, wait_for
+from tests.test_tmux import Tmux
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -149,3 +152,79 @@ def test_a_killed_rank_stops_the_other_and_is_named(tmp_path, torchrun):
     errors = [e["message"] for e in events(run_dir) if e["event"] == "error"]
     assert len(errors) == 1 and f"rank 1 (pid {rank1}) left the run" in errors[0], errors
     assert events(run_dir)[-1]["event"] == "finish"
+
+
+def test_lrwatch_run_nproc_per_node_detached_is_steered_by_send(tmp_path):
+    run_dir = tmp_path / "run"
+    demo = ["demo/ddp.py", "--", *SMALL, "--epochs", "500"]
+    started = lrwatch("run", "--detach", "--nproc-per-node", "2", "--run-dir", str(run_dir), *demo)
+    assert started.returncode == 0, started.stderr
+    launcher = int(re.search(r"pid (\d+)", started.stdout)[1])
+    try:
+        wait_for(lambda: (run_dir / "live.json").exists(), "rank 0's socket")
+        record = json.loads((run_dir / "live.json").read_text())
+        assert record["launcher"] == launcher and record["pid"] != launcher  # rank 0 serves; torchrun launched it
+        assert lrwatch("send", str(run_dir), "switch", "exp:gamma=0.9").returncode == 0
+        assert lrwatch("send", str(run_dir), "stop").returncode == 0
+        wait_for(lambda: not _alive(launcher), "torchrun to end", timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher, signal.SIGKILL)
+    log = (run_dir / "lrwatch.log").read_text()
+    ranks = {int(m[1]): m.groups()[1:] for m in RANK_LINE.finditer(log)}
+    assert sorted(ranks) == [0, 1] and ranks[0] == ranks[1], log[-3000:]
+    assert [e["event"] for e in events(run_dir)][-3:] == ["stop", "checkpoint", "finish"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie of ours (lrwatch run --detach is not our child: never)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_plain_torchrun_that_loses_its_terminal_stops_every_rank_cleanly(tmp_path):
+    """tmux kill-session: torchrun's agent hands the hangup to its ranks; lrwatch makes it a stop at one step."""
+    run_dir = tmp_path / "run"
+    command = " ".join([*TORCHRUN, str(ROOT / "demo" / "ddp.py"), *SMALL, "--epochs", "500", "--run-dir", str(run_dir)])
+    tmux = Tmux(100, 30, f"OMP_NUM_THREADS=1 {command}")
+    try:
+        wait_for(lambda: (run_dir / "live.json").exists(), "rank 0's socket")
+        wait_for(lambda: any(e["event"] == "epoch" for e in events(run_dir)), "an epoch")
+        tmux.kill()
+        wait_for(lambda: any(e["event"] == "finish" for e in events(run_dir)), "the run to finish", timeout=30)
+    finally:
+        tmux.kill()
+    kinds = [e["event"] for e in events(run_dir)]
+    assert kinds[-3:] == ["stop", "checkpoint", "finish"], kinds
+    assert events(run_dir)[-3]["reason"].startswith("SIGHUP on rank")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_the_ddp_monitor_loses_its_terminal_and_the_ranks_train_on(tmp_path):
+    run_dir = tmp_path / "run"
+    demo = f"demo/ddp.py -- {' '.join(SMALL)} --epochs 500"
+    cli = " ".join([*CLI, "run", "--nproc-per-node", "2", "--run-dir", str(run_dir), demo])
+    tmux = Tmux(100, 30, f"cd {ROOT} && {cli}")
+    try:
+        tmux.wait(lambda: "running" in tmux.screen(), "the monitor")
+        tmux.kill()
+        step = lambda: json.loads(lrwatch("ls", "--json").stdout or "[]")  # noqa: E731
+        time.sleep(2)
+        before = [r["step"] for r in step() if r["run_dir"] == str(run_dir.resolve())]
+        time.sleep(1)
+        after = [r["step"] for r in step() if r["run_dir"] == str(run_dir.resolve())]
+        assert before and after and after[0] > before[0], (before, after)  # both ranks still training
+        assert lrwatch("send", str(run_dir), "stop").returncode == 0
+        wait_for(lambda: any(e["event"] == "finish" for e in events(run_dir)), "the run to finish", timeout=30)
+    finally:
+        tmux.kill()
+        record = run_dir / "live.json"
+        if record.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(json.loads(record.read_text())["launcher"], signal.SIGKILL)
+    assert [e["reason"] for e in events(run_dir) if e["event"] == "stop"] == ["send"]

@@ -110,7 +110,10 @@ class MonitorScreen(Screen):
         label, style = STATE_STYLES.get(state, (state, ""))
         step, total, k = status.step, status.total_steps, status.steps_per_epoch
         width = max(self.query_one("#status").content_size.width, 10)
-        lines = [Text.assemble((label, style), "  ", (device or status.device or "", "dim"))]
+        where = device or status.device or ""
+        if status.ranks > 1:
+            where = f"{where} · rank 0 of {status.ranks}" if where else f"rank 0 of {status.ranks}"
+        lines = [Text.assemble((label, style), "  ", (where, "dim"))]
         epochs = f"{total / k:g}" if total else "?"
         lines.append(Text(f"epoch {step / k:.1f}/{epochs} · step {step:,}"))
         if total:
