@@ -36,6 +36,7 @@ from lrwatch.console import HeadlessPrinter
 from lrwatch.distributed import RankSync, install_stop_signals, rank_error
 from lrwatch.divergence import DivergencePolicy
 from lrwatch.engine import Engine
+from lrwatch.losses import DeviceLosses, on_device
 from lrwatch.protocol import Command, Event, Switch, command_from_dict
 from lrwatch.rundir import default_run_dir, read_metric_rows
 from lrwatch.schedules import SpecError, parse_spec
@@ -180,6 +181,7 @@ class Monitor:
         self.extra_state = dict(extra_state or {})
         self.checkpoint_every = checkpoint_every
         self._closed = False
+        self._device_losses: DeviceLosses | None = None
 
     # -- the loop's side --------------------------------------------------------------------
     @property
@@ -205,14 +207,30 @@ class Monitor:
         return self.engine.lr
 
     def step(self, loss: Any) -> bool:
-        """Log this step's loss (a float or a 0-d tensor); ``False`` means stop now (``q``, a signal)."""
+        """Log this step's loss (a float or a 0-d tensor); ``False`` means stop now (``q``, a signal).
+        A loss on a GPU is never waited for here: it is copied to the host with others, later
+        (:mod:`lrwatch.losses`)."""
         if self.stopped:
             return False
-        value = loss.detach().item() if hasattr(loss, "detach") else float(loss)
-        return self.engine.step(value)
+        if not on_device(loss):
+            return self.engine.step(loss.detach().item() if hasattr(loss, "detach") else float(loss))
+        if self._device_losses is None:
+            self._device_losses = DeviceLosses()
+        self.engine.deliver(self._device_losses.ready())
+        self._device_losses.push(loss)
+        go_on = self.engine.step(None)
+        if not go_on:
+            self._drain_device_losses()  # every step's loss is logged before the run ends
+        return go_on
+
+    def _drain_device_losses(self) -> None:
+        if self._device_losses is not None:
+            self.engine.deliver(self._device_losses.drain())
 
     def epoch_end(self, **metrics: float) -> None:
-        """Log validation metrics (names from ``val_names``); checkpoint if ``checkpoint_every`` is due."""
+        """Log validation metrics (names from ``val_names``); checkpoint if ``checkpoint_every`` is due.
+        Losses still on a GPU are copied first (one wait per epoch), so the epoch's rows are all logged."""
+        self._drain_device_losses()
         self.engine.end_epoch(**metrics)
         every = self.checkpoint_every
         if every and self.model is not None:
@@ -226,6 +244,8 @@ class Monitor:
             self._closed = True
             with contextlib.suppress(ValueError):
                 _open_monitors.remove(self)
+            with contextlib.suppress(Exception):  # a failed device must not keep the run from being closed
+                self._drain_device_losses()
             if error is not None and self.engine.sync is not None:
                 error = rank_error(self.engine.sync, self.engine.step_index, error)  # names a rank that left
             self.engine.finish(error)

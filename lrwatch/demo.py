@@ -150,7 +150,7 @@ class DemoTask:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                if not monitor.step(loss.item()):
+                if not monitor.step(loss):  # a tensor: on a GPU, read without a per-step sync
                     monitor.close()
                     return
             val_loss, val_acc = self.evaluate()

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,11 @@ class Engine:
         self.checkpointer = checkpointer
         self.divergence = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.stop_reason: str | None = None
-        first = optimizer.param_groups[0]["lr"]
-        self._group_scale = [g["lr"] / first for g in optimizer.param_groups]
+        first = float(optimizer.param_groups[0]["lr"])
+        # Each group's initial LR keeps its ratio to group 0's; from there each follows its own timeline.
+        ratios = [float(g["lr"]) / first for g in optimizer.param_groups]
+        self._group_initial = [timeline.initial_lr * r if r != 1.0 else timeline.initial_lr for r in ratios]
+        self._group_timelines: list[Timeline] = []
         self._outside_lr_warned = False
         hook = getattr(optimizer, "register_step_pre_hook", None)
         self._hook = hook(self._before_optimizer_step) if hook is not None else None
@@ -94,18 +98,20 @@ class Engine:
         self._events_lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._block_start = -1
-        self._block = np.empty(0)
+        self._blocks: list[np.ndarray] = []
         self.step_index = start_step
         self.start_step = start_step
         self.steps_taken = 0  # in this process
-        self.lr = timeline.initial_lr if drive_lr else float(first)
+        self.lr = timeline.initial_lr if drive_lr else first
+        self._lr_written: float | None = self.lr
         self.state: RunState = "created"
         self.started_at = time.time()
         self.error: str | None = None
         self.monitors = 0  # interactive monitors attached (the run's server counts them)
         self._paused_for_divergence = False
         self.sync: Any = None  # a distributed.RankSync under DDP: commands and stops agreed at sync steps
-        self._diverged: tuple[int, float, str] | None = None  # (step, loss, cause) not yet agreed on
+        self._diverged: tuple[int, float, str] | None = None  # (step, loss, cause) not yet acted on
+        self._awaiting: deque[tuple[int, float]] = deque()  # (step, lr) of steps whose loss is still on a GPU
 
     # -- the UI side: any thread ------------------------------------------------------------
     @property
@@ -191,7 +197,9 @@ class Engine:
 
     def _before_optimizer_step(self, optimizer: Any, *_args: Any) -> None:
         """Read the LR the step really uses (monitor-only), or notice a scheduler fighting lrwatch."""
-        lr = float(optimizer.param_groups[0]["lr"])
+        lr = _host_lr(optimizer.param_groups[0])
+        if lr is None:
+            return
         if not self.drive_lr:
             self.lr = lr
         else:
@@ -201,8 +209,8 @@ class Engine:
         """Log a ``warning`` event (shown in the monitor and the headless lines)."""
         self._emit("warning", message=message)
 
-    def _check_outside_change(self, lr: float) -> None:
-        if lr != self.lr * self._group_scale[0] and not self._outside_lr_warned:
+    def _check_outside_change(self, lr: float | None) -> None:
+        if lr is not None and lr != self._lr_written and not self._outside_lr_warned:
             self._outside_lr_warned = True
             self._emit(
                 "warning",
@@ -210,26 +218,41 @@ class Engine:
                 "is a PyTorch scheduler still stepping? Remove it, or use lrwatch.watch(..., drive_lr=False)",
             )
 
-    def step(self, loss: float) -> bool:
-        """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now."""
+    def step(self, loss: float | None) -> bool:
+        """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now.
+        ``loss=None``: the loss is still on its device and comes later, through :meth:`deliver`."""
         s = self.step_index
         if not self.drive_lr:
             if self._hook is None:
-                self.lr = float(self.optimizer.param_groups[0]["lr"])
+                self.lr = _host_lr(self.optimizer.param_groups[0]) or self.lr
         elif not self._outside_lr_warned:
-            self._check_outside_change(float(self.optimizer.param_groups[0]["lr"]))
-        loss = float(loss)
-        epoch = s / self._timeline.steps_per_epoch
-        self.history.append(s, epoch, self.lr, loss)
-        if self.writer is not None:
-            self.writer.add_step(s, epoch, self.lr, loss)
-        self.step_index = s + 1
+            self._check_outside_change(_host_lr(self.optimizer.param_groups[0]))
+        self.step_index = s + 1  # before recording: a snapshot taken there holds the weights after step s
         self.steps_taken += 1
-        if self.divergence is not None and self._diverged is None:
-            cause = self.divergence.observe(loss, self.step_index)
-            if cause is not None:
-                self._diverged = (s, loss, cause)
+        if loss is None or self._awaiting:
+            self._awaiting.append((s, self.lr))
+            if loss is not None:
+                self.deliver([loss])
+        else:
+            self._record(s, self.lr, float(loss))
         return self._at_boundary()
+
+    def deliver(self, losses: list[float]) -> None:
+        """The losses of the oldest steps that were taken with ``loss=None``, in step order (the
+        training thread). A diverged one is acted on at the next step boundary (or sync step)."""
+        for loss in losses:
+            step, lr = self._awaiting.popleft()
+            self._record(step, lr, float(loss))
+
+    def _record(self, step: int, lr: float, loss: float) -> None:
+        epoch = step / self._timeline.steps_per_epoch
+        self.history.append(step, epoch, lr, loss)
+        if self.writer is not None:
+            self.writer.add_step(step, epoch, lr, loss)
+        if self.divergence is not None and self._diverged is None:
+            cause = self.divergence.observe(loss, step + 1)
+            if cause is not None:
+                self._diverged = (step, loss, cause)
 
     def _divergence_action(self) -> str:
         return self.divergence.policy.action_now(watched=self.monitors > 0) if self.divergence is not None else ""
@@ -436,19 +459,32 @@ class Engine:
     def _set_timeline(self, timeline: Timeline) -> None:
         self._timeline = timeline
         self._block_start = -1
+        self._group_timelines = []
 
     def _set_lr(self, step: int) -> None:
+        """Every group's LR at ``step`` from its timeline (:meth:`Timeline.for_group`), in blocks of steps.
+        A tensor LR (capturable or fused optimizers) is filled in place: the optimizer keeps its tensor."""
         if not self.drive_lr:
             return
         offset = step - self._block_start
         if self._block_start < 0 or not 0 <= offset < LR_BLOCK:
+            if not self._group_timelines:
+                self._group_timelines = [self._timeline.for_group(lr) for lr in self._group_initial]
             self._block_start = step - step % LR_BLOCK
-            self._block = self._timeline.lrs(np.arange(self._block_start, self._block_start + LR_BLOCK))
+            steps = np.arange(self._block_start, self._block_start + LR_BLOCK)
+            blocks = {id(t): t for t in self._group_timelines}  # groups that share a timeline share a block
+            computed = {key: t.lrs(steps) for key, t in blocks.items()}
+            self._blocks = [computed[id(t)] for t in self._group_timelines]
             offset = step - self._block_start
-        lr = float(self._block[offset])
-        self.lr = lr
-        for group, scale in zip(self.optimizer.param_groups, self._group_scale, strict=True):
-            group["lr"] = lr * scale
+        for group, block in zip(self.optimizer.param_groups, self._blocks, strict=True):
+            lr = float(block[offset])
+            if hasattr(group["lr"], "fill_"):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        self.lr = float(self._blocks[0][offset])
+        group0 = self.optimizer.param_groups[0]["lr"]  # as the optimizer holds it (a float32 tensor: rounded)
+        self._lr_written = self.lr if isinstance(group0, float) else _host_lr(self.optimizer.param_groups[0])
 
     # -- running ----------------------------------------------------------------------------
     def run(self, train: Callable[[Engine], None]) -> None:
@@ -470,3 +506,12 @@ class Engine:
         thread = threading.Thread(target=self.run, args=(train,), name="lrwatch-train", daemon=True)
         thread.start()
         return thread
+
+
+def _host_lr(group: dict[str, Any]) -> float | None:
+    """A group's LR as a float, or ``None`` for a tensor on a GPU (reading it would wait for the device)."""
+    lr = group["lr"]
+    device = getattr(lr, "device", None)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        return None
+    return float(lr)

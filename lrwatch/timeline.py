@@ -170,6 +170,28 @@ class Timeline:
         active = self.segment_at(step)
         return self._append(Segment(step, active.origin_step, active.base_lr * factor, active.schedule, active.anchor))
 
+    def for_group(self, initial_lr: float) -> Timeline:
+        """This timeline as a param group whose initial LR is ``initial_lr`` follows it: PyTorch's rule
+        per group (its own base LR, the same absolute ``eta_min``). Every segment's base LR is derived
+        as the run's was: a switch starts from this group's own LR before it (``continue``) or from
+        ``initial_lr`` (``base``); an edit keeps the base, a scale multiplies it, by the same factor
+        as the run's segment did."""
+        if initial_lr == self.initial_lr:
+            return self
+        ours = replace(self, initial_lr=initial_lr, segments=())
+        previous: Segment | None = None
+        for seg in self.segments:
+            if previous is None or seg.origin_step == seg.start_step:  # a start or a switch
+                first = previous is None or seg.anchor == "base" or seg.start_step == 0
+                run_rule = self.initial_lr if first else self.lr_at(seg.start_step - 1)
+                group_rule = initial_lr if first else ours.lr_at(seg.start_step - 1)
+            else:  # an edit or a scale of the segment in force
+                run_rule, group_rule = previous.base_lr, ours.segments[-1].base_lr
+            factor = seg.base_lr / run_rule if seg.base_lr != run_rule else 1.0
+            ours = ours._append(replace(seg, base_lr=group_rule * factor))
+            previous = seg
+        return ours
+
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

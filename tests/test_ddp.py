@@ -28,7 +28,8 @@ from tests.test_tmux import Tmux
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 SMALL = ["--train-size", "4000", "--batch-size", "32", "--steps-per-epoch", "40"]
-RANK_LINE = re.compile(r"^rank (\d): steps (\d+) lr_sha256 ([0-9a-f]{64}) params_sha256 ([0-9a-f]{64})$", re.M)
+# The ranks share one pipe, so a line may start mid-line: no ``^``.
+RANK_LINE = re.compile(r"rank (\d): steps (\d+) lr_sha256 ([0-9a-f]{64}) params_sha256 ([0-9a-f]{64})")
 DDP_ENV = ENV | {"OMP_NUM_THREADS": "1"}
 
 

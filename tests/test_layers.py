@@ -21,6 +21,7 @@ LAYERS = [
     "divergence",  # is a loss diverged; snapshots for a rollback
     "engine",  # owns the LR, applies commands at step boundaries
     "distributed",  # DDP: ranks agree on commands, stops and divergence at sync steps
+    "losses",  # GPU losses copied to the host without a per-step synchronisation
     "server",  # the run's socket
     "api",  # lrwatch.watch, checkpoints, the host
     "__init__",  # the package's public names (re-exported from api)

@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler
 
+from lrwatch.protocol import Switch
 from lrwatch.schedules import CosineAnnealing, CosineWarmRestarts, ExponentialDecay, StepDecay
 from lrwatch.timeline import Timeline
 
@@ -146,3 +147,77 @@ def test_segment_equals_twin_built_on_its_start_lr(start_lr: float, t_max: int, 
     timeline = timeline.switch(k, f"cosine:T_max={t_max},eta_min={eta_min!r}")
     theirs = torch_per_epoch(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=eta_min), start_lr, 2000)
     assert_close(timeline.lrs(np.arange(k, k + 2000)), theirs)
+
+
+# -- several param groups: each follows PyTorch's own per-group rule --------------------------------
+GROUP_LRS = (0.1, 0.01, 0.3)
+TWINS = [
+    ("cosine:T_max=40,eta_min=0.002", lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=40, eta_min=0.002)),
+    ("cosine-restarts:T_0=7,T_mult=2,eta_min=0.004", lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, 7, 2, 4e-3)),
+    ("step:step_size=9,gamma=0.5", lambda o: lr_scheduler.StepLR(o, step_size=9, gamma=0.5)),
+    ("exp:gamma=0.95", lambda o: lr_scheduler.ExponentialLR(o, gamma=0.95)),
+]
+
+
+def _grouped(lrs: tuple[float, ...]) -> torch.optim.Optimizer:
+    return torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs])
+
+
+def torch_groups(make, lrs: tuple[float, ...], n: int) -> np.ndarray:
+    """Each group's LR at steps 0..n-1 under PyTorch's scheduler, one ``scheduler.step()`` per step."""
+    opt = _grouped(lrs)
+    sched = make(opt)
+    opt.step()
+    out = np.empty((n, len(lrs)))
+    for i in range(n):
+        out[i] = [g["lr"] for g in opt.param_groups]
+        sched.step()
+    return out
+
+
+def lrwatch_groups(spec: str, lrs: tuple[float, ...], n: int, switch: tuple[int, str] | None = None) -> np.ndarray:
+    from lrwatch.engine import Engine
+
+    opt = _grouped(lrs)
+    engine = Engine(opt, Timeline.start(spec, lr=lrs[0], steps_per_epoch=1, total_steps=n, per_epoch=True))
+    if switch is not None:
+        engine.schedule_command(switch[0], Switch(switch[1]))
+    engine.begin()
+    out = np.empty((n, len(lrs)))
+    for i in range(n):
+        out[i] = [g["lr"] for g in opt.param_groups]
+        engine.step(1.0)
+    return out
+
+
+@pytest.mark.parametrize(("spec", "make"), TWINS, ids=[t[0].split(":")[0] for t in TWINS])
+def test_every_param_group_follows_its_own_pytorch_twin(spec: str, make) -> None:
+    """Each group's own initial LR, the same absolute eta_min: not group 0's curve scaled."""
+    ours, theirs = lrwatch_groups(spec, GROUP_LRS, 200), torch_groups(make, GROUP_LRS, 200)
+    assert_close(ours, theirs, scale=max(GROUP_LRS))
+
+
+@pytest.mark.parametrize(("spec", "make"), TWINS, ids=[t[0].split(":")[0] for t in TWINS])
+def test_after_a_switch_each_group_follows_a_twin_started_at_its_own_lr(spec: str, make) -> None:
+    ours = lrwatch_groups("exp:gamma=0.97", GROUP_LRS, 150, switch=(30, spec))
+    before = tuple(float(v) for v in ours[29])  # continue: each group's twin starts from its own LR at step 29
+    assert_close(ours[30:], torch_groups(make, before, 120), scale=max(GROUP_LRS))
+
+
+def test_a_tensor_lr_is_filled_in_place() -> None:
+    """Capturable and fused optimizers keep ``lr`` as a tensor: lrwatch updates that tensor, never replaces it."""
+    from lrwatch.engine import Engine
+
+    lr = torch.tensor(0.01)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=lr, foreach=False)
+    engine = Engine(opt, Timeline.start("exp:gamma=0.9", lr=0.01, steps_per_epoch=1, total_steps=20, per_epoch=True))
+    engine.begin()
+    seen = []
+    for _ in range(20):
+        seen.append(float(opt.param_groups[0]["lr"]))
+        opt.param_groups[0]["params"][0].grad = torch.ones(3)
+        opt.step()
+        engine.step(1.0)
+    assert opt.param_groups[0]["lr"] is lr
+    assert_close(np.array(seen), (0.01 * 0.9 ** np.arange(20)).astype(np.float32))  # to the tensor's float32
+    assert not any(e.kind == "warning" for e in engine.events_since(0))

@@ -103,3 +103,16 @@ def test_bad_start_arguments() -> None:
         Timeline.start("cosine", lr=0, steps_per_epoch=1)
     with pytest.raises(SpecError, match="steps per epoch"):
         Timeline.start("cosine", lr=0.1, steps_per_epoch=0)
+
+
+def test_a_group_timeline_replays_switches_edits_and_scales_from_its_own_lr() -> None:
+    """With eta_min = 0 every schedule is linear in its base LR, so a group with twice the initial LR has
+    exactly twice the LR at every step, through a switch, an edit, a rollback's scale and a base restart."""
+    t = Timeline.start("cosine", lr=0.1, steps_per_epoch=10, total_steps=400)
+    t = t.switch(30, "exp:gamma=0.9").edit(50, gamma=0.8).scale(70, 0.5).switch(90, "step:step_size=3,anchor=base")
+    t = t.switch(200, "cosine-restarts:T_0=2")
+    group = t.for_group(0.2)
+    steps = np.arange(400)
+    np.testing.assert_allclose(group.lrs(steps), 2 * t.lrs(steps), rtol=1e-12)
+    assert [s.start_step for s in group.segments] == [s.start_step for s in t.segments]
+    assert t.for_group(0.1) is t

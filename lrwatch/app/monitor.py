@@ -146,6 +146,7 @@ class LRWatchApp(ScheduleKeys, ViewApp):
         self._dirty = True
         self._rate_samples: deque[tuple[float, int]] = deque()
         self._quitting = False
+        self._leaving = False  # exit() was called: late run events and frames are dropped (the screen goes)
         self._redraw_pending = False
 
     # -- one app, three run sources ---------------------------------------------------------
@@ -250,6 +251,8 @@ class LRWatchApp(ScheduleKeys, ViewApp):
     # -- the frame --------------------------------------------------------------------------
     def tick(self) -> None:
         """Poll the run: new events, new data; redraw what changed."""
+        if self._leaving:
+            return
         self._fit_layout()
         if not self._connect():
             return
@@ -287,6 +290,8 @@ class LRWatchApp(ScheduleKeys, ViewApp):
     def show_event(self, message: RunEvent) -> None:
         """A run event, in order: the events panel, and for an error or a divergence alert, a modal."""
         event = message.event
+        if self._leaving:
+            return
         self.monitor_screen.add_event(event)
         if event.kind == "error":
             self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
@@ -385,6 +390,8 @@ class LRWatchApp(ScheduleKeys, ViewApp):
     # -- actions ----------------------------------------------------------------------------
     def _redraw_now(self) -> None:
         """Redraw right after the keys already queued: a burst of keys costs one frame, not one each."""
+        if self._leaving:
+            return
         self._titles()
         self._dirty = True
         if not self._redraw_pending:
@@ -394,6 +401,11 @@ class LRWatchApp(ScheduleKeys, ViewApp):
     def _redraw_queued(self) -> None:
         self._redraw_pending = False
         self.tick()
+
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        """Textual's exit; from here on nothing draws (the screen's widgets are being removed)."""
+        self._leaving = True
+        super().exit(*args, **kwargs)
 
     def action_toggle_window(self) -> None:
         self.recent = not self.recent

@@ -85,7 +85,8 @@ class MonitorScreen(Screen):
         self.query_one("#status", Static).update(message)
 
     def add_event(self, event: Event) -> None:
-        self.query_one(EventLog).add(event)
+        for log in self.query(EventLog):  # none while the app is closing: a late event is dropped, not a crash
+            log.add(event)
 
     def draw_charts(self, lr: MakeSpec, loss: MakeSpec) -> None:
         self.query_one("#lr-chart", Chart).draw(lr)
