@@ -36,6 +36,7 @@ from lrwatch.console import HeadlessPrinter
 from lrwatch.distributed import RankSync, install_stop_signals, rank_error
 from lrwatch.divergence import DivergencePolicy
 from lrwatch.engine import Engine
+from lrwatch.gpu import GpuProbe
 from lrwatch.losses import DeviceLosses, on_device
 from lrwatch.protocol import Command, Event, Switch, command_from_dict
 from lrwatch.rundir import default_run_dir, read_metric_rows
@@ -500,12 +501,30 @@ def watch(
     else:
         for epoch, spec in scripted:
             engine.schedule_command(round(epoch * k), Switch(spec))
+    gpu_trouble = _probe_gpu(engine, optimizer, sync) if leader else None
     server = host.attach(engine, sync)
     if sync is not None:
         _join_ranks(sync, engine, server.record.socket if server is not None else None)
     engine.begin()
+    if gpu_trouble:
+        engine.warn(gpu_trouble)
     _watch_exit(monitor)
     return monitor
+
+
+def _probe_gpu(engine: Engine, optimizer: Any, sync: RankSync | None) -> str | None:
+    """A run on CUDA shows its GPU in the run panel (:mod:`lrwatch.gpu`). A probe that fails is left
+    out; the warning to log once the run has started is returned."""
+    device = next((p.device for g in optimizer.param_groups for p in g["params"]), None)
+    if getattr(device, "type", "cpu") != "cuda":
+        return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if sync is not None else 1
+    try:
+        engine.gpu = GpuProbe(device.index or 0, local_devices=local).start()
+    except Exception as exc:
+        return f"no GPU readings in the run panel ({exc})"
+    engine.add_listener(lambda event: engine.gpu.close() if event.kind == "finish" else None)
+    return None
 
 
 def _join_ranks(sync: RankSync, engine: Engine, leader_socket: str | None) -> None:

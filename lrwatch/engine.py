@@ -110,6 +110,7 @@ class Engine:
         self.monitors = 0  # interactive monitors attached (the run's server counts them)
         self._paused_for_divergence = False
         self.sync: Any = None  # a distributed.RankSync under DDP: commands and stops agreed at sync steps
+        self.gpu: Any = None  # a gpu.GpuProbe when the run trains on CUDA (sampled off this thread)
         self._diverged: tuple[int, float, str] | None = None  # (step, loss, cause) not yet acted on
         self._awaiting: deque[tuple[int, float]] = deque()  # (step, lr) of steps whose loss is still on a GPU
 
@@ -141,6 +142,7 @@ class Engine:
             drives_lr=self.drive_lr,
             device=str(self.config.get("device", "")),
             ranks=self.sync.world_size if self.sync is not None else 1,
+            gpu=self.gpu.latest() if self.gpu is not None else None,
         )
 
     @property

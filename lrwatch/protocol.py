@@ -179,6 +179,7 @@ class RunStatus:
     drives_lr: bool = True  # False: monitor-only, the loop's own scheduler sets the LR
     device: str = ""
     ranks: int = 1  # DDP: the world size (the monitor shows rank 0)
+    gpu: dict[str, Any] | None = None  # lrwatch.gpu's last sample of the run's GPU (None: a CPU run)
     read_only: bool = False  # a view: commands change nothing
     pid: int | None = None  # a live run's: the process that trains
     socket: str | None = None

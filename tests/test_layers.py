@@ -19,6 +19,7 @@ LAYERS = [
     "sockets",  # the per-user socket directory and live records
     "console",  # headless lines, output that survives its terminal
     "divergence",  # is a loss diverged; snapshots for a rollback
+    "gpu",  # the GPU in the run panel: torch.cuda and NVML, sampled off the training thread
     "engine",  # owns the LR, applies commands at step boundaries
     "distributed",  # DDP: ranks agree on commands, stops and divergence at sync steps
     "losses",  # GPU losses copied to the host without a per-step synchronisation

@@ -25,6 +25,7 @@ from lrwatch.app.charts import (
     plot_columns,
 )
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, format_duration, progress_bar
+from lrwatch.gpu import gpu_lines
 from lrwatch.plot import MARKER_COLOR, ChartSpec, color_hex
 from lrwatch.protocol import MONITOR_ONLY, Event, RunStatus
 from lrwatch.timeline import Timeline
@@ -115,6 +116,7 @@ class MonitorScreen(Screen):
         if status.ranks > 1:
             where = f"{where} · rank 0 of {status.ranks}" if where else f"rank 0 of {status.ranks}"
         lines = [Text.assemble((label, style), "  ", (where, "dim"))]
+        lines += [Text(line, style="dim") for line in gpu_lines(status.gpu)]
         epochs = f"{total / k:g}" if total else "?"
         lines.append(Text(f"epoch {step / k:.1f}/{epochs} · step {step:,}"))
         if total:
