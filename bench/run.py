@@ -296,6 +296,37 @@ def live_figures(repeats: int, tmp: Path) -> None:
     report("attach_overhead", ratio, "x", ">=", 0.97, detail)
 
 
+def ddp_sync_cost(tmp: Path, seconds: float = 15.0) -> None:
+    """lrwatch's collective under DDP, per step, ÷ a training step of the demo model: two CPU ranks (gloo)
+    of ``demo/ddp.py`` for ``seconds``, stopped by SIGTERM to torchrun (a stop at one sync step). Each rank
+    times its exchanges; a step is (loop time − exchange time) ÷ steps. The worse rank is the figure."""
+    import re
+    import signal
+
+    run_dir = tmp / "ddp"
+    argv = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "demo" / "ddp.py")]
+    argv += ["--epochs", "1", "--steps-per-epoch", str(10**9), "--sync-stats", "--run-dir", str(run_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LRWATCH_NO_SOCKET": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    pattern = r"rank (\d): sync_seconds ([\d.]+) syncs (\d+) steps (\d+) loop_seconds ([\d.]+)"
+    ranks = [(float(a), int(n), int(s), float(t)) for _, a, n, s, t in re.findall(pattern, out)]
+    if len(ranks) != 2:
+        raise RuntimeError(f"ddp_sync_cost: expected two ranks' figures, got:\n{out[-2000:]}")
+    ratios = [a / (t - a) for a, _, _, t in ranks]  # (a / steps) ÷ ((t - a) / steps)
+    a, n, steps, t = ranks[int(np.argmax(ratios))]
+    detail = (
+        f"{steps} steps in {t:.1f} s, {n} exchanges (every {steps / n:.1f} steps, {1e3 * a / n:.2f} ms each), "
+        f"step {1e3 * (t - a) / steps:.2f} ms; ranks {ratios[0]:.4f} / {ratios[1]:.4f}"
+    )
+    report("ddp_sync_cost", max(ratios), "x", "<=", 0.02, detail)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -311,6 +342,7 @@ def main() -> None:
     first_frame(args.repeats, tmp)
     tty_bandwidth(tmp)
     live_figures(args.repeats, tmp)
+    ddp_sync_cost(tmp)
     ui_overhead(args.ui_processes)
     if args.whole_runs:
         ui_overhead_whole_runs(args.whole_runs, 4000)

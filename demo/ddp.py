@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=float, default=None, metavar="EPOCHS")
     parser.add_argument("--train-size", type=int, default=60_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sync-stats", action="store_true", help="also print what lrwatch's collective cost (make bench reads it)"
+    )
     parser.add_argument("--on-divergence", choices=("pause", "stop", "rollback"), default=None)
     parser.add_argument(
         "--nan-at", default=None, metavar="RANK:STEP", help="report a NaN loss on one rank at one step (try divergence)"
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         config={"command": "demo/ddp.py", "world_size": world, "device": config.device, **vars(args)},
     )
     bs = args.batch_size
+    loop_started = time.perf_counter()
     nan_rank, nan_step = (int(v) for v in args.nan_at.split(":")) if args.nan_at else (-1, -1)
     for epoch in range(monitor.start_epoch, args.epochs):
         indices = order.permutation(args.train_size)[rank::world].to(task.device)
@@ -113,7 +118,15 @@ def main(argv: list[str] | None = None) -> int:
             break
         val_loss, val_acc = task.evaluate()  # the same weights on every rank: the same numbers
         monitor.epoch_end(val_loss=val_loss, val_acc=val_acc)
+    loop_seconds = time.perf_counter() - loop_started
     monitor.close()
+    sync = monitor.engine.sync
+    if args.sync_stats and sync is not None:
+        print(
+            f"rank {rank}: sync_seconds {sync.sync_seconds:.6f} syncs {sync.syncs} "
+            f"steps {monitor.engine.steps_taken} loop_seconds {loop_seconds:.6f}",
+            flush=True,
+        )
     params = torch.cat([p.detach().reshape(-1).double().cpu() for p in task.model.parameters()]).numpy()
     lr_hash = digest(np.asarray(applied, dtype=np.float64))
     print(f"rank {rank}: steps {len(applied)} lr_sha256 {lr_hash} params_sha256 {digest(params)}", flush=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lrwatch.api import CheckpointError, Monitor, watch
+from lrwatch.api import Monitor, watch
+from lrwatch.checkpoints import CheckpointError
 from lrwatch.schedules import SpecError
 
 __all__ = ["CheckpointError", "Monitor", "SpecError", "watch"]

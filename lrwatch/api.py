@@ -21,137 +21,38 @@ from __future__ import annotations
 import atexit
 import contextlib
 import math
-import os
-import random
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import numpy as np
-
-from lrwatch.console import HeadlessPrinter
-from lrwatch.distributed import RankSync, install_stop_signals, rank_error
+from lrwatch.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    STATE_FORMAT,
+    WeightsSnapshot,
+    load_checkpoint,
+    load_state,
+    parse_state,
+    rng_state,
+    set_rng_state,
+    state_of,
+)
+from lrwatch.distributed import RankSync, join_ranks, rank_error
 from lrwatch.divergence import DivergencePolicy
 from lrwatch.engine import Engine
-from lrwatch.gpu import GpuProbe
+from lrwatch.gpu import probe_gpu
+from lrwatch.host import Host as Host  # re-exported: lrwatch.api was their home
+from lrwatch.host import current_host
+from lrwatch.host import run_loop as run_loop
+from lrwatch.host import serve as serve
+from lrwatch.host import using_host as using_host
 from lrwatch.losses import DeviceLosses, on_device
-from lrwatch.protocol import Command, Event, Switch, command_from_dict
+from lrwatch.protocol import Switch
 from lrwatch.rundir import default_run_dir, read_metric_rows
 from lrwatch.schedules import SpecError, parse_spec
-from lrwatch.server import RunServer
-from lrwatch.sockets import new_record
 from lrwatch.timeline import Timeline
-
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = 2  # 1: lrwatch's state at the top level (still loaded); 2: under "lrwatch"
-STATE_FORMAT = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded safely; the message is one line for the user."""
-
-
-@dataclass
-class Host:
-    """Where a watched loop's monitor goes: set by ``lrwatch run`` / ``lrwatch demo``, else headless.
-
-    ``engines`` receives the engine once :func:`watch` made it (the app polls for it).
-    """
-
-    headless: bool = True
-    run_dir: Path | None = None
-    resume: Path | None = None
-    log: TextIO | None = field(default_factory=lambda: sys.stderr)
-    engine: Engine | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
-    on_engine: Any = None  # called with the engine before its first step (tests, scripted stops)
-    on_divergence: str | None = None  # default: pause with the monitor, stop headless
-    spike_factor: float = 10.0
-    error: BaseException | None = None  # what the loop raised, if it raised
-    serve: bool = True  # serve the run's socket (lrwatch attach, send, ls)
-    on_hangup: str = "detach"  # "stop": the run stops when the monitor that started it is lost
-    spawned: bool = False  # this process is a run started for a monitor (divergence: pause only while watched)
-
-    @classmethod
-    def from_environment(cls) -> Host:
-        """The host of a process ``lrwatch run --nproc-per-node`` started through torchrun (its settings
-        come in ``LRWATCH_*`` variables), else the default: headless."""
-        env = os.environ
-        if "LRWATCH_RUN_DIR" not in env:
-            return cls()
-        return cls(
-            run_dir=Path(env["LRWATCH_RUN_DIR"]),
-            resume=Path(env["LRWATCH_RESUME"]) if env.get("LRWATCH_RESUME") else None,
-            on_divergence=env.get("LRWATCH_ON_DIVERGENCE") or None,
-            spike_factor=float(env.get("LRWATCH_SPIKE_FACTOR") or 10.0),
-            on_hangup=env.get("LRWATCH_ON_HANGUP") or "detach",
-            spawned=env.get("LRWATCH_SPAWNED") == "1",
-        )
-
-    def attach(self, engine: Engine, sync: RankSync | None = None) -> RunServer | None:
-        """Take ``engine``: its headless lines and socket (rank 0 only, under DDP)."""
-        self.engine = engine
-        server = None
-        if sync is None or sync.leader:
-            if self.log is not None:
-                engine.add_listener(HeadlessPrinter(engine, self.log))
-            if self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
-                lost = sync.peer_lost if sync is not None else None
-                server = serve(engine, on_owner_lost=self.on_hangup, on_rank_lost=lost)  # kept until the run ends
-        if self.on_engine is not None:
-            self.on_engine(engine)
-        self.ready.set()
-        return server
-
-
-def serve(
-    engine: Engine, *, on_owner_lost: str = "detach", on_rank_lost: Callable[[str, str | None], None] | None = None
-) -> RunServer | None:
-    """Serve ``engine``'s socket until its run finishes; a socket that cannot be served is a warning, not an error."""
-    if engine.run_dir is None:
-        return None
-    try:
-        record = new_record(engine.run_dir)
-        server = RunServer(engine, record, on_owner_lost=on_owner_lost, on_rank_lost=on_rank_lost)
-        server.start()
-    except OSError as exc:
-        engine.warn(f"no socket for lrwatch attach/send ({exc}); training goes on")
-        return None
-
-    def on_event(event: Event) -> None:
-        if event.kind == "finish":
-            server.close()  # in the training thread, after the run's last event: clients get it too
-
-    engine.add_listener(on_event)
-    return server
-
-
-_host_lock = threading.Lock()
-_host: Host | None = None
-
-
-def current_host() -> Host:
-    global _host
-    with _host_lock:
-        if _host is None:
-            _host = Host.from_environment()
-        return _host
-
-
-@contextlib.contextmanager
-def using_host(host: Host) -> Iterator[Host]:
-    """Make ``host`` the one :func:`watch` attaches to, for the duration of the block."""
-    global _host
-    with _host_lock:
-        previous, _host = _host, host
-    try:
-        yield host
-    finally:
-        with _host_lock:
-            _host = previous
 
 
 def parse_switch(text: str) -> tuple[float, str]:
@@ -277,7 +178,7 @@ class Monitor:
         """Continue from :meth:`state_dict` (call it right after :func:`watch`, before the first step,
         as with a PyTorch scheduler). The run's LRs go on exactly where they were; ``start_epoch`` and
         ``step_in_epoch`` say where your loop picks up. The run directory is the one ``watch()`` opened."""
-        step, timeline, scheduled = _parse_state(state)
+        step, timeline, scheduled = parse_state(state)
         total = self.engine.timeline.total_steps
         self.engine.restore(step, replace(timeline, total_steps=total or timeline.total_steps), scheduled)
 
@@ -293,103 +194,13 @@ class Monitor:
             "model": self.model.state_dict() if self.model is not None else None,
             "optimizer": engine.optimizer.state_dict(),
             "rng": rng_state(),
-            "extra": {name: _state_of(obj) for name, obj in self.extra_state.items()},
+            "extra": {name: state_of(obj) for name, obj in self.extra_state.items()},
         }
         path = engine.run_dir / CHECKPOINT_NAME
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
         return path
-
-
-def _parse_state(state: dict[str, Any]) -> tuple[int, Timeline, list[tuple[int, Command]]]:
-    """``(step, timeline, scheduled commands)`` of :meth:`Monitor.state_dict`; ``CheckpointError`` if malformed."""
-    try:
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"format {state.get('format')!r}, expected {STATE_FORMAT}")
-        scheduled = [(int(step), command_from_dict(command)) for step, command in state["scripted"]]
-        return int(state["step"]), Timeline.from_dict(state["timeline"]), scheduled
-    except (KeyError, TypeError, ValueError, SpecError) as exc:
-        raise CheckpointError(f"not lrwatch's state ({exc})") from None
-
-
-class WeightsSnapshot:
-    """In-memory copies of model and optimizer state, on their own device, for rollbacks."""
-
-    def __init__(self, model: Any, optimizer: Any) -> None:
-        self.model = model
-        self.optimizer = optimizer
-
-    def snapshot(self) -> tuple[Any, Any]:
-        import copy
-
-        model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        return model_state, copy.deepcopy(self.optimizer.state_dict())
-
-    def restore(self, state: tuple[Any, Any]) -> None:
-        model_state, optimizer_state = state
-        lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(optimizer_state)
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr  # the LR stays the engine's to set
-
-
-def _state_of(obj: Any) -> Any:
-    return obj.get_state() if hasattr(obj, "get_state") else obj.state_dict()
-
-
-def _load_state(obj: Any, state: Any) -> None:
-    if hasattr(obj, "set_state"):
-        obj.set_state(state)
-    else:
-        obj.load_state_dict(state)
-
-
-def rng_state() -> dict[str, Any]:
-    """torch (CPU and CUDA), numpy and Python RNG states, as tensors and plain values only."""
-    import torch
-
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": [has_gauss, cached]},
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    numpy_state = state["numpy"]
-    keys = numpy_state["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, numpy_state["pos"], *numpy_state["gauss"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """The latest checkpoint of ``run_dir``, loaded with ``torch.load(..., weights_only=True)``."""
-    import torch
-
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.exists():
-        raise CheckpointError(f"{run_dir}: no {CHECKPOINT_NAME} (save one with the k key or --checkpoint-every)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unsafe or corrupt pickle: refuse it, name the reason in one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused, it does not load with weights_only=True ({reason})") from None
-    if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
-        raise CheckpointError(f"{path}: not an lrwatch checkpoint (format {CHECKPOINT_FORMAT})")
-    if state["format"] == 1:  # lrwatch's state was at the top level
-        keys = ("step", "timeline", "scripted")
-        state = {**state, "lrwatch": {"format": STATE_FORMAT, **{k: state[k] for k in keys}}}
-    return state
 
 
 def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
@@ -449,7 +260,7 @@ def watch(
     scripted = [parse_switch(text) for text in switches]
     if resume is not None:
         state = load_checkpoint(resume)
-        start_step, saved_timeline, saved_switches = _parse_state(state["lrwatch"])
+        start_step, saved_timeline, saved_switches = parse_state(state["lrwatch"])
         timeline = replace(saved_timeline, total_steps=total)
         directory = resume
     else:
@@ -482,7 +293,7 @@ def watch(
         set_rng_state(state["rng"])
         for name, obj in monitor.extra_state.items():
             if name in state["extra"]:
-                _load_state(obj, state["extra"][name])
+                load_state(obj, state["extra"][name])
         pending = {(step, json_key(cmd.to_dict())) for step, cmd in saved_switches}
         applied = {(seg.start_step, str(seg.spec)) for seg in timeline.segments}
         for step, cmd in saved_switches:
@@ -501,48 +312,15 @@ def watch(
     else:
         for epoch, spec in scripted:
             engine.schedule_command(round(epoch * k), Switch(spec))
-    gpu_trouble = _probe_gpu(engine, optimizer, sync) if leader else None
+    gpu_trouble = probe_gpu(engine, optimizer, sync is not None) if leader else None
     server = host.attach(engine, sync)
     if sync is not None:
-        _join_ranks(sync, engine, server.record.socket if server is not None else None)
+        join_ranks(sync, engine, server.record.socket if server is not None else None)
     engine.begin()
     if gpu_trouble:
         engine.warn(gpu_trouble)
     _watch_exit(monitor)
     return monitor
-
-
-def _probe_gpu(engine: Engine, optimizer: Any, sync: RankSync | None) -> str | None:
-    """A run on CUDA shows its GPU in the run panel (:mod:`lrwatch.gpu`). A probe that fails is left
-    out; the warning to log once the run has started is returned."""
-    device = next((p.device for g in optimizer.param_groups for p in g["params"]), None)
-    if getattr(device, "type", "cpu") != "cuda":
-        return None
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if sync is not None else 1
-    try:
-        engine.gpu = GpuProbe(device.index or 0, local_devices=local).start()
-    except Exception as exc:
-        return f"no GPU readings in the run panel ({exc})"
-    engine.add_listener(lambda event: engine.gpu.close() if event.kind == "finish" else None)
-    return None
-
-
-def _join_ranks(sync: RankSync, engine: Engine, leader_socket: str | None) -> None:
-    """DDP: commands agreed at sync steps; the ranks watch each other's links; signals stop them all."""
-    engine.sync = sync
-    if engine.divergence is not None:
-        engine.divergence.auto_snapshot = False  # snapshots at sync steps, the same on every rank
-    sync.link_to_leader(sync.share_leader_socket(leader_socket))
-    install_stop_signals(sync)
-    ending: dict[str, str] = {}
-
-    def on_event(event: Event) -> None:
-        if event.kind == "error":
-            ending["error"] = str(event.data.get("message", ""))
-        elif event.kind == "finish":
-            sync.close(ending.get("error"))
-
-    engine.add_listener(on_event)
 
 
 _open_monitors: list[Monitor] = []
@@ -570,30 +348,3 @@ def json_key(command: dict[str, Any]) -> str:
     import json
 
     return json.dumps(command, sort_keys=True)
-
-
-def run_loop(host: Host, target: Any) -> None:
-    """Run ``target()`` (a training function or a script) under ``host``; end the run on any exit."""
-    with using_host(host):
-        try:
-            target()
-        except SystemExit as exc:  # a script's sys.exit(): 0 ends the run, anything else is an error
-            _finish(host, None if exc.code in (0, None) else RuntimeError(f"the script exited with {exc.code}"))
-            raise
-        except KeyboardInterrupt:
-            if host.engine is not None:
-                host.engine.interrupted()
-            _finish(host)
-            raise
-        except BaseException as exc:
-            _finish(host, exc)
-            if not isinstance(exc, Exception):
-                raise
-            host.error = exc
-        else:
-            _finish(host)
-
-
-def _finish(host: Host, error: BaseException | None = None) -> None:
-    if host.engine is not None:
-        host.engine.finish(error)

@@ -14,7 +14,8 @@ from typing import NoReturn
 
 import numpy as np
 
-from lrwatch.api import CheckpointError, parse_switch
+from lrwatch.api import parse_switch
+from lrwatch.checkpoints import CheckpointError
 from lrwatch.reader import RunDirError, RunReader
 from lrwatch.rundir import default_run_dir
 from lrwatch.schedules import KINDS, ScheduleSpec, SpecError, parse_spec
@@ -205,7 +206,7 @@ def _run_dir_arg(text: str) -> Path:
 def _check_resumable(run_dir: Path | None) -> None:
     """Refuse a bad checkpoint before anything starts (``CheckpointError``: one line, exit 2)."""
     if run_dir is not None:
-        from lrwatch.api import load_checkpoint
+        from lrwatch.checkpoints import load_checkpoint
 
         load_checkpoint(run_dir)
 
@@ -341,8 +342,8 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
     """Run ``target`` in this process, no UI. Ctrl+C and SIGTERM stop it at a step boundary (a second
     Ctrl+C at once). A hangup moves the output to ``RUN_DIR/lrwatch.log`` and training goes on
     (``--on-hangup stop``: it stops, as SIGTERM does). A spawned run (its own session) has no terminal."""
-    from lrwatch.api import Host, run_loop
     from lrwatch.console import LOG_NAME, Console
+    from lrwatch.host import Host, run_loop
     from lrwatch.protocol import LIVE_STATES, Stop
 
     stop_on_hangup = args.on_hangup == "stop"
@@ -433,7 +434,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _rank_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
-    """What ``lrwatch.api.Host.from_environment`` reads in every rank."""
+    """What ``lrwatch.host.Host.from_environment`` reads in every rank."""
     return {
         "LRWATCH_RUN_DIR": str(Path(run_dir).resolve()),
         "LRWATCH_RESUME": str(Path(args.resume).resolve()) if args.resume else "",

@@ -283,3 +283,21 @@ def rank_error(sync: RankSync, step: int, error: BaseException) -> BaseException
     if isinstance(error, dist.DistError) or any(w in text for w in ("gloo", "NCCL", "Connection", "by peer")):
         return sync.lost_error(step, error)
     return error
+
+
+def join_ranks(sync: RankSync, engine: Any, leader_socket: str | None) -> None:
+    """DDP: commands agreed at sync steps; the ranks watch each other's links; signals stop them all."""
+    engine.sync = sync
+    if engine.divergence is not None:
+        engine.divergence.auto_snapshot = False  # snapshots at sync steps, the same on every rank
+    sync.link_to_leader(sync.share_leader_socket(leader_socket))
+    install_stop_signals(sync)
+    ending: dict[str, str] = {}
+
+    def on_event(event: Any) -> None:
+        if event.kind == "error":
+            ending["error"] = str(event.data.get("message", ""))
+        elif event.kind == "finish":
+            sync.close(ending.get("error"))
+
+    engine.add_listener(on_event)

@@ -98,12 +98,11 @@ class Engine:
         self._events_lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._block_start = -1
-        self._blocks: list[np.ndarray] = []
+        self._blocks: list[list[float]] = []
         self.step_index = start_step
         self.start_step = start_step
         self.steps_taken = 0  # in this process
         self.lr = timeline.initial_lr if drive_lr else first
-        self._lr_written: float | None = self.lr
         self.state: RunState = "created"
         self.started_at = time.time()
         self.error: str | None = None
@@ -212,13 +211,16 @@ class Engine:
         self._emit("warning", message=message)
 
     def _check_outside_change(self, lr: float | None) -> None:
-        if lr is not None and lr != self._lr_written and not self._outside_lr_warned:
-            self._outside_lr_warned = True
-            self._emit(
-                "warning",
-                message=f"the optimizer's LR was changed outside lrwatch ({lr:.6g} instead of {self.lr:.6g}): "
-                "is a PyTorch scheduler still stepping? Remove it, or use lrwatch.watch(..., drive_lr=False)",
-            )
+        if lr is None or lr == self.lr or self._outside_lr_warned:
+            return
+        if not isinstance(self.optimizer.param_groups[0]["lr"], float) and abs(lr - self.lr) <= 1e-6 * self.lr:
+            return  # a float32 tensor LR holds what lrwatch wrote, rounded
+        self._outside_lr_warned = True
+        self._emit(
+            "warning",
+            message=f"the optimizer's LR was changed outside lrwatch ({lr:.6g} instead of {self.lr:.6g}): "
+            "is a PyTorch scheduler still stepping? Remove it, or use lrwatch.watch(..., drive_lr=False)",
+        )
 
     def step(self, loss: float | None) -> bool:
         """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now.
@@ -427,7 +429,7 @@ class Engine:
             if isinstance(command, (Switch, EditParams)) and not self.drive_lr:
                 raise SpecError(MONITOR_ONLY)
             if isinstance(command, Checkpoint):
-                if self.checkpoint("request") is None:
+                if self.checkpoint("request") is None and (self.sync is None or self.sync.leader):  # rank 0 saves
                     raise SpecError("no checkpoint: pass model= to lrwatch.watch() to enable checkpoints")
             elif isinstance(command, Switch):
                 self._set_timeline(self._timeline.switch(s, command.spec, command.anchor))
@@ -475,18 +477,16 @@ class Engine:
             self._block_start = step - step % LR_BLOCK
             steps = np.arange(self._block_start, self._block_start + LR_BLOCK)
             blocks = {id(t): t for t in self._group_timelines}  # groups that share a timeline share a block
-            computed = {key: t.lrs(steps) for key, t in blocks.items()}
+            computed = {key: t.lrs(steps).tolist() for key, t in blocks.items()}  # floats: cheap to index
             self._blocks = [computed[id(t)] for t in self._group_timelines]
             offset = step - self._block_start
         for group, block in zip(self.optimizer.param_groups, self._blocks, strict=True):
-            lr = float(block[offset])
-            if hasattr(group["lr"], "fill_"):
-                group["lr"].fill_(lr)
+            current = group["lr"]
+            if current.__class__ is float or not hasattr(current, "fill_"):
+                group["lr"] = block[offset]
             else:
-                group["lr"] = lr
-        self.lr = float(self._blocks[0][offset])
-        group0 = self.optimizer.param_groups[0]["lr"]  # as the optimizer holds it (a float32 tensor: rounded)
-        self._lr_written = self.lr if isinstance(group0, float) else _host_lr(self.optimizer.param_groups[0])
+                current.fill_(block[offset])
+        self.lr = self._blocks[0][offset]
 
     # -- running ----------------------------------------------------------------------------
     def run(self, train: Callable[[Engine], None]) -> None:

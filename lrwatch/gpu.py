@@ -11,6 +11,7 @@ and the panel shows none of it.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Any
@@ -129,3 +130,18 @@ def gpu_lines(gpu: dict[str, Any] | None) -> list[str]:
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f}"
+
+
+def probe_gpu(engine: Any, optimizer: Any, distributed: bool) -> str | None:
+    """A run on CUDA shows its GPU in the run panel (:mod:`lrwatch.gpu`). A probe that fails is left
+    out; the warning to log once the run has started is returned."""
+    device = next((p.device for g in optimizer.param_groups for p in g.get("params", ())), None)
+    if getattr(device, "type", "cpu") != "cuda":
+        return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if distributed else 1
+    try:
+        engine.gpu = GpuProbe(device.index or 0, local_devices=local).start()
+    except Exception as exc:
+        return f"no GPU readings in the run panel ({exc})"
+    engine.add_listener(lambda event: engine.gpu.close() if event.kind == "finish" else None)
+    return None

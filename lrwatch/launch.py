@@ -57,7 +57,7 @@ def spawn_run(command: str, argv: Sequence[str], run_dir: Path) -> subprocess.Po
 def run_ranks(script: str, script_args: Sequence[str], nproc: int, settings: dict[str, str]) -> int:
     """``torchrun --standalone --nproc-per-node N SCRIPT ARGS`` in this process (PyTorch's own launcher,
     ``torch.distributed.run``), its ranks told where the run goes through ``LRWATCH_*`` variables
-    (``settings``; see :meth:`lrwatch.api.Host.from_environment`). The exit status: 0, or 1 when a rank failed."""
+    (``settings``; see :meth:`lrwatch.host.Host.from_environment`). The exit status: 0, or 1 when a rank failed."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 

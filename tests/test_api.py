@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import lrwatch
-from lrwatch.api import CheckpointError, Host, load_checkpoint, run_loop, using_host
+from lrwatch.api import Host, run_loop, using_host
+from lrwatch.checkpoints import CheckpointError, load_checkpoint
 from lrwatch.demo import DemoConfig, DemoTask
 from lrwatch.protocol import Stop, Switch
 from tests.test_app import quit_app

@@ -19,12 +19,14 @@ LAYERS = [
     "sockets",  # the per-user socket directory and live records
     "console",  # headless lines, output that survives its terminal
     "divergence",  # is a loss diverged; snapshots for a rollback
+    "checkpoints",  # checkpoint.pt: saved and loaded (weights_only), RNG states, weight snapshots
     "gpu",  # the GPU in the run panel: torch.cuda and NVML, sampled off the training thread
     "engine",  # owns the LR, applies commands at step boundaries
     "distributed",  # DDP: ranks agree on commands, stops and divergence at sync steps
     "losses",  # GPU losses copied to the host without a per-step synchronisation
     "server",  # the run's socket
-    "api",  # lrwatch.watch, checkpoints, the host
+    "host",  # where a watched run goes: headless lines, the socket; run_loop
+    "api",  # lrwatch.watch, Monitor
     "__init__",  # the package's public names (re-exported from api)
     "reader",  # run directories read back
     "client",  # a live run over its socket

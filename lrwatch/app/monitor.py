@@ -20,7 +20,6 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 
-from lrwatch.api import Host, run_loop
 from lrwatch.app.charts import (
     LossView,
     PreviewCache,
@@ -33,6 +32,7 @@ from lrwatch.app.screen import MonitorScreen
 from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen
 from lrwatch.app.widgets import ViewApp
 from lrwatch.history import Ema
+from lrwatch.host import Host, run_loop
 from lrwatch.protocol import (
     LIVE_STATES,
     Checkpoint,

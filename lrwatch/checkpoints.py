@@ -1,0 +1,116 @@
+"""lrwatch's checkpoints: what is saved, how it loads (``weights_only=True`` only), RNG states, rollback snapshots.
+
+``RUN_DIR/checkpoint.pt`` holds ``{"format": 2, "lrwatch": <Monitor.state_dict()>, "reason", "model",
+"optimizer", "rng", "extra"}``: tensors and plain types only, so ``torch.load(..., weights_only=True)``
+reads it. Format 1 (lrwatch's state at the top level) still loads.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrwatch.protocol import Command, command_from_dict
+from lrwatch.schedules import SpecError
+from lrwatch.timeline import Timeline
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2  # 1: lrwatch's state at the top level (still loaded); 2: under "lrwatch"
+STATE_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely; the message is one line for the user."""
+
+
+def parse_state(state: dict[str, Any]) -> tuple[int, Timeline, list[tuple[int, Command]]]:
+    """``(step, timeline, scheduled commands)`` of :meth:`Monitor.state_dict`; ``CheckpointError`` if malformed."""
+    try:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {state.get('format')!r}, expected {STATE_FORMAT}")
+        scheduled = [(int(step), command_from_dict(command)) for step, command in state["scripted"]]
+        return int(state["step"]), Timeline.from_dict(state["timeline"]), scheduled
+    except (KeyError, TypeError, ValueError, SpecError) as exc:
+        raise CheckpointError(f"not lrwatch's state ({exc})") from None
+
+
+class WeightsSnapshot:
+    """In-memory copies of model and optimizer state, on their own device, for rollbacks."""
+
+    def __init__(self, model: Any, optimizer: Any) -> None:
+        self.model = model
+        self.optimizer = optimizer
+
+    def snapshot(self) -> tuple[Any, Any]:
+        import copy
+
+        model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return model_state, copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self, state: tuple[Any, Any]) -> None:
+        model_state, optimizer_state = state
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optimizer_state)
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr  # the LR stays the engine's to set
+
+
+def state_of(obj: Any) -> Any:
+    return obj.get_state() if hasattr(obj, "get_state") else obj.state_dict()
+
+
+def load_state(obj: Any, state: Any) -> None:
+    if hasattr(obj, "set_state"):
+        obj.set_state(state)
+    else:
+        obj.load_state_dict(state)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states, as tensors and plain values only."""
+    import torch
+
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": [has_gauss, cached]},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy_state["pos"], *numpy_state["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The latest checkpoint of ``run_dir``, loaded with ``torch.load(..., weights_only=True)``."""
+    import torch
+
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.exists():
+        raise CheckpointError(f"{run_dir}: no {CHECKPOINT_NAME} (save one with the k key or --checkpoint-every)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unsafe or corrupt pickle: refuse it, name the reason in one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused, it does not load with weights_only=True ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
+        raise CheckpointError(f"{path}: not an lrwatch checkpoint (format {CHECKPOINT_FORMAT})")
+    if state["format"] == 1:  # lrwatch's state was at the top level
+        keys = ("step", "timeline", "scripted")
+        state = {**state, "lrwatch": {"format": STATE_FORMAT, **{k: state[k] for k in keys}}}
+    return state
