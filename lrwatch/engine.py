@@ -6,8 +6,9 @@ to it only through :meth:`Engine.submit` (commands) and reads :meth:`Engine.even
 :attr:`Engine.history`, :attr:`Engine.timeline` and :meth:`Engine.status` (events and data).
 
 Per step the engine records the finished step, moves to the next, applies every queued command
-there (never mid-step), and sets the LR of every param group from the timeline. LRs come from
-:meth:`Timeline.lrs` over aligned blocks of steps, the same call the preview makes.
+there (never mid-step), and sets the LR of every param group from the timeline
+(:class:`~lrwatch.groups.GroupLrs`: :meth:`Timeline.lrs` over aligned blocks of steps, the same call
+the preview makes). Under DDP (``sync``) the commands are rank 0's, agreed at sync steps.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lrwatch.divergence import DivergencePolicy, DivergenceWatch, Snapshotter
+from lrwatch.groups import GroupLrs, host_lr
 from lrwatch.history import MetricHistory
 from lrwatch.protocol import (
     ENDED_STATES,
@@ -45,7 +45,6 @@ from lrwatch.rundir import RunWriter, run_info
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
 
-LR_BLOCK = 1024
 PAUSE_POLL_SECONDS = 0.25
 
 Listener = Callable[[Event], None]
@@ -55,7 +54,7 @@ Done = Callable[[Event], None]  # told the event a submitted command led to (app
 class Engine:
     """Drives ``optimizer``'s LR along ``timeline`` and records the run.
 
-    Param groups keep their ratio to group 0's LR at the start (``lr_g = lr · lr0_g / lr0_0``).
+    Each param group follows its own timeline from its own initial LR (:mod:`lrwatch.groups`).
     """
 
     def __init__(
@@ -85,10 +84,7 @@ class Engine:
         self.divergence = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.stop_reason: str | None = None
         first = float(optimizer.param_groups[0]["lr"])
-        # Each group's initial LR keeps its ratio to group 0's; from there each follows its own timeline.
-        ratios = [float(g["lr"]) / first for g in optimizer.param_groups]
-        self._group_initial = [timeline.initial_lr * r if r != 1.0 else timeline.initial_lr for r in ratios]
-        self._group_timelines: list[Timeline] = []
+        self._driver = GroupLrs(optimizer, timeline)
         self._outside_lr_warned = False
         hook = getattr(optimizer, "register_step_pre_hook", None)
         self._hook = hook(self._before_optimizer_step) if hook is not None else None
@@ -97,8 +93,6 @@ class Engine:
         self._events: list[Event] = []
         self._events_lock = threading.Lock()
         self._listeners: list[Listener] = []
-        self._block_start = -1
-        self._blocks: list[list[float]] = []
         self.step_index = start_step
         self.start_step = start_step
         self.steps_taken = 0  # in this process
@@ -198,7 +192,7 @@ class Engine:
 
     def _before_optimizer_step(self, optimizer: Any, *_args: Any) -> None:
         """Read the LR the step really uses (monitor-only), or notice a scheduler fighting lrwatch."""
-        lr = _host_lr(optimizer.param_groups[0])
+        lr = host_lr(optimizer.param_groups[0])
         if lr is None:
             return
         if not self.drive_lr:
@@ -228,9 +222,9 @@ class Engine:
         s = self.step_index
         if not self.drive_lr:
             if self._hook is None:
-                self.lr = _host_lr(self.optimizer.param_groups[0]) or self.lr
+                self.lr = host_lr(self.optimizer.param_groups[0]) or self.lr
         elif not self._outside_lr_warned:
-            self._check_outside_change(_host_lr(self.optimizer.param_groups[0]))
+            self._check_outside_change(host_lr(self.optimizer.param_groups[0]))
         self.step_index = s + 1  # before recording: a snapshot taken there holds the weights after step s
         self.steps_taken += 1
         if loss is None or self._awaiting:
@@ -462,31 +456,11 @@ class Engine:
 
     def _set_timeline(self, timeline: Timeline) -> None:
         self._timeline = timeline
-        self._block_start = -1
-        self._group_timelines = []
+        self._driver.set_timeline(timeline)
 
     def _set_lr(self, step: int) -> None:
-        """Every group's LR at ``step`` from its timeline (:meth:`Timeline.for_group`), in blocks of steps.
-        A tensor LR (capturable or fused optimizers) is filled in place: the optimizer keeps its tensor."""
-        if not self.drive_lr:
-            return
-        offset = step - self._block_start
-        if self._block_start < 0 or not 0 <= offset < LR_BLOCK:
-            if not self._group_timelines:
-                self._group_timelines = [self._timeline.for_group(lr) for lr in self._group_initial]
-            self._block_start = step - step % LR_BLOCK
-            steps = np.arange(self._block_start, self._block_start + LR_BLOCK)
-            blocks = {id(t): t for t in self._group_timelines}  # groups that share a timeline share a block
-            computed = {key: t.lrs(steps).tolist() for key, t in blocks.items()}  # floats: cheap to index
-            self._blocks = [computed[id(t)] for t in self._group_timelines]
-            offset = step - self._block_start
-        for group, block in zip(self.optimizer.param_groups, self._blocks, strict=True):
-            current = group["lr"]
-            if current.__class__ is float or not hasattr(current, "fill_"):
-                group["lr"] = block[offset]
-            else:
-                current.fill_(block[offset])
-        self.lr = self._blocks[0][offset]
+        if self.drive_lr:
+            self.lr = self._driver.set(step)
 
     # -- running ----------------------------------------------------------------------------
     def run(self, train: Callable[[Engine], None]) -> None:
@@ -508,12 +482,3 @@ class Engine:
         thread = threading.Thread(target=self.run, args=(train,), name="lrwatch-train", daemon=True)
         thread.start()
         return thread
-
-
-def _host_lr(group: dict[str, Any]) -> float | None:
-    """A group's LR as a float, or ``None`` for a tensor on a GPU (reading it would wait for the device)."""
-    lr = group["lr"]
-    device = getattr(lr, "device", None)
-    if device is not None and getattr(device, "type", "cpu") != "cpu":
-        return None
-    return float(lr)

@@ -14,6 +14,7 @@ LAYERS = [
     "protocol",  # commands and events, JSON-able
     "wire",  # the socket's line format
     "timeline",  # immutable segments
+    "groups",  # the optimizer's LR per param group, from the timeline
     "history",  # metric columns
     "rundir",  # metrics.csv, events.jsonl, run.json: written and parsed here only
     "sockets",  # the per-user socket directory and live records
