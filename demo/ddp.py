@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--nan-at", default=None, metavar="RANK:STEP", help="report a NaN loss on one rank at one step (try divergence)"
     )
+    parser.add_argument(
+        "--fail-at", default=None, metavar="RANK:STEP", help="raise on one rank at one step (try a failure)"
+    )
     return parser.parse_args(argv)
 
 
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     bs = args.batch_size
     loop_started = time.perf_counter()
     nan_rank, nan_step = (int(v) for v in args.nan_at.split(":")) if args.nan_at else (-1, -1)
+    fail_rank, fail_step = (int(v) for v in args.fail_at.split(":")) if args.fail_at else (-1, -1)
     for epoch in range(monitor.start_epoch, args.epochs):
         indices = order.permutation(args.train_size)[rank::world].to(task.device)
         first = monitor.step_in_epoch if epoch == monitor.start_epoch else 0
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if rank == fail_rank and monitor.engine.step_index == fail_step:
+                raise RuntimeError(f"a failure on rank {rank} at step {fail_step} (--fail-at)")
             if rank == nan_rank and monitor.engine.step_index == nan_step:
                 loss = torch.full_like(loss, float("nan"))  # what this rank reports, not what it trained on
             if not monitor.step(loss):

@@ -120,9 +120,10 @@ def _why(exc: BaseException) -> str:
 class HeadlessPrinter:
     """One line per epoch, and one per switch, edit, rejected command, stop or error, to ``out``."""
 
-    def __init__(self, engine: Any, out: TextIO | None = None) -> None:
+    def __init__(self, engine: Any, out: TextIO | None = None, prefix: str = "") -> None:
         self.engine = engine
         self.out = out
+        self.prefix = prefix  # "[rank 1] " for a DDP rank that was asked to print (LRWATCH_ALL_RANKS=1)
         self.last_step = engine.step_index
         self.clock = time.perf_counter
         self.last_time = self.clock()
@@ -134,7 +135,7 @@ class HeadlessPrinter:
         # sys.stdout/stderr are read now, not at start: the console may have wrapped them since.
         stream = sys.stderr if event.kind in ("stop", "error") else (self.out or sys.stdout)
         with contextlib.suppress(OSError, ValueError):  # a closed stream must never stop training
-            print(line, file=stream, flush=True)
+            print(self.prefix + line, file=stream, flush=True)
 
     def line(self, event: Event) -> str | None:
         if event.kind == "epoch":

@@ -69,6 +69,8 @@ class Host:
             if self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
                 lost = sync.peer_lost if sync is not None else None
                 server = serve(engine, on_owner_lost=self.on_hangup, on_rank_lost=lost)  # kept until the run ends
+        elif self.log is not None and os.environ.get("LRWATCH_ALL_RANKS") == "1":
+            engine.add_listener(HeadlessPrinter(engine, self.log, prefix=f"[rank {sync.rank}] "))
         if self.on_engine is not None:
             self.on_engine(engine)
         self.ready.set()

@@ -36,13 +36,13 @@ DDP_ENV = ENV | {"OMP_NUM_THREADS": "1"}
 class Torchrun:
     """``demo/ddp.py`` on two ranks, in its own process group (killed whole at the end of a test)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [*TORCHRUN, str(ROOT / "demo" / "ddp.py"), *SMALL, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=DDP_ENV,
+            env=DDP_ENV | (env or {}),
             start_new_session=True,
         )
         self.output = ""
@@ -65,8 +65,8 @@ class Torchrun:
 def torchrun():
     started: list[Torchrun] = []
 
-    def start(*args: str) -> Torchrun:
-        run = Torchrun(*args)
+    def start(*args: str, env: dict[str, str] | None = None) -> Torchrun:
+        run = Torchrun(*args, env=env)
         started.append(run)
         return run
 
@@ -109,9 +109,11 @@ def test_a_scripted_and_a_sent_switch_land_on_both_ranks_at_the_same_step(tmp_pa
 
 def test_a_nan_on_one_rank_rolls_back_every_rank_alike(tmp_path, torchrun):
     run_dir = tmp_path / "run"
-    run = torchrun("--epochs", "10", "--run-dir", str(run_dir), "--on-divergence", "rollback", "--nan-at", "1:200")
+    nan = ("--on-divergence", "rollback", "--nan-at", "1:200")
+    run = torchrun("--epochs", "10", "--run-dir", str(run_dir), *nan, env={"LRWATCH_ALL_RANKS": "1"})
     assert run.wait(120) == 0, run.output[-3000:]
     agreeing_ranks(run)
+    assert "[rank 1]   rollback at step" in run.output  # asked to, rank 1 prints its lines too, marked
     (divergence,) = [e for e in events(run_dir) if e["event"] == "divergence"]
     assert divergence["rank"] == 1 and divergence["at_step"] == 200 and divergence["step"] >= 200
     (rollback,) = [e for e in events(run_dir) if e["event"] == "rollback"]
@@ -152,6 +154,17 @@ def test_a_killed_rank_stops_the_other_and_is_named(tmp_path, torchrun):
     assert time.monotonic() - killed < 30
     errors = [e["message"] for e in events(run_dir) if e["event"] == "error"]
     assert len(errors) == 1 and f"rank 1 (pid {rank1}) left the run" in errors[0], errors
+    assert events(run_dir)[-1]["event"] == "finish"
+
+
+def test_a_rank_that_raises_is_named_with_its_error(tmp_path, torchrun):
+    run_dir = tmp_path / "run"
+    run = torchrun("--epochs", "50", "--run-dir", str(run_dir), "--fail-at", "1:100")
+    started = time.monotonic()
+    assert run.wait(60) != 0
+    assert time.monotonic() - started < 30
+    (error,) = [e["message"] for e in events(run_dir) if e["event"] == "error"]
+    assert re.search(r"rank 1 \(pid \d+\) left the run after RuntimeError: a failure on rank 1 at step 100", error)
     assert events(run_dir)[-1]["event"] == "finish"
 
 
