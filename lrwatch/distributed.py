@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from lrwatch.protocol import Command, command_from_dict
@@ -49,11 +50,16 @@ STOP_SCALE = 1 << 20  # a rank below 2²⁰ in the low bits
 STEP_LIMIT = 1 << 40
 ACTIONS = ("", "pause", "stop", "rollback")
 LOST_RANK_EXIT_SECONDS = 20.0
+RENDEZVOUS_SECONDS = 120.0  # how long watch() waits for every rank to call it too
 SLOTS = ("stop", "diverged", "commands", "next", "action")
 
 
 class RankLost(RuntimeError):
     """Another rank of the run is gone; the message names it."""
+
+
+class NotOnEveryRank(RuntimeError):
+    """``lrwatch.watch()`` was called on some ranks only (every rank must call it)."""
 
 
 @dataclass
@@ -95,7 +101,16 @@ class RankSync:
 
         if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
             return None
-        group = dist.new_group(backend="gloo")
+        seconds = float(os.environ.get("LRWATCH_RENDEZVOUS_SECONDS") or RENDEZVOUS_SECONDS)
+        try:  # a group with a short timeout first: a watch() called on rank 0 only fails clearly, not in 30 min
+            probe = dist.new_group(backend="gloo", timeout=timedelta(seconds=seconds))
+        except (RuntimeError, dist.DistError) as exc:
+            raise NotOnEveryRank(
+                f"rank {dist.get_rank()}: lrwatch.watch() must be called on every rank of a DDP run "
+                f"(the other ranks did not call it within {seconds:g} s: {_first_sentence(exc)})"
+            ) from None
+        dist.destroy_process_group(probe)
+        group = dist.new_group(backend="gloo")  # the default timeout: a rank may legitimately be slow
         return cls(dist, group, dist.get_rank(), dist.get_world_size())
 
     @property

@@ -242,3 +242,23 @@ def test_the_ddp_monitor_loses_its_terminal_and_the_ranks_train_on(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(json.loads(record.read_text())["launcher"], signal.SIGKILL)
     assert [e["reason"] for e in events(run_dir) if e["event"] == "stop"] == ["send"]
+
+
+ONLY_RANK_0 = """
+import time, torch, torch.distributed as dist, lrwatch
+dist.init_process_group("gloo")
+optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+if dist.get_rank() == 0:
+    lrwatch.watch(optimizer, steps_per_epoch=10, epochs=1)
+else:
+    time.sleep(8)
+"""
+
+
+def test_watch_on_rank_0_only_fails_clearly_instead_of_hanging(tmp_path):
+    script = tmp_path / "only_rank_0.py"
+    script.write_text(ONLY_RANK_0)
+    env = DDP_ENV | {"LRWATCH_RENDEZVOUS_SECONDS": "2", "LRWATCH_NO_SOCKET": "1"}
+    out = subprocess.run([*TORCHRUN, str(script)], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "NotOnEveryRank: rank 0: lrwatch.watch() must be called on every rank" in out.stdout + out.stderr
