@@ -8,7 +8,8 @@ group of lrwatch's own (so NCCL streams are never touched) carries, per slot:
   signal reaches all, which a broadcast from rank 0 could not do;
 - ``diverged``: ``(2⁴⁰ − step) · 2²⁰ + rank + 1`` of a rank whose loss diverged at ``step`` since the
   last sync step (the MAX is the earliest);
-- ``commands``: how many commands rank 0 has (then one broadcast of their JSON follows);
+- ``commands``: the length of rank 0's commands as JSON (when there are some, one broadcast of those
+  bytes follows: JSON, never pickle);
 - ``next``: the next sync step, rank 0's choice; ``action``: rank 0's answer to a divergence.
 
 Rank 0 spaces the sync steps so that the collective costs at most :data:`COST_SHARE` of the
@@ -89,8 +90,9 @@ class RankSync:
         self._step_seconds = math.nan
         self._cost_seconds = math.nan
         self._last_sync: tuple[int, float] | None = None
-        self.lost: str | None = None  # "rank 1 (pid 123)" once a peer's connection closed
+        self.lost: str | None = None  # "rank 1 (pid 123) left the run" once a peer's link closed
         self._lost_event = threading.Event()
+        self._ended = threading.Event()  # this rank's run has finished (close())
         self._leader_link: socket.socket | None = None
 
     @classmethod
@@ -136,17 +138,17 @@ class RankSync:
             slots[0] = self._stop_signal * STOP_SCALE + self.rank + 1
         if diverged_at is not None:
             slots[1] = (STEP_LIMIT - diverged_at) * STOP_SCALE + self.rank + 1
+        payload = json.dumps([c.to_dict() for c in commands]).encode() if self.leader and commands else b""
         if self.leader:
-            slots[2] = len(commands)
+            slots[2] = len(payload)
             slots[3] = step + self._interval(step, started)
             slots[4] = ACTIONS.index(action) if action in ACTIONS else 0
         try:
             self.dist.all_reduce(slots, op=self.dist.ReduceOp.MAX, group=self.group)
-            stop, who_diverged, count, next_step, action_code = (int(v) for v in slots.tolist())
-            if count:
-                payload = [json.dumps([c.to_dict() for c in commands]) if self.leader else None]
-                self.dist.broadcast_object_list(payload, src=0, group=self.group)
-                commands = [command_from_dict(d) for d in json.loads(payload[0])]
+            stop, who_diverged, size, next_step, action_code = (int(v) for v in slots.tolist())
+            if size:
+                payload = self._broadcast_bytes(payload, size)
+                commands = [command_from_dict(d) for d in json.loads(payload.decode())]
         except RuntimeError as exc:
             raise self.lost_error(step, exc) from None
         self.next_step = max(next_step, step + 1)
@@ -155,7 +157,7 @@ class RankSync:
         self._cost_seconds = _ema(self._cost_seconds, elapsed)
         self.syncs += 1
         return Agreement(
-            commands=commands if count else [],
+            commands=commands if size else [],
             stop_rank=(stop % STOP_SCALE) - 1 if stop else None,
             stop_signal=_signal_name(stop // STOP_SCALE) if stop else None,
             diverged_rank=(who_diverged % STOP_SCALE) - 1 if who_diverged else None,
@@ -168,10 +170,8 @@ class RankSync:
         :data:`MAX_LATENCY_SECONDS` apart (see the module's docstring)."""
         last, self._last_sync = self._last_sync, (step, now)
         if last is not None and step > last[0]:
-            per_step = (now - last[1] - (self._cost_seconds if not math.isnan(self._cost_seconds) else 0.0)) / (
-                step - last[0]
-            )
-            per_step = max(per_step, 1e-7)
+            cost = 0.0 if math.isnan(self._cost_seconds) else self._cost_seconds
+            per_step = max((now - last[1] - cost) / (step - last[0]), 1e-7)  # training alone, per step
             self._step_seconds = _ema(self._step_seconds, per_step)
         if self.syncs < FIRST_SYNCS or math.isnan(self._step_seconds) or math.isnan(self._cost_seconds):
             return 1
@@ -179,11 +179,26 @@ class RankSync:
         by_latency = max(1, math.ceil(MAX_LATENCY_SECONDS / self._step_seconds))
         return max(1, min(by_cost, by_latency))
 
+    def _broadcast_bytes(self, data: bytes, size: int) -> bytes:
+        """Rank 0's ``data`` (``size`` bytes, which every rank knows) to every rank, as a uint8 tensor:
+        JSON on the wire, never ``broadcast_object_list``'s pickle."""
+        import torch
+
+        buffer = torch.zeros(size, dtype=torch.uint8)
+        if self.leader:
+            buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        self.dist.broadcast(buffer, src=0, group=self.group)
+        return buffer.numpy().tobytes()
+
     def share_leader_socket(self, path: str | None) -> str | None:
         """Rank 0's socket path, learnt by every rank (collective)."""
-        payload = [path if self.leader else None]
-        self.dist.broadcast_object_list(payload, src=0, group=self.group)
-        return payload[0]
+        import torch
+
+        data = (path or "").encode()
+        size = torch.tensor([len(data) if self.leader else 0], dtype=torch.int64)
+        self.dist.broadcast(size, src=0, group=self.group)
+        n = int(size.item())
+        return self._broadcast_bytes(data, n).decode() if n else None
 
     # -- a rank that is gone ----------------------------------------------------------------
     def peer_lost(self, who: str, error: str | None = None) -> None:
@@ -196,7 +211,10 @@ class RankSync:
             threading.Thread(target=self._exit_if_blocked, name="lrwatch-rank-lost", daemon=True).start()
 
     def _exit_if_blocked(self) -> None:
-        time.sleep(LOST_RANK_EXIT_SECONDS)
+        """The run did not end within :data:`LOST_RANK_EXIT_SECONDS` of a peer's loss: its training thread
+        is blocked in a collective that will not return (NCCL can wait for ever). End the process."""
+        if self._ended.wait(LOST_RANK_EXIT_SECONDS):
+            return  # the run ended (with an error naming the rank): whatever the script does next is its own
         with contextlib.suppress(OSError, ValueError):
             print(f"lrwatch: rank {self.rank}: {self.lost}; exiting", file=sys.stderr, flush=True)
         os._exit(1)
@@ -242,6 +260,7 @@ class RankSync:
 
     def close(self, error: str | None = None) -> None:
         """This rank's run ended: tell rank 0 (how, if it failed) and drop the link."""
+        self._ended.set()
         link, self._leader_link = self._leader_link, None
         if link is not None:
             with contextlib.suppress(OSError):
