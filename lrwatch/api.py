@@ -324,13 +324,16 @@ def watch(
 
 
 _open_monitors: list[Monitor] = []
+_excepthook_installed = False
 
 
 def _watch_exit(monitor: Monitor) -> None:
     """End ``monitor``'s run when the script ends: at exit (a script that never calls ``close()``), and
     with the exception that ends a script (so that the run records it as an error, not as finished)."""
+    global _excepthook_installed
     atexit.register(monitor.close)
-    if not _open_monitors:
+    if not _excepthook_installed:
+        _excepthook_installed = True
         previous = sys.excepthook
 
         def excepthook(kind: type[BaseException], error: BaseException, tb: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -299,3 +300,22 @@ def test_monitor_state_dict_in_the_users_own_checkpoint_continues_the_schedule_e
     assert [e["event"] for e in map(json.loads, (tmp_path / "second" / "events.jsonl").open())][:2] == [
         "start", "resumed"
     ]
+
+
+def test_a_plain_script_that_raises_records_the_error_not_a_finish(tmp_path: Path) -> None:
+    """``python train.py`` with no lrwatch run around it: the uncaught exception is the run's error."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch, lrwatch\n"
+        "opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)\n"
+        f"monitor = lrwatch.watch(opt, steps_per_epoch=5, epochs=2, run_dir={str(tmp_path / 'run')!r})\n"
+        "for i in range(3):\n"
+        "    monitor.step(1.0)\n"
+        "raise ValueError('boom in the loop')\n"
+    )
+    env = {**os.environ, "LRWATCH_NO_SOCKET": "1"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 1 and "ValueError: boom in the loop" in out.stderr  # Python's own traceback too
+    lines = (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    kinds = [json.loads(line)["event"] for line in lines]
+    assert kinds[-2:] == ["error", "finish"] and json.loads(lines[-1])["status"] == "error"
