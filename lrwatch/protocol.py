@@ -99,7 +99,7 @@ def command_from_wire(data: Any) -> Command:
     and answers with a ``rejected`` event.
     """
     if not isinstance(data, dict) or not isinstance(data.get("command"), str):
-        raise CommandError("expected a command object like {\"command\": \"switch\", \"spec\": \"exp\"}")
+        raise CommandError('expected a command object like {"command": "switch", "spec": "exp"}')
     name = data["command"]
     if name not in COMMANDS:
         raise CommandError(f"unknown command {name[:40]!r} (known: {', '.join(COMMANDS)})")
@@ -113,7 +113,7 @@ def command_from_wire(data: Any) -> Command:
         if not isinstance(spec, str) or not 0 < len(spec) <= 500:
             raise CommandError("switch: 'spec' must be a spec string, e.g. \"cosine:T_max=20\"")
         if anchor is not None and anchor not in ANCHORS:
-            raise CommandError("switch: 'anchor' must be \"continue\" or \"base\"")
+            raise CommandError('switch: \'anchor\' must be "continue" or "base"')
         return Switch(spec, anchor)
     if name == "edit":
         params = fields.get("params")

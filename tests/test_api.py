@@ -298,7 +298,8 @@ def test_monitor_state_dict_in_the_users_own_checkpoint_continues_the_schedule_e
             second.load_state_dict(saved["lrwatch"])  # after steps: refused, like nothing happened
     assert done + rest == expected
     assert [e["event"] for e in map(json.loads, (tmp_path / "second" / "events.jsonl").open())][:2] == [
-        "start", "resumed"
+        "start",
+        "resumed",
     ]
 
 

@@ -141,4 +141,3 @@ class ScheduleKeys:
         if self.candidates:
             self._refresh_candidates(self._step())
         self._redraw_now()
-

@@ -59,7 +59,6 @@ STATUS_INTERVAL = 1.0
 TIMER_SLACK = 0.05  # frames land a few ms early or late: "a second since" must not mean every other frame
 
 
-
 class RunEvent(Message):
     """An event of the run (a switch, a pause, an error, ...), as a message to the app."""
 
