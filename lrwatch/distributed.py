@@ -315,8 +315,10 @@ def rank_error(sync: RankSync, step: int, error: BaseException) -> BaseException
 
     text = str(error)
     if isinstance(error, dist.DistError) or any(w in text for w in ("gloo", "NCCL", "Connection", "by peer")):
-        return sync.lost_error(step, error)
-    return error
+        lost = sync.lost_error(step, error)  # waits up to a second to learn who left
+        if sync.lost is not None:
+            return lost
+    return error  # this rank's own error (a ConnectionError of its data loader, say): recorded as it is
 
 
 def join_ranks(sync: RankSync, engine: Any, leader_socket: str | None) -> None:
