@@ -258,9 +258,10 @@ class Engine:
     def _act_on_divergence(self, action: str, rank: int | None = None, at_step: int | None = None) -> None:
         """A diverged loss is acted on at the step it happens (under DDP: at the sync step where the
         ranks learn of it, the same on all of them; the event names the rank and its step)."""
-        step, loss, cause = self._diverged or (at_step, None, "another rank")
-        if rank is not None and rank != self.sync.rank:
+        if rank is not None and rank != self.sync.rank:  # another rank's loss: only its step is known here
             step, loss, cause = at_step, None, "another rank"
+        else:
+            step, loss, cause = self._diverged
         self._diverged = None
         where = {} if rank is None else {"rank": rank}
         self._emit("divergence", loss=loss, lr=self.lr, cause=cause, action=action, at_step=step, **where)
