@@ -135,7 +135,7 @@ def frame_cost(repeats: int) -> None:
         small_ms.append(s)
         ratios.append(b / s)
     gc.unfreeze()
-    report("frame_ms_1e6", statistics.median(big_ms), "ms", "<=", 25, "both charts, 124×23 each, at 160×48")
+    report("frame_ms_1e6", statistics.median(big_ms), "ms", "<=", 10, "both charts, 124×23 each, at 160×48")
     detail = f"{statistics.median(small_ms):.1f} ms at 1e3 steps"
     report("frame_growth", statistics.median(ratios), "x", "<=", 1.3, detail)
 

@@ -1,4 +1,4 @@
-"""Text charts with plotext 5: connected braille lines, left/bottom axes, compact tick labels.
+"""Text charts as plotext 5 draws them: connected braille lines, left/bottom axes, compact tick labels.
 
 Used by the app's chart widgets and by ``lrwatch schedule --format plot``. Callers pass already
 decimated series; this module never sees more points than a chart has columns (×2).
@@ -9,7 +9,6 @@ to the smallest positive value) and NaN/Inf (dropped) never reach plotext.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import os
 import shutil
@@ -17,14 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from plotext._figure import _figure_class as Figure
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
 
-from lrwatch import plotext_fast
-
-plotext_fast.install()  # the same lists from plotext's per-dot loops, computed with numpy
+from lrwatch.canvas import BRAILLE, NO_COLOR, Frame, Series, draw
 
 # 256-colour indices: safe in tmux and 256-colour terminals alike.
 PALETTE = (39, 208, 170, 141, 220, 203, 75, 114)
@@ -54,9 +50,8 @@ class Line:
 
     x: np.ndarray
     y: np.ndarray
-    color: int | str = PALETTE[0]
-    label: str | None = None
-    marker: str | None = None
+    color: int = PALETTE[0]
+    marker: str | None = None  # one character; None: braille (or • in ASCII mode)
 
 
 @dataclass
@@ -64,8 +59,8 @@ class ChartSpec:
     lines: list[Line]
     width: int
     height: int
+    xlim: tuple[float, float]
     log_y: bool = False
-    xlim: tuple[float, float] | None = None
     vlines: list[tuple[float, int]] = field(default_factory=list)
     ascii: bool = False
 
@@ -114,10 +109,10 @@ def _finite_xy(x: np.ndarray, y: np.ndarray, log_y: bool, floor: float) -> tuple
 
 
 def render(chart: ChartSpec, *, color: bool = True) -> str:
-    """The chart as text for stdout: with ANSI colours (plotext's build), or plain (``color=False``)."""
+    """The chart as text for stdout: with ANSI colours (plotext's own build), or plain (``color=False``)."""
     if not color:
         return "\n".join("".join(segment.text for segment in row).rstrip() for row in render_rows(chart))
-    return _figure(chart).build().rstrip("\n")
+    return plotext_build(frame_of(chart)).rstrip("\n")
 
 
 def color_wanted(stream: object) -> bool:
@@ -132,42 +127,54 @@ def color_wanted(stream: object) -> bool:
 
 
 def render_rows(chart: ChartSpec) -> list[list[Segment]]:
-    """The chart's rows as Rich segments (one per run of a colour), read straight from plotext's cell matrix.
-
-    Skips plotext's ANSI string and parsing it back: a widget can draw these rows as they are.
-    """
-    fig = _figure(chart)
-    fig._set_sizes()
-    fig._build_matrix()
-    matrix = fig.monitor.matrix
-    rows = []
-    for row in reversed(matrix.Rows):
-        markers, segments, col = matrix.marker[row], [], 0
-        for color, run in itertools.groupby(matrix.fullground[row]):
-            segments.append(Segment("".join(markers[col : (col := col + len(list(run)))]), _style(color)))
-        rows.append(segments)
-    return rows
+    """The chart's rows as Rich segments (one per run of a colour), drawn by :mod:`lrwatch.canvas`."""
+    return [[Segment(text, _style(color)) for text, color in row] for row in draw(frame_of(chart)).runs()]
 
 
 @functools.lru_cache(maxsize=64)
-def _style(color: int | str) -> Style | None:
-    return Style(color=Color.from_ansi(color)) if isinstance(color, int) else None
+def _style(color: int) -> Style | None:
+    return Style(color=Color.from_ansi(color)) if color != NO_COLOR else None
 
 
-def _figure(chart: ChartSpec) -> Figure:
-    fig = Figure()
+def plotext_build(frame: Frame) -> str:
+    """``frame`` drawn by plotext 5 through its public functions, as ANSI text.
+
+    They draw on plotext's one process-wide figure, so this is for the command line (one thread)
+    and for the tests that hold :func:`lrwatch.canvas.draw` to plotext's drawing; the monitor
+    draws with :mod:`lrwatch.canvas`.
+    """
+    import plotext
+
+    plotext.clear_figure()
+    plotext.limit_size(False, False)  # plotext clamps to the real terminal; the caller chose the size
+    plotext.plotsize(frame.width, frame.height)
+    plotext.theme("clear")
+    plotext.xaxes(True, False)
+    plotext.yaxes(True, False)
+    for series in frame.series:
+        marker = series.marker if series.marker != BRAILLE else "braille"
+        plotext.plot(series.x.tolist(), series.y.tolist(), color=series.color, marker=marker)
+    plotext.ylim(*frame.ylim)
+    plotext.xlim(*frame.xlim)
+    plotext.xticks(list(frame.xticks), list(frame.xlabels))
+    for x, color in frame.vlines:
+        plotext.vline(x, color)
+    plotext.yticks(list(frame.yticks), list(frame.ylabels))
+    try:
+        return plotext.build()
+    finally:
+        plotext.clear_figure()
+
+
+def frame_of(chart: ChartSpec) -> Frame:
+    """Every number of the chart decided: limits with a margin, round ticks, compact labels, log-y."""
     width, height = max(chart.width, 12), max(chart.height, 4)
-    fig._limit_size(False, False)  # plotext clamps to the real terminal; a widget's size is the app's business
-    fig.plotsize(width, height)
-    fig.theme("clear")
-    fig.xaxes(True, False)
-    fig.yaxes(True, False)
-    marker = "dot" if chart.ascii else "braille"
+    default_marker = "•" if chart.ascii else BRAILLE
     ys = [np.asarray(line.y, dtype=np.float64) for line in chart.lines]
     positive = np.concatenate([y[np.isfinite(y) & (y > 0)] for y in ys] or [np.empty(0)])
     floor = float(positive.min()) if positive.size else 1e-12
     lo_y, hi_y = math.inf, -math.inf
-    drawn = 0
+    series = []
     for line in chart.lines:
         x, y = _finite_xy(line.x, line.y, chart.log_y, floor)
         if len(x) == 0:
@@ -175,25 +182,18 @@ def _figure(chart: ChartSpec) -> Figure:
         if len(x) == 1:  # plotext draws nothing for a one-point line
             x, y = np.repeat(x, 2), np.repeat(y, 2)
         lo_y, hi_y = min(lo_y, float(y.min())), max(hi_y, float(y.max()))
-        fig.plot(x.tolist(), y.tolist(), color=line.color, marker=line.marker or marker, label=line.label)
-        drawn += 1
-    if not drawn:
+        series.append(Series(x, y, line.color, line.marker or default_marker))
+    if not series:
         lo_y, hi_y = 0.0, 1.0
     if hi_y - lo_y < 1e-12 * max(1.0, abs(hi_y)):  # a constant series still gets an axis
         pad = abs(hi_y) * 0.1 or 1.0
         lo_y, hi_y = lo_y - pad, hi_y + pad
     margin = (hi_y - lo_y) * 0.04  # keeps the extreme ticks (often 0) off the axis lines
     lo_y, hi_y = lo_y - margin, hi_y + margin
-    fig.ylim(lo_y, hi_y)
-    if chart.xlim is not None:
-        lo_x, hi_x = chart.xlim
-        if hi_x <= lo_x:
-            hi_x = lo_x + 1
-        fig.xlim(lo_x, hi_x)
-        xt = nice_ticks(lo_x, hi_x, max(2, width // 12))
-        fig.xticks(xt, [compact(v) for v in xt])
-    for x, color in chart.vlines:
-        fig.vline(x, color)
+    lo_x, hi_x = chart.xlim
+    if hi_x <= lo_x:
+        hi_x = lo_x + 1
+    xt = nice_ticks(lo_x, hi_x, max(2, width // 12))
     y_count = max(2, min(6, height // 3))
     if chart.log_y:
         first, last = max(math.ceil(lo_y), -307), min(math.floor(hi_y), 307)
@@ -201,11 +201,13 @@ def _figure(chart: ChartSpec) -> Figure:
         yt = [float(k) for k in range(first, last + 1, every)]
         if len(yt) < 2:
             yt = [lo_y, hi_y]
-        fig.yticks(yt, [compact(10 ** min(max(v, -307.0), 307.0)) for v in yt])
+        ylabels = [compact(10 ** min(max(v, -307.0), 307.0)) for v in yt]
     else:
         yt = nice_ticks(lo_y, hi_y, y_count)
-        fig.yticks(yt, [compact(v) for v in yt])
-    return fig
+        ylabels = [compact(v) for v in yt]
+    return Frame(
+        width, height, (lo_x, hi_x), (lo_y, hi_y), xt, [compact(v) for v in xt], yt, ylabels, series, chart.vlines
+    )
 
 
 def text_chart(

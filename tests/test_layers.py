@@ -32,8 +32,8 @@ LAYERS = [
     "reader",  # run directories read back
     "client",  # a live run over its socket
     "demo",  # the demo task, written on the public API
-    "plotext_fast",
-    "plot",
+    "canvas",  # chart cells: plotext 5's drawing in numpy
+    "plot",  # chart specs → frames; plotext's own build for the command line
     "app",  # the Textual monitor (one layer: its modules import each other)
     "launch",  # the run process and the terminal watch
     "cli_live",  # attach, ls, send

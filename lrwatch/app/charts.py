@@ -1,6 +1,6 @@
 """What the two charts show, as :class:`~lrwatch.plot.ChartSpec` values: no Textual here.
 
-Every series is decimated to about two points per column before it reaches plotext, and the
+Every series is decimated to about two points per column before it is drawn, and the
 preview of the run ahead is computed once per timeline (and width), so a frame costs the same
 at step 1,000 and at step 1,000,000.
 """
@@ -21,7 +21,7 @@ CANDIDATE_COLORS = {"exp": 208, "cosine": 170, "cosine-restarts": 141, "step": 2
 RAW_LOSS_COLOR = 240
 EMA_COLOR = 208
 VAL_COLOR = 170
-Y_AXIS_WIDTH = 6  # plotext's tick labels take about this much of the chart's width
+Y_AXIS_WIDTH = 6  # the y tick labels take about this much of the chart's width
 
 
 SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -83,7 +83,7 @@ def column_envelope(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per chart column, the min and the max of ``y``: a band's two edges, one point per column each.
 
-    Drawing a noisy series as its envelope costs plotext two thin lines instead of a zigzag through
+    Drawing a noisy series as its envelope costs two thin lines instead of a zigzag through
     every cell of the band, and still shows every extreme.
     """
     keep = np.isfinite(y)

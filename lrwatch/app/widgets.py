@@ -77,7 +77,8 @@ class ViewApp(MainScreenApp):
 
 
 class Chart(Widget):
-    """A plotext chart, rebuilt only when :meth:`draw` gets a new spec or the widget is resized.
+    """A chart (plotext 5's drawing, by :mod:`lrwatch.canvas`), rebuilt only when :meth:`draw` gets a new
+    spec or the widget is resized.
 
     Drawn with Textual's line API: the rows are turned into strips once per build, and a repaint
     (a panel beside it changed, a modal closed) copies them, with no text layout in between.
