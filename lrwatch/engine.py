@@ -25,7 +25,6 @@ from typing import Any
 
 from lrwatch.divergence import DivergencePolicy, DivergenceWatch, Snapshotter
 from lrwatch.groups import GroupLrs, host_lr
-from lrwatch.history import MetricHistory
 from lrwatch.protocol import (
     ENDED_STATES,
     MONITOR_ONLY,
@@ -41,13 +40,13 @@ from lrwatch.protocol import (
     Stop,
     Switch,
 )
-from lrwatch.rundir import RunWriter, run_info
+from lrwatch.rundir import run_info
+from lrwatch.runlog import Listener, RunLog
 from lrwatch.schedules import SpecError
 from lrwatch.timeline import Timeline
 
 PAUSE_POLL_SECONDS = 0.25
 
-Listener = Callable[[Event], None]
 Done = Callable[[Event], None]  # told the event a submitted command led to (applied, or rejected)
 
 
@@ -74,11 +73,9 @@ class Engine:
         self.optimizer = optimizer
         self._timeline = timeline
         self.drive_lr = drive_lr
-        self.history = MetricHistory(val_names)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.writer = (
-            RunWriter(self.run_dir, val_names, resume_at=start_step or None) if self.run_dir is not None else None
-        )
+        self.log = RunLog(self.run_dir, val_names, resume_at=start_step or None)
+        self.history = self.log.history
         self.config = dict(config or {})
         self.checkpointer = checkpointer
         self.divergence = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
@@ -90,9 +87,6 @@ class Engine:
         self._hook = hook(self._before_optimizer_step) if hook is not None else None
         self._commands: queue.SimpleQueue[tuple[Command, Done | None]] = queue.SimpleQueue()
         self._scripted: dict[int, list[Command]] = {}
-        self._events: list[Event] = []
-        self._events_lock = threading.Lock()
-        self._listeners: list[Listener] = []
         self.step_index = start_step
         self.start_step = start_step
         self.steps_taken = 0  # in this process
@@ -118,8 +112,7 @@ class Engine:
         self._commands.put((command, on_done))
 
     def events_since(self, index: int) -> list[Event]:
-        with self._events_lock:
-            return self._events[index:]
+        return self.log.events_since(index)
 
     def status(self) -> RunStatus:
         k = self._timeline.steps_per_epoch
@@ -145,7 +138,7 @@ class Engine:
 
     def add_listener(self, listener: Listener) -> None:
         """Called in the training thread with every event; keep it cheap."""
-        self._listeners.append(listener)
+        self.log.add_listener(listener)
 
     def schedule_command(self, step: int, command: Command) -> None:
         """Queue ``command`` when the run reaches ``step`` (``--switch EPOCH:SPEC``), as a key press would."""
@@ -170,20 +163,14 @@ class Engine:
 
     # -- the training side ------------------------------------------------------------------
     def _emit(self, kind: str, **data: Any) -> Event:
-        event = Event(kind, self.step_index, self.step_index / self._timeline.steps_per_epoch, time.time(), data)
-        with self._events_lock:
-            self._events.append(event)
-        if self.writer is not None:
-            self.writer.add_event(event)
-        for listener in self._listeners:
-            listener(event)
-        return event
+        epoch = self.step_index / self._timeline.steps_per_epoch
+        return self.log.emit(Event(kind, self.step_index, epoch, time.time(), data))
 
     def begin(self) -> None:
         """Write ``run.json``, log the start (or resume), apply queued commands and the first step's LR."""
         self.state = "running"
-        if self.writer is not None and not self.start_step:
-            self.writer.write_run_info(run_info(self.config, self._timeline.to_dict(), self.started_at))
+        if not self.start_step:
+            self.log.write_run_info(run_info(self.config, self._timeline.to_dict(), self.started_at))
         if self.start_step:
             self._emit("resumed", timeline=self._timeline.to_dict(), drives_lr=self.drive_lr)
         else:
@@ -244,9 +231,7 @@ class Engine:
 
     def _record(self, step: int, lr: float, loss: float) -> None:
         epoch = step / self._timeline.steps_per_epoch
-        self.history.append(step, epoch, lr, loss)
-        if self.writer is not None:
-            self.writer.add_step(step, epoch, lr, loss)
+        self.log.add_step(step, epoch, lr, loss)
         if self.divergence is not None and self._diverged is None:
             cause = self.divergence.observe(loss, step + 1)
             if cause is not None:
@@ -318,9 +303,7 @@ class Engine:
         k = self._timeline.steps_per_epoch
         epoch = self.step_index / k
         values = {name: float(v) for name, v in metrics.items()}
-        self.history.append_epoch(self.step_index, epoch, values)
-        if self.writer is not None:
-            self.writer.add_epoch(self.step_index, epoch, values)
+        self.log.add_epoch(self.step_index, epoch, values)
         self._emit("epoch", **values)
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -336,8 +319,7 @@ class Engine:
         else:
             self.state = "finished"
         self._emit("finish", status=self.state)
-        if self.writer is not None:
-            self.writer.close()
+        self.log.close()
         if self._hook is not None:
             self._hook.remove()
 
@@ -345,8 +327,7 @@ class Engine:
         """Save a checkpoint now (a step boundary) through the checkpointer; log it. ``None``: none set."""
         if self.checkpointer is None:
             return None
-        if self.writer is not None:
-            self.writer.flush()
+        self.log.flush()
         path = self.checkpointer(reason)
         self._emit("checkpoint", path=str(path), reason=reason)
         return path
@@ -363,8 +344,7 @@ class Engine:
         elif self.sync.due(self.step_index):
             self._agree()
         while self.state == "paused":
-            if self.writer is not None:
-                self.writer.flush()
+            self.log.flush()
             if self._paused_for_divergence and self.monitors == 0 and self.divergence.policy.action == "auto":
                 reason = f"divergence at step {self.step_index - 1}: the monitor left"
                 if self.sync is None:
@@ -411,11 +391,10 @@ class Engine:
             self._stop(f"{agreed.stop_signal} on rank {agreed.stop_rank}")
 
     def _apply(self, command: Command, on_done: Done | None = None) -> None:
-        first = len(self._events)
+        first = len(self.log)
         self._apply_one(command)
         if on_done is not None:
-            with self._events_lock:
-                event = self._events[first] if len(self._events) > first else None
+            event = self.log.event_at(first)
             on_done(event or self._emit("rejected", command=command.to_dict(), reason="nothing to do"))
 
     def _apply_one(self, command: Command) -> None:

@@ -165,11 +165,14 @@ async def test_view_toggles_redraw_and_change_titles() -> None:
         await wait_for(lambda: len(app.source.history) > 100, pilot)
         lr_chart, loss_chart = app.screen.query_one("#lr-chart", Chart), app.screen.query_one("#loss-chart", Chart)
         for key, check in [
-            ("l", lambda: app.log_lr and "log" in str(lr_chart.border_title)),
-            ("L", lambda: app.log_loss and "log" in str(loss_chart.border_title)),
-            ("w", lambda: app.recent and "recent" in str(loss_chart.border_title)),
-            ("right_square_bracket", lambda: app.smoothing == 0.95 and "ema 0.95" in str(loss_chart.border_title)),
-            ("left_square_bracket", lambda: app.smoothing == 0.9),
+            ("l", lambda: app.monitor_screen.log_lr and "log" in str(lr_chart.border_title)),
+            ("L", lambda: app.monitor_screen.log_loss and "log" in str(loss_chart.border_title)),
+            ("w", lambda: app.monitor_screen.recent and "recent" in str(loss_chart.border_title)),
+            (
+                "right_square_bracket",
+                lambda: app.monitor_screen.smoothing == 0.95 and "ema 0.95" in str(loss_chart.border_title),
+            ),
+            ("left_square_bracket", lambda: app.monitor_screen.smoothing == 0.9),
         ]:
             before = loss_chart.frames + lr_chart.frames
             await pilot.press(key)

@@ -17,6 +17,7 @@ LAYERS = [
     "groups",  # the optimizer's LR per param group, from the timeline
     "history",  # metric columns
     "rundir",  # metrics.csv, events.jsonl, run.json: written and parsed here only
+    "runlog",  # a run's history, run directory and events, kept together
     "sockets",  # the per-user socket directory and live records
     "console",  # headless lines, output that survives its terminal
     "divergence",  # is a loss diverged; snapshots for a rollback
@@ -37,6 +38,7 @@ LAYERS = [
     "app",  # the Textual monitor (one layer: its modules import each other)
     "launch",  # the run process and the terminal watch
     "cli_live",  # attach, ls, send
+    "cli_args",  # the command line's parser and argument types
     "cli",
 ]
 

@@ -36,7 +36,7 @@ def write_run(run_dir: Path, steps: int = 60, finish: bool = True, spec: str = "
     if finish:
         engine.finish()
     else:
-        engine.writer.flush()
+        engine.log.flush()
     return engine
 
 
@@ -55,7 +55,7 @@ def test_a_growing_run_is_followed(tmp_path: Path) -> None:
     engine.begin()
     for _ in range(5):
         engine.step(1.0)
-    engine.writer.flush()
+    engine.log.flush()
     reader = RunReader(tmp_path)
     assert len(reader.history) == 5 and reader.status == "running"
     assert reader.poll() is False
@@ -63,7 +63,7 @@ def test_a_growing_run_is_followed(tmp_path: Path) -> None:
         engine.step(1.0)
     engine.submit(Switch("step"))
     engine.step(1.0)
-    engine.writer.flush()
+    engine.log.flush()
     assert reader.poll() is True
     assert len(reader.history) == 13 and reader.timeline == engine.timeline
     engine.finish()
@@ -163,6 +163,6 @@ async def test_view_several_runs_overlaid(tmp_path: Path) -> None:
         assert "a" in runs and "step:step_size=2,gamma=0.1" in runs
         frames = app.screen.query_one("#loss-chart", Chart).frames
         await pilot.press("v")
-        assert app.show_val and "validation" in str(app.screen.query_one("#loss-chart").border_title)
+        assert app.view.show_val and "validation" in str(app.screen.query_one("#loss-chart").border_title)
         assert app.screen.query_one("#loss-chart", Chart).frames > frames
         await pilot.press("q")

@@ -20,7 +20,8 @@ from lrwatch import rundir
 from lrwatch.app import LRWatchApp
 from lrwatch.app.charts import LossView, PreviewCache, loss_chart, lr_chart
 from lrwatch.app.screens import DivergenceScreen
-from lrwatch.cli import build_parser, main
+from lrwatch.cli import main
+from lrwatch.cli_args import build_parser
 from lrwatch.divergence import DivergencePolicy
 from lrwatch.engine import Engine
 from lrwatch.history import Ema, MetricHistory
@@ -273,7 +274,7 @@ VALUES = st.one_of(
 )
 def test_cli_argument_fuzz_parses_or_fails_with_one_line(command: str, argv: list[str]) -> None:
     """Every flag with junk values: argument parsing gives a namespace or one clear line, never a traceback."""
-    from lrwatch.cli import UsageError
+    from lrwatch.cli_args import UsageError
 
     try:
         build_parser().parse_args([command, *argv])

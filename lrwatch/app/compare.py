@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 from rich.text import Text
-from textual.app import ComposeResult
+from textual import on
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
 from lrwatch.app.charts import LossView, plot_columns
-from lrwatch.app.widgets import Chart, ViewApp
+from lrwatch.app.widgets import Chart, ViewScreen
 from lrwatch.history import Ema
 from lrwatch.plot import PALETTE, ChartSpec, Line, color_hex
 from lrwatch.reader import RunReader
@@ -34,24 +36,16 @@ def run_summary(reader: RunReader) -> dict[str, object]:
     }
 
 
-class CompareRunsApp(ViewApp):
-    CSS_PATH = "lrwatch.tcss"
-    TITLE = "lrwatch view"
-    ENABLE_COMMAND_PALETTE = False
+class CompareScreen(ViewScreen):
+    """The runs comparison's layout and view keys: the monitor's (log axes, smoothing) and ``v``."""
+
     BINDINGS = [
         Binding("v", "toggle_val", "train/val loss"),
         Binding("l", "toggle_log_lr", "log lr"),
         Binding("L", "toggle_log_loss", "log loss"),
-        Binding("q,ctrl+c", "quit", "quit", priority=True),
     ]
 
-    def __init__(self, readers: list[RunReader], *, fps: float = 2.0, ascii_markers: bool = False) -> None:
-        super().__init__()
-        self.readers = readers
-        self.fps = fps
-        self.ascii_markers = ascii_markers
-        self.show_val = False
-        self._views = [LossView(Ema(self.smoothing)) for _ in readers]
+    show_val: reactive[bool] = reactive(False, init=False)  # the loss chart: training EMA ↔ validation
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
@@ -63,8 +57,32 @@ class CompareRunsApp(ViewApp):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.main_screen.query_one("#runs").border_title = "runs"
-        self.main_screen.query_one("#lr-chart").border_title = "learning rate"
+        self.query_one("#runs").border_title = "runs"
+        self.query_one("#lr-chart").border_title = "learning rate"
+
+    def action_toggle_val(self) -> None:
+        self.show_val = not self.show_val
+
+    def watch_show_val(self) -> None:
+        self.post_message(self.ViewChanged())
+
+
+class CompareRunsApp(App):
+    CSS_PATH = "lrwatch.tcss"
+    TITLE = "lrwatch view"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [Binding("q,ctrl+c", "quit", "quit", priority=True)]
+
+    def __init__(self, readers: list[RunReader], *, fps: float = 2.0, ascii_markers: bool = False) -> None:
+        super().__init__()
+        self.readers = readers
+        self.fps = fps
+        self.ascii_markers = ascii_markers
+        self.view = CompareScreen()
+        self._views = [LossView(Ema(self.view.smoothing)) for _ in readers]
+
+    async def on_mount(self) -> None:
+        await self.push_screen(self.view)
         for reader in self.readers:
             for note in [*reader.skipped, reader.incomplete_tail()]:
                 if note:
@@ -83,10 +101,10 @@ class CompareRunsApp(ViewApp):
         return PALETTE[i % len(PALETTE)]
 
     def redraw(self) -> None:
-        loss = self.main_screen.query_one("#loss-chart", Chart)
-        what = "validation loss" if self.show_val else f"training loss · ema {self.smoothing:g}"
-        loss.border_title = what + (" · log" if self.log_loss else "")
-        self.main_screen.query_one("#lr-chart", Chart).draw(self._lr_spec)
+        loss = self.view.query_one("#loss-chart", Chart)
+        what = "validation loss" if self.view.show_val else f"training loss · ema {self.view.smoothing:g}"
+        loss.border_title = what + (" · log" if self.view.log_loss else "")
+        self.view.query_one("#lr-chart", Chart).draw(self._lr_spec)
         loss.draw(self._loss_spec)
         self._update_table()
 
@@ -106,7 +124,7 @@ class CompareRunsApp(ViewApp):
             lines.append(Line(snap.steps_lr / k, snap.lr, self.color(i), marker="*" if self.ascii_markers else None))
             if reader.timeline is not None:
                 vlines += [(seg.start_step / k, self.color(i)) for seg in reader.timeline.segments[1:]]
-        return ChartSpec(lines, width, height, log_y=self.log_lr, xlim=(0.0, self._x_end()), vlines=vlines)
+        return ChartSpec(lines, width, height, log_y=self.view.log_lr, xlim=(0.0, self._x_end()), vlines=vlines)
 
     def _loss_spec(self, width: int, height: int) -> ChartSpec:
         lines = []
@@ -114,7 +132,7 @@ class CompareRunsApp(ViewApp):
         for i, (reader, view) in enumerate(zip(self.readers, self._views, strict=True)):
             k = reader.timeline.steps_per_epoch if reader.timeline else 1
             history = reader.history
-            if self.show_val:
+            if self.view.show_val:
                 steps, _, val = history.validation()
                 x, y = steps, val.get("val_loss", np.empty(0))
             else:
@@ -122,7 +140,7 @@ class CompareRunsApp(ViewApp):
                 rows, y = view.ema.column_means(0, columns)
                 x = history.steps_at(rows)
             lines.append(Line(x / k, y, self.color(i), marker="*" if self.ascii_markers else None))
-        return ChartSpec(lines, width, height, log_y=self.log_loss, xlim=(0.0, self._x_end()))
+        return ChartSpec(lines, width, height, log_y=self.view.log_loss, xlim=(0.0, self._x_end()))
 
     def _update_table(self) -> None:
         rows = []
@@ -134,14 +152,10 @@ class CompareRunsApp(ViewApp):
             rows.append(Text(f"   {s['state']} · {s['steps']:,} steps", style="dim"))
             rows.append(Text(f"   val {last} (best {best})"))
             rows.extend(Text(f"   {spec}", style="#8fbcbb") for spec in s["schedules"])
-        self.main_screen.query_one("#runs", Static).update(Text("\n").join(rows))
+        self.view.query_one("#runs", Static).update(Text("\n").join(rows))
 
-    def action_toggle_val(self) -> None:
-        self.show_val = not self.show_val
+    @on(ViewScreen.ViewChanged)
+    def view_changed(self, message: ViewScreen.ViewChanged) -> None:
+        if message.smoothing:
+            self._views = [LossView(Ema(self.view.smoothing)) for _ in self.readers]
         self.redraw()
-
-    def redraw_view(self) -> None:
-        self.redraw()
-
-    def smoothing_changed(self, smoothing: float) -> None:
-        self._views = [LossView(Ema(smoothing)) for _ in self.readers]

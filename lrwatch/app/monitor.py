@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.text import Text
 from textual import on
+from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
@@ -30,7 +31,7 @@ from lrwatch.app.charts import (
 from lrwatch.app.keys import ScheduleKeys
 from lrwatch.app.screen import MonitorScreen
 from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen
-from lrwatch.app.widgets import ViewApp
+from lrwatch.app.widgets import ViewScreen
 from lrwatch.history import Ema
 from lrwatch.host import Host, run_loop
 from lrwatch.protocol import (
@@ -71,7 +72,7 @@ class RunReady(Message):
     """A remote run's first snapshot arrived: draw now rather than at the next frame."""
 
 
-class LRWatchApp(ScheduleKeys, ViewApp):
+class LRWatchApp(ScheduleKeys, App):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch"
     ENABLE_COMMAND_PALETTE = False
@@ -92,7 +93,6 @@ class LRWatchApp(ScheduleKeys, ViewApp):
         Binding("plus,equals_sign", "nudge(True)", "+", show=False),
         Binding("minus", "nudge(False)", "-", show=False),
         Binding("a", "toggle_anchor", "anchor", show=False),
-        Binding("w", "toggle_window", "window", show=False),
         Binding("k", "checkpoint", "checkpoint", show=False),
         Binding("space", "pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
@@ -101,7 +101,6 @@ class LRWatchApp(ScheduleKeys, ViewApp):
         Binding("ctrl+c,ctrl+q", "quit_run", "quit", show=False, priority=True),
     ]
 
-    recent: reactive[bool] = reactive(False, init=False)  # the loss window: whole run ↔ the last two epochs
     anchor: reactive[str] = reactive("continue", init=False)  # the next switch's: continue ↔ restart from base
 
     def __init__(
@@ -138,7 +137,7 @@ class LRWatchApp(ScheduleKeys, ViewApp):
         self.candidates: dict[str, Timeline] = {}
         self._candidate_step = -1
         self._preview = PreviewCache()
-        self._loss_view = LossView(Ema(self.smoothing))
+        self._loss_view = LossView(Ema(self._monitor_screen.smoothing))
         self._events_seen = 0
         self._drawn: dict[str, Any] = {}
         self._status_shown: dict[str, Any] = {"at": -1e9}
@@ -309,7 +308,7 @@ class LRWatchApp(ScheduleKeys, ViewApp):
         would show but the current column; waiting for the next one costs neither the UI's CPU
         (stolen from training) nor SSH bandwidth. The recent window scrolls, so it redraws each frame.
         """
-        if self.recent:
+        if self.monitor_screen.recent:
             return step
         end = planned_end(self.source.timeline, step)
         return step * self.monitor_screen.chart_columns // max(end, 1)
@@ -321,6 +320,7 @@ class LRWatchApp(ScheduleKeys, ViewApp):
         self.chart_interval = min(max(cost / CHART_CPU_BUDGET, CHART_MIN_INTERVAL), CHART_MAX_INTERVAL)
 
     def _build_charts(self, step: int, *, drives_lr: bool) -> None:
+        view = self.monitor_screen
         timeline = self.source.timeline
         history = self.source.history
         if self.candidates and abs(step - self._candidate_step) * 200 > max(timeline.total_steps or 0, 1):
@@ -332,7 +332,7 @@ class LRWatchApp(ScheduleKeys, ViewApp):
                 step,
                 width=w,
                 height=h,
-                log_y=self.log_lr,
+                log_y=view.log_lr,
                 ascii=self.ascii_markers,
                 preview=self._preview if drives_lr else None,
                 candidates=self.candidates,
@@ -344,20 +344,14 @@ class LRWatchApp(ScheduleKeys, ViewApp):
                 step,
                 width=w,
                 height=h,
-                log_y=self.log_loss,
-                recent=self.recent,
+                log_y=view.log_loss,
+                recent=view.recent,
                 ascii=self.ascii_markers,
             ),
         )
 
     def _titles(self) -> None:
-        self.monitor_screen.titles(
-            log_lr=self.log_lr,
-            log_loss=self.log_loss,
-            recent=self.recent,
-            smoothing=self.smoothing,
-            candidates=self.candidates,
-        )
+        self.monitor_screen.titles(self.candidates)
 
     def _update_rate(self, step: int) -> None:
         now = self.clock()
@@ -406,17 +400,12 @@ class LRWatchApp(ScheduleKeys, ViewApp):
         self._leaving = True
         super().exit(*args, **kwargs)
 
-    def action_toggle_window(self) -> None:
-        self.recent = not self.recent
-
-    def watch_recent(self) -> None:
+    @on(ViewScreen.ViewChanged)
+    def view_changed(self, message: ViewScreen.ViewChanged) -> None:
+        """A view key on the screen: rebuild the loss EMA if its smoothing changed, and redraw."""
+        if message.smoothing:
+            self._loss_view = LossView(Ema(self.monitor_screen.smoothing))
         self._redraw_now()
-
-    def redraw_view(self) -> None:
-        self._redraw_now()
-
-    def smoothing_changed(self, smoothing: float) -> None:
-        self._loss_view = LossView(Ema(smoothing))
 
     def _after_divergence(self, choice: str | None) -> None:
         if self.source is None or choice is None:

@@ -10,9 +10,10 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
-from textual.screen import Screen
+from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
 from lrwatch.app.charts import (
@@ -24,7 +25,7 @@ from lrwatch.app.charts import (
     VAL_COLOR,
     plot_columns,
 )
-from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, format_duration, progress_bar
+from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewScreen, format_duration, progress_bar
 from lrwatch.gpu import gpu_lines
 from lrwatch.plot import MARKER_COLOR, ChartSpec, color_hex
 from lrwatch.protocol import MONITOR_ONLY, Event, RunStatus
@@ -38,9 +39,16 @@ LOSS_LEGEND = f"[{color_hex(RAW_LOSS_COLOR)}]━ raw[/] [{color_hex(EMA_COLOR)}]
 MakeSpec = Callable[[int, int], ChartSpec]
 
 
-class MonitorScreen(Screen):
-    """The main screen. Below 90 columns the side panels narrow; below 70×20 they give way to one
-    status line above the charts (``narrow`` and ``tiny`` classes, see ``lrwatch.tcss``)."""
+class MonitorScreen(ViewScreen):
+    """The main screen: the layout, the panels and the view keys (log axes, smoothing, the loss window).
+
+    Below 90 columns the side panels narrow; below 70×20 they give way to one status line above the
+    charts (``narrow`` and ``tiny`` classes, see ``lrwatch.tcss``). The run keys live on the app.
+    """
+
+    BINDINGS = [Binding("w", "toggle_window", "window", show=False)]
+
+    recent: reactive[bool] = reactive(False, init=False)  # the loss window: whole run ↔ the last two epochs
 
     def __init__(self) -> None:
         super().__init__(id="monitor")
@@ -63,6 +71,12 @@ class MonitorScreen(Screen):
         self.query_one("#status").border_title = "run"
         self.query_one("#schedule").border_title = "schedule"
         self.query_one("#events").border_title = "events"
+
+    def action_toggle_window(self) -> None:
+        self.recent = not self.recent
+
+    def watch_recent(self) -> None:
+        self.post_message(self.ViewChanged())
 
     # -- layout -----------------------------------------------------------------------------
     def fit(self, size: Size) -> bool:
@@ -93,14 +107,15 @@ class MonitorScreen(Screen):
         self.query_one("#lr-chart", Chart).draw(lr)
         self.query_one("#loss-chart", Chart).draw(loss)
 
-    def titles(self, *, log_lr: bool, log_loss: bool, recent: bool, smoothing: float, candidates: Any) -> None:
+    def titles(self, candidates: Any) -> None:
+        """The charts' titles: the view options, and the legend (or the candidates shown)."""
         lr = self.query_one("#lr-chart", Chart)
-        lr.border_title = "learning rate" + (" · log" if log_lr else "")
+        lr.border_title = "learning rate" + (" · log" if self.log_lr else "")
         shown = " ".join(f"[{color_hex(CANDIDATE_COLORS[k])}]━ {k}[/]" for k in candidates)
         lr.border_subtitle = shown or LR_LEGEND
         loss = self.query_one("#loss-chart", Chart)
-        window = "recent" if recent else "whole run"
-        loss.border_title = f"loss · ema {smoothing:g} · {window}" + (" · log" if log_loss else "")
+        window = "recent" if self.recent else "whole run"
+        loss.border_title = f"loss · ema {self.smoothing:g} · {window}" + (" · log" if self.log_loss else "")
         loss.border_subtitle = LOSS_LEGEND
 
     def show_status(

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual.app import App
 from textual.binding import Binding
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.strip import Strip
@@ -21,20 +21,11 @@ from lrwatch.plot import ChartSpec, render_rows
 from lrwatch.protocol import Event
 
 
-class MainScreenApp(App):
-    """An app whose timers and actions address the main screen's widgets, whatever modal is on top."""
+class ViewScreen(Screen):
+    """A screen with the two charts' view keys, shared by the monitor and ``lrwatch view``.
 
-    @property
-    def main_screen(self) -> Screen:
-        # App.query_one searches the *active* screen: with help or an alert open, a tick would find nothing.
-        return self.screen_stack[0]
-
-
-class ViewApp(MainScreenApp):
-    """What the monitor and the runs comparison share: the view toggles, as reactives.
-
-    A key flips a reactive; its ``watch_*`` method redraws (:meth:`redraw_view`), so no action has to
-    remember to. Subclasses say how they redraw and what a new smoothing means to them.
+    A key flips a reactive of the screen; its ``watch_*`` method posts :class:`ViewChanged`, which
+    bubbles to the app, and the app redraws (no action has to remember to).
     """
 
     BINDINGS = [
@@ -48,6 +39,13 @@ class ViewApp(MainScreenApp):
     log_loss: reactive[bool] = reactive(False, init=False)
     smoothing: reactive[float] = reactive(0.9, init=False)  # the loss EMA's (0 … 0.999)
 
+    class ViewChanged(Message):
+        """A view option changed: redraw. ``smoothing``: the loss EMA must be rebuilt first."""
+
+        def __init__(self, *, smoothing: bool = False) -> None:
+            super().__init__()
+            self.smoothing = smoothing
+
     def action_toggle_log_lr(self) -> None:
         self.log_lr = not self.log_lr
 
@@ -58,22 +56,13 @@ class ViewApp(MainScreenApp):
         self.smoothing = next_smoothing(self.smoothing, direction)
 
     def watch_log_lr(self) -> None:
-        self.redraw_view()
+        self.post_message(self.ViewChanged())
 
     def watch_log_loss(self) -> None:
-        self.redraw_view()
+        self.post_message(self.ViewChanged())
 
-    def watch_smoothing(self, smoothing: float) -> None:
-        self.smoothing_changed(smoothing)
-        self.redraw_view()
-
-    def redraw_view(self) -> None:
-        """Redraw after a view option changed."""
-        raise NotImplementedError
-
-    def smoothing_changed(self, smoothing: float) -> None:
-        """The EMA smoothing is now ``smoothing``: rebuild what depends on it."""
-        raise NotImplementedError
+    def watch_smoothing(self) -> None:
+        self.post_message(self.ViewChanged(smoothing=True))
 
 
 class Chart(Widget):
