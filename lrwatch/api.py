@@ -125,6 +125,10 @@ class Monitor:
             self._drain_device_losses()  # every step's loss is logged before the run ends
         return go_on
 
+    def warn(self, message: str) -> None:
+        """Log a ``warning`` event: shown in the monitor's events panel and the headless lines."""
+        self.engine.warn(message)
+
     def _drain_device_losses(self) -> None:
         if self._device_losses is not None:
             self.engine.deliver(self._device_losses.drain())
@@ -218,6 +222,7 @@ def watch(
     *,
     steps_per_epoch: int,
     epochs: int | None = None,
+    total_steps: int | None = None,
     schedule: str | None = None,
     lr: float | None = None,
     per_epoch: bool = False,
@@ -238,6 +243,8 @@ def watch(
     Args:
         steps_per_epoch: optimizer steps per epoch (``len(loader)``); schedule times are in epochs.
         epochs: the planned length, for the preview and fitted defaults (``None``: unknown).
+        total_steps: the planned length in steps, when it is not ``steps_per_epoch × epochs`` (a framework
+            that knows its optimizer steps, e.g. Lightning's ``estimated_stepping_batches``).
         schedule: initial spec, e.g. ``"cosine:T_max=25,eta_min=0.001"`` (default ``cosine``). On a resume,
             a schedule that differs from the one in force is applied as a new, logged switch.
         lr: initial LR (default: the optimizer's group 0 LR).
@@ -256,7 +263,7 @@ def watch(
     resume = Path(resume) if resume is not None else host.resume
     if lr is None:
         lr = float(optimizer.param_groups[0]["lr"])
-    total = steps_per_epoch * epochs if epochs else None
+    total = total_steps if total_steps is not None else (steps_per_epoch * epochs if epochs else None)
     scripted = [parse_switch(text) for text in switches]
     if resume is not None:
         state = load_checkpoint(resume)

@@ -269,6 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.raw_argv = list(sys.argv[1:] if argv is None else argv)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "serve":
+            from lrwatch.serve import cmd_serve
+
+            return cmd_serve(args)
         if args.command in ("attach", "ls", "send"):
             from lrwatch.cli_live import LIVE_COMMANDS
 

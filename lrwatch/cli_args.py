@@ -135,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script, after --")
 
     from lrwatch.cli_live import add_live_commands
+    from lrwatch.serve import add_serve_command
 
     add_live_commands(sub)
+    add_serve_command(sub)
 
     view = sub.add_parser("view", help="open runs read-only (following them as they grow); several: overlaid")
     view.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")

@@ -149,14 +149,18 @@ class HeadlessPrinter:
 
 
 def epoch_line(engine: Any, event: Event, rate: float) -> str:
-    d = event.data
+    """``epoch 3/40  step 1200  lr 0.0412  loss 0.3121  val_loss 0.2987  val_acc 91.3%  512 steps/s``: the
+    validation metrics the epoch logged, and only those (an ``_acc`` as a percentage)."""
     last = engine.history.last() or {}
-    total_epochs = (engine.timeline.total_steps or 0) // engine.timeline.steps_per_epoch
-    nan = float("nan")
+    total = engine.timeline.total_steps
+    total_epochs = total // engine.timeline.steps_per_epoch if total else "?"
+    metrics = "  ".join(
+        f"{name} {100 * value:.1f}%" if name.endswith("acc") else f"{name} {value:.4f}"
+        for name, value in event.data.items()
+    )
     return (
         f"epoch {round(event.epoch):>3}/{total_epochs}  step {event.step:>6}  lr {last.get('lr', 0):.4g}  "
-        f"loss {last.get('loss', nan):.4f}  val_loss {d.get('val_loss', nan):.4f}  "
-        f"val_acc {100 * d.get('val_acc', nan):.1f}%  {rate:.0f} steps/s"
+        f"loss {last.get('loss', float('nan')):.4f}  {metrics}{'  ' if metrics else ''}{rate:.0f} steps/s"
     )
 
 

@@ -30,6 +30,7 @@ LAYERS = [
     "host",  # where a watched run goes: headless lines, the socket; run_loop
     "api",  # lrwatch.watch, Monitor
     "__init__",  # the package's public names (re-exported from api)
+    "integrations",  # Lightning and Hugging Face Trainer callbacks, on the public API (optional extras)
     "reader",  # run directories read back
     "client",  # a live run over its socket
     "demo",  # the demo task, written on the public API
@@ -38,6 +39,7 @@ LAYERS = [
     "app",  # the Textual monitor (one layer: its modules import each other)
     "launch",  # the run process and the terminal watch
     "cli_live",  # attach, ls, send
+    "serve",  # the monitor in a browser (textual-serve)
     "cli_args",  # the command line's parser and argument types
     "cli",
 ]

@@ -7,6 +7,7 @@ at step 1,000 and at step 1,000,000.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,3 +194,26 @@ def loss_chart(
         lines.append(Line(val_steps / k, val_loss, VAL_COLOR, marker="o" if ascii else None))
     vlines = [(seg.start_step / k, MARKER_COLOR) for seg in timeline.segments[1:] if seg.start_step >= since]
     return ChartSpec(lines, width, height, log_y=log_y, xlim=(since / k, hi / k), vlines=vlines, ascii=ascii)
+
+
+RATE_WINDOW_SECONDS = 3.0
+
+
+class StepRate:
+    """Steps per second over about the last :data:`RATE_WINDOW_SECONDS`: ``Δstep / Δt`` between the
+    oldest and newest sample kept."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, step: int) -> None:
+        samples = self._samples
+        samples.append((now, step))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_SECONDS:
+            samples.popleft()
+
+    def per_second(self) -> float:
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, s0), (t1, s1) = self._samples[0], self._samples[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0

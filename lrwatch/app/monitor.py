@@ -8,13 +8,10 @@ It talks to the run only through :class:`~lrwatch.protocol.RunSource`: reads, an
 from __future__ import annotations
 
 import gc
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from rich.text import Text
 from textual import on
 from textual.app import App
 from textual.binding import Binding
@@ -24,16 +21,18 @@ from textual.reactive import reactive
 from lrwatch.app.charts import (
     LossView,
     PreviewCache,
+    StepRate,
     loss_chart,
     lr_chart,
     planned_end,
 )
 from lrwatch.app.keys import ScheduleKeys
+from lrwatch.app.link import RunLink
 from lrwatch.app.screen import MonitorScreen
 from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen
 from lrwatch.app.widgets import ViewScreen
 from lrwatch.history import Ema
-from lrwatch.host import Host, run_loop
+from lrwatch.host import Host
 from lrwatch.protocol import (
     LIVE_STATES,
     Checkpoint,
@@ -47,7 +46,6 @@ from lrwatch.protocol import (
 )
 from lrwatch.timeline import Timeline
 
-RATE_WINDOW_SECONDS = 3.0
 QUIT_WAIT_SECONDS = 10.0
 # New data redraws the charts at most this often (a key press, a switch or a resize at once): a full
 # redraw is ~15 KB of terminal output and, at 120×40, ~8 ms of CPU taken from training. On a larger
@@ -124,16 +122,13 @@ class LRWatchApp(ScheduleKeys, App):
         self.detached = False  # d: the run goes on without us
         self.hung_up = False  # the terminal hung up: the same, unless the run was started with --on-hangup stop
         self.notes = list(notes or [])
-        self.source: RunSource | None = source
-        self.train = train
-        self.host = host
+        self.link = RunLink(source, train, host)
         self.device = device
         self.fps = fps
         self.ascii_markers = ascii_markers
         self.clock = clock
         self.cpu_clock = cpu_clock
         self.chart_interval = CHART_MIN_INTERVAL
-        self.thread: threading.Thread | None = None
         self.candidates: dict[str, Timeline] = {}
         self._candidate_step = -1
         self._preview = PreviewCache()
@@ -142,7 +137,7 @@ class LRWatchApp(ScheduleKeys, App):
         self._drawn: dict[str, Any] = {}
         self._status_shown: dict[str, Any] = {"at": -1e9}
         self._dirty = True
-        self._rate_samples: deque[tuple[float, int]] = deque()
+        self.rate = StepRate()
         self._quitting = False
         self._leaving = False  # exit() was called: late run events and frames are dropped (the screen goes)
         self._redraw_pending = False
@@ -165,6 +160,11 @@ class LRWatchApp(ScheduleKeys, App):
         and dies with the app, so ``d`` is refused."""
         return cls(None, train, host=host, **view)
 
+    @property
+    def source(self) -> RunSource | None:
+        """The run this monitor shows (None until a script's ``lrwatch.watch()`` made it)."""
+        return self.link.source
+
     # -- the screen -------------------------------------------------------------------------
     @property
     def monitor_screen(self) -> MonitorScreen:
@@ -178,63 +178,22 @@ class LRWatchApp(ScheduleKeys, App):
         self._titles()
         for note in self.notes:
             self.notify(note, severity="warning", timeout=8)
-        if self.train is not None:
-            self.thread = threading.Thread(target=self._run_training, name="lrwatch-train", daemon=True)
-            self.thread.start()
+        self.link.start()
         self.frame_timer = self.set_interval(1 / self.fps, self.tick)
         # Full collections with torch loaded take ~100 ms and land in a frame: once the app and the
         # loop are warm, move what exists out of the collector's sight (gc.freeze).
         self.set_timer(3.0, gc.freeze)
         self.call_after_refresh(self.tick)
 
-    def _run_training(self) -> None:
-        if self.host is not None:  # the loop calls lrwatch.watch(), which attaches its engine to the host
-            try:
-                run_loop(self.host, self.train)
-            except BaseException:  # SystemExit or KeyboardInterrupt from the script: the run is already closed
-                pass
-            return
-        run = getattr(self.source, "run", None)
-        if run is not None:
-            run(self.train)
-        else:  # a source without a runner: the train function drives it itself
-            self.train(self.source)  # type: ignore[misc]
-
     def _connect(self) -> bool:
-        """Pick up the engine a script's lrwatch.watch() made, or the remote run's first snapshot;
-        say what we wait for until then."""
-        if self.source is None and self.host is not None and self.host.engine is not None:
-            self.source = self.host.engine
-            self._dirty = True
-        ready = getattr(self.source, "ready", None)  # a run over its socket
-        if ready is not None:
-            for note in self.source.notes[:]:
-                self.source.notes.remove(note)
-                self.notify(note, severity="warning", timeout=6)
-            if self.source.connection == "live" or (ready.is_set() and self.source.failure is None):
-                return True
-            if self.source.failure is not None and (ended := self.source.fallback()) is not None:
-                self.source = ended  # it ended before we connected: its run directory, read-only
-                self._dirty = True
-                return True
-            if self.source.failure is None:
-                message = Text("starting the run, connecting to it …", style="dim")
-            else:
-                detail = self.source.detail()
-                message = Text(f"✖ {self.source.failure}\n{detail}", style="bold red")
+        """The run can be drawn; else the run panel says what we wait for (:class:`RunLink`)."""
+        ready, changed, message = self.link.connect()
+        self._dirty = self._dirty or changed
+        while self.link.notes:
+            self.notify(self.link.notes.pop(0), severity="warning", timeout=6)
+        if message is not None:
             self.monitor_screen.show_message(message)
-            return False
-        if self.source is not None:
-            return True
-        alive = self.thread is not None and self.thread.is_alive()
-        if self.host is not None and self.host.error is not None:
-            message = Text(f"✖ the script failed before lrwatch.watch():\n{self.host.error!r}", style="bold red")
-        elif alive or self.thread is None:
-            message = Text("waiting for the training loop to call lrwatch.watch() …", style="dim")
-        else:
-            message = Text("the script ended without calling lrwatch.watch()", style="bold yellow")
-        self.monitor_screen.show_message(message)
-        return False
+        return ready
 
     def on_resize(self) -> None:
         self._fit_layout()
@@ -262,7 +221,7 @@ class LRWatchApp(ScheduleKeys, App):
             self.post_message(RunEvent(event))
         status = self.source.status()
         now = self.clock()
-        self._update_rate(status.step)
+        self.rate.add(now, status.step)
         key = (self._chart_column(status.step), self.source.timeline, status.state)
         charts_due = now - self._drawn.get("at", -1e9) >= self.chart_interval - TIMER_SLACK
         draw_charts = self._dirty or (key != self._drawn.get("key") and charts_due)
@@ -353,24 +312,11 @@ class LRWatchApp(ScheduleKeys, App):
     def _titles(self) -> None:
         self.monitor_screen.titles(self.candidates)
 
-    def _update_rate(self, step: int) -> None:
-        now = self.clock()
-        samples = self._rate_samples
-        samples.append((now, step))
-        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_SECONDS:
-            samples.popleft()
-
-    def steps_per_second(self) -> float:
-        if len(self._rate_samples) < 2:
-            return 0.0
-        (t0, s0), (t1, s1) = self._rate_samples[0], self._rate_samples[-1]
-        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
-
     def _update_status(self, status: RunStatus) -> None:
         history = self.source.history
         self.monitor_screen.show_status(
             status,
-            rate=self.steps_per_second() if status.state == "running" else 0.0,
+            rate=self.rate.per_second() if status.state == "running" else 0.0,
             device=self.device,
             last=history.last() or {},
             val=history.validation()[2],
@@ -443,7 +389,7 @@ class LRWatchApp(ScheduleKeys, App):
 
     def _run_live(self) -> bool:
         if self.source is None:
-            return self.thread is not None and self.thread.is_alive()
+            return self.link.training
         return self.source.status().state in (*LIVE_STATES, "stopping")
 
     def action_quit_run(self) -> None:
@@ -467,16 +413,13 @@ class LRWatchApp(ScheduleKeys, App):
         closed = getattr(self.source, "closed", None)
 
         def check() -> None:
-            if self.thread is not None:
-                alive = self.thread.is_alive()
+            if self.link.thread is not None:
+                alive = self.link.training
             else:
                 alive = closed is not None and not closed.is_set()
             if alive and self.clock() < deadline:
                 self.set_timer(0.05, check)
                 return
-            failed = (self.source is not None and self.source.status().state == "error") or (
-                self.host is not None and self.host.error is not None
-            )
-            self.exit(return_code=1 if failed else 0)
+            self.exit(return_code=1 if self.link.failed else 0)
 
         check()

@@ -1,0 +1,130 @@
+"""``LRWatchCallback`` for PyTorch Lightning 2.x: the live monitor for a ``Trainer``.
+
+    from lrwatch.integrations.lightning import LRWatchCallback
+
+    trainer = lightning.Trainer(max_epochs=20, callbacks=[LRWatchCallback(schedule="cosine")])
+    trainer.fit(model, train_loader, val_loader)
+
+``lrwatch run train.py`` shows the monitor (keys switch the schedule); ``python train.py`` runs
+headless and stays attachable (``lrwatch attach``), as with :func:`lrwatch.watch`, which this calls.
+
+A step is an *optimizer* step (``trainer.global_step``): with ``accumulate_grad_batches=k`` its loss
+is the mean of its k batches' losses (Lightning hands each batch's loss ÷ k to
+``on_train_batch_end``; their sum is that mean). The run's length is
+``trainer.estimated_stepping_batches``; an epoch is ``⌈num_training_batches ÷ k⌉`` steps.
+Under DDP every rank calls ``watch()``; rank 0 alone writes, serves and shows (:mod:`lrwatch.distributed`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+
+import lrwatch
+
+
+class LRWatchCallback(pl.Callback):
+    """Drive (or only watch) the LR of the trainer's optimizer with lrwatch; log each optimizer step.
+
+    Args:
+        schedule: the initial spec (``"cosine"``, ``"step:step_size=10,gamma=0.5"``, ...).
+        drive_lr: ``True``: lrwatch sets the LR, and an LR scheduler from ``configure_optimizers`` is no
+            longer stepped (a ``warning`` event says so). ``False``: the scheduler keeps the LR; lrwatch
+            shows it, and switching is off.
+        val_names: the ``trainer.callback_metrics`` logged at each validation (``val_loss``, ``val_acc``).
+        **watch_args: passed to :func:`lrwatch.watch` (``lr``, ``per_epoch``, ``run_dir``, ``switches``,
+            ``on_divergence``, ``spike_factor``, ...).
+    """
+
+    def __init__(
+        self,
+        schedule: str | None = None,
+        *,
+        drive_lr: bool = True,
+        val_names: Sequence[str] = ("val_loss", "val_acc"),
+        **watch_args: Any,
+    ) -> None:
+        self.schedule = schedule
+        self.drive_lr = drive_lr
+        self.val_names = tuple(val_names)
+        self.watch_args = watch_args
+        self.monitor: lrwatch.Monitor | None = None
+        self._step_loss: Any = None  # the current optimizer step's loss so far (a tensor, on its device)
+        self._seen_step = 0
+        self._restored: dict[str, Any] | None = None
+
+    # -- the run ----------------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        optimizer = trainer.optimizers[0]
+        accumulate = max(int(trainer.accumulate_grad_batches), 1)
+        batches = trainer.num_training_batches
+        steps_per_epoch = max(math.ceil(batches / accumulate), 1) if math.isfinite(batches) else 1
+        total = trainer.estimated_stepping_batches
+        taken_over = []
+        if self.drive_lr and trainer.lr_scheduler_configs:
+            taken_over = [type(config.scheduler).__name__ for config in trainer.lr_scheduler_configs]
+            trainer.strategy.lr_scheduler_configs = []  # Lightning steps only the schedulers listed here
+        self.monitor = lrwatch.watch(
+            optimizer,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=int(total) if math.isfinite(total) else None,
+            schedule=self.schedule,
+            drive_lr=self.drive_lr,
+            model=pl_module,
+            val_names=self.val_names,
+            config={"framework": "lightning", "accumulate_grad_batches": accumulate},
+            **self.watch_args,
+        )
+        if self._restored is not None:
+            self.monitor.load_state_dict(self._restored)
+        if len(trainer.optimizers) > 1:
+            self.monitor.warn(f"{len(trainer.optimizers)} optimizers: lrwatch drives and logs the first only")
+        if taken_over:
+            names = ", ".join(taken_over)
+            self.monitor.warn(
+                f"lrwatch drives the LR: the scheduler from configure_optimizers ({names}) is no longer stepped"
+                " (LRWatchCallback(drive_lr=False) keeps it)"
+            )
+        self._seen_step = trainer.global_step
+        self._step_loss = None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.monitor is None:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is not None and hasattr(loss, "detach"):
+            loss = loss.detach()
+            self._step_loss = loss if self._step_loss is None else self._step_loss + loss
+        if trainer.global_step == self._seen_step:
+            return  # still accumulating: the optimizer has not stepped
+        self._seen_step = trainer.global_step
+        loss, self._step_loss = self._step_loss, None
+        if not self.monitor.step(loss if loss is not None else float("nan")):
+            trainer.should_stop = True  # q, a signal, a divergence stop: Lightning ends the fit after this batch
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is None or trainer.sanity_checking:
+            return
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name in self.val_names}
+        if metrics:
+            self.monitor.epoch_end(**metrics)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.monitor is not None:
+            self.monitor.close(exception if isinstance(exception, Exception) else None)
+
+    # -- Lightning's checkpoints carry lrwatch's state ----------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return self.monitor.state_dict() if self.monitor is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict) or None  # applied once watch() has started, before the first step

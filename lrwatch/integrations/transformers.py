@@ -1,0 +1,154 @@
+"""``LRWatchCallback`` for the Hugging Face ``Trainer``: the live monitor for ``trainer.train()``.
+
+    from lrwatch.integrations.transformers import LRWatchCallback
+
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[LRWatchCallback("cosine")])
+    trainer.train()
+
+``lrwatch run train.py`` shows the monitor; ``python train.py`` runs headless and stays attachable.
+
+A step is an optimizer step (``state.global_step``); its loss is the model's ``loss`` output over the
+step's micro-batches, read by a forward hook in training mode: their sum when the Trainer passed
+``num_items_in_batch`` (each is then a share of the step's mean), else their mean. The row is written
+in ``on_step_end``, with that step's own loss, before ``on_log`` would report it. A model whose outputs
+carry no loss (a custom ``compute_loss``) gets the Trainer's logged loss instead: each step between two
+logs takes that window's mean (``on_log``), so the rows follow ``logging_steps``.
+
+``eval_loss`` (and any ``eval_*`` in ``val_names``) is logged as ``val_loss``. The run's length is
+``state.max_steps``; an epoch is ``⌈len(train_dataloader) ÷ gradient_accumulation_steps⌉`` steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import transformers
+
+import lrwatch
+
+
+def _loss_of(output: Any) -> Any:
+    """The ``loss`` of a model's output (a ``ModelOutput``, a dict), or None."""
+    if isinstance(output, Mapping):
+        return output.get("loss")
+    return getattr(output, "loss", None)
+
+
+class LRWatchCallback(transformers.TrainerCallback):
+    """Drive (or only watch) the LR of ``trainer.optimizer`` with lrwatch; log each optimizer step.
+
+    Args:
+        schedule: the initial spec (``"cosine"``, ``"exp:gamma=0.9"``, ...).
+        drive_lr: ``True``: lrwatch sets the LR and the Trainer's scheduler is no longer stepped (a
+            ``warning`` event says so); ``False``: the Trainer's scheduler keeps it, lrwatch shows it.
+        val_names: the evaluation metrics logged, by lrwatch's name; ``eval_loss`` becomes ``val_loss``.
+        **watch_args: passed to :func:`lrwatch.watch` (``lr``, ``run_dir``, ``switches``, ...).
+    """
+
+    def __init__(
+        self,
+        schedule: str | None = None,
+        *,
+        drive_lr: bool = True,
+        val_names: tuple[str, ...] = ("val_loss", "val_acc"),
+        **watch_args: Any,
+    ) -> None:
+        self.schedule = schedule
+        self.drive_lr = drive_lr
+        self.val_names = val_names
+        self.watch_args = watch_args
+        self.monitor: lrwatch.Monitor | None = None
+        self._losses: list[Any] = []  # the current step's micro-batch losses, on their device
+        self._shares = False  # the losses are shares of the step's mean (num_items_in_batch was passed)
+        self._hook: Any = None
+        self._from_logs = False  # no loss in the model's outputs: the steps wait for on_log's loss
+        self._waiting = 0
+        self._last_logged = math.nan
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        model = kwargs["model"]
+        # accelerate's AcceleratedOptimizer wraps the torch optimizer (same param groups); its hooks are the inner one's
+        optimizer = getattr(kwargs["optimizer"], "optimizer", kwargs["optimizer"])
+        loader = kwargs.get("train_dataloader")
+        accumulate = max(int(args.gradient_accumulation_steps), 1)
+        batches = len(loader) if loader is not None and hasattr(loader, "__len__") else None
+        steps_per_epoch = max(math.ceil(batches / accumulate), 1) if batches else max(int(state.max_steps), 1)
+        self.monitor = lrwatch.watch(
+            optimizer,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=int(state.max_steps) if state.max_steps and state.max_steps > 0 else None,
+            schedule=self.schedule,
+            drive_lr=self.drive_lr,
+            val_names=self.val_names,
+            config={"framework": "transformers", "gradient_accumulation_steps": accumulate},
+            **self.watch_args,
+        )
+        scheduler = kwargs.get("lr_scheduler")
+        if self.drive_lr and scheduler is not None:
+            # The Trainer calls lr_scheduler.step() after every optimizer step: on this one object it no
+            # longer moves the LR, and the LR the Trainer logs is the one lrwatch set.
+            scheduler.step = lambda *_args, **_kwargs: None
+            scheduler.get_last_lr = lambda: [group["lr"] for group in optimizer.param_groups]
+            self.monitor.warn(
+                f"lrwatch drives the LR: the Trainer's {type(scheduler).__name__} is no longer stepped"
+                " (LRWatchCallback(drive_lr=False) keeps it)"
+            )
+        self._hook = model.register_forward_hook(self._record_loss, with_kwargs=True)
+
+    def _record_loss(self, module: Any, _args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        if not module.training:
+            return  # evaluation and prediction
+        loss = _loss_of(output)
+        if loss is not None and hasattr(loss, "detach"):
+            self._losses.append(loss.detach())
+            self._shares = kwargs.get("num_items_in_batch") is not None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.monitor is None:
+            return control
+        losses, self._losses = self._losses, []
+        if losses:
+            total = losses[0]
+            for loss in losses[1:]:
+                total = total + loss
+            go_on = self.monitor.step(total if self._shares else total / len(losses))
+        else:
+            if not self._from_logs:
+                self._from_logs = True
+                self.monitor.warn("no loss in the model's outputs: each step logs the Trainer's logged loss")
+            self._waiting += 1
+            go_on = self.monitor.engine.step(None)  # its loss is delivered by on_log
+        if not go_on:
+            self._deliver(self._last_logged)
+            control.should_training_stop = True
+        return control
+
+    def _deliver(self, loss: float) -> None:
+        if self._waiting and self.monitor is not None:
+            self.monitor.engine.deliver([loss] * self._waiting)
+            self._waiting = 0
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if logs and "loss" in logs:
+            self._last_logged = float(logs["loss"])
+            self._deliver(self._last_logged)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
+        if self.monitor is None or not metrics:
+            return
+        values = {}
+        for name in self.val_names:
+            key = "eval_" + name.removeprefix("val_")
+            if key in metrics:
+                values[name] = float(metrics[key])
+        if values:
+            self.monitor.epoch_end(**values)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.monitor is not None:
+            self._deliver(self._last_logged)
+            self.monitor.close()
+        if self._hook is not None:
+            self._hook.remove()

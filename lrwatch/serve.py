@@ -1,0 +1,77 @@
+"""``lrwatch serve``: the monitor in a browser tab, through textual-serve (Textualize's server for Textual apps).
+
+Each browser tab that opens the page gets its own ``lrwatch attach`` process (textual-serve starts the
+command once per websocket, under Textual's web driver): a tab is a client of the run, as a terminal is.
+Closing the tab ends that process, never the run; ``q`` in a tab asks before it stops the run.
+
+It listens on 127.0.0.1 by default and prints the ``ssh -L`` line that reaches it from a laptop. ``--host``
+binds elsewhere, with a warning: there is no authentication, anyone who reaches the port controls the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import shlex
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EXIT_USAGE = 2
+
+
+def add_serve_command(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="the monitor in a browser (textual-serve): each tab attaches to the run")
+    serve.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="default: your most recent live run")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; elsewhere: no authentication")
+    serve.add_argument("--public-url", default=None, help="the URL browsers use, if not http://HOST:PORT")
+    serve.add_argument("--fps", type=float, default=2.0, help="max redraws per second of each tab (default 2)")
+
+
+def attach_command(run_dir: Path | None, fps: float) -> str:
+    """The shell command textual-serve runs for each tab: this Python's ``lrwatch attach``."""
+    words = [sys.executable, "-m", "lrwatch.cli", "attach", "--fps", f"{fps:g}"]
+    if run_dir is not None:
+        words.append(str(run_dir.resolve()))
+    return shlex.join(words)
+
+
+def public_url(host: str, port: int) -> str:
+    """What the page's websocket address is built from: a wildcard bind is reached by this machine's name."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        print("lrwatch serve: needs textual-serve (pip install 'lrwatch[serve]')", file=sys.stderr)
+        return EXIT_USAGE
+    if args.run_dir is not None and not (args.run_dir / "run.json").is_file():
+        print(f"lrwatch serve: {args.run_dir} is not a run directory (no run.json)", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0 < args.port < 65536:
+        print(f"lrwatch serve: --port must be 1..65535 (got {args.port})", file=sys.stderr)
+        return EXIT_USAGE
+    url = args.public_url or public_url(args.host, args.port)
+    print(f"lrwatch serve: {url}  (each tab attaches to {args.run_dir or 'your most recent live run'})", flush=True)
+    if args.host in LOOPBACK:
+        user, machine = getpass.getuser(), socket.getfqdn()
+        print(f"  from your laptop: ssh -N -L {args.port}:127.0.0.1:{args.port} {user}@{machine}", flush=True)
+        print(f"  then open http://localhost:{args.port}", flush=True)
+    else:
+        print(
+            f"lrwatch serve: WARNING: listening on {args.host}:{args.port} with no authentication; anyone who"
+            " can reach it can switch, pause or stop your run. Prefer the default and an ssh tunnel.",
+            file=sys.stderr,
+            flush=True,
+        )
+    server = Server(attach_command(args.run_dir, args.fps), host=args.host, port=args.port, title="lrwatch",
+                    public_url=url)  # fmt: skip
+    server.serve()
+    return 0
