@@ -229,6 +229,7 @@ def watch(
     model: Any = None,
     run_dir: str | Path | None = None,
     drive_lr: bool = True,
+    take_over: bool = False,
     switches: Sequence[str] = (),
     val_names: Sequence[str] = ("val_loss", "val_acc"),
     checkpoint_every: float | None = None,
@@ -251,6 +252,8 @@ def watch(
         per_epoch: change the LR only at epoch boundaries, like ``scheduler.step()`` once per epoch.
         model: enables checkpoints (``k`` key, ``checkpoint_every``, and one on every stop).
         drive_lr: ``False``: monitor-only; the loop's own scheduler sets the LR, switching is off.
+        take_over: with ``drive_lr=False``: the first switch hands the LR to lrwatch, which from then on
+            sets it before every ``optimizer.step()``, whatever the loop's own scheduler does.
         switches: ``"EPOCH:SPEC"`` switches applied when the run gets there, as key presses would be.
         resume: a run directory with a checkpoint: restore model, optimizer, timeline, step, RNG states.
         extra_state: more things to checkpoint: ``torch.Generator`` or anything with ``state_dict``.
@@ -285,6 +288,7 @@ def watch(
         val_names=tuple(val_names),
         config=dict(config or {}),
         drive_lr=drive_lr,
+        take_over=take_over,
         start_step=start_step,
         divergence=policy,
         snapshotter=WeightsSnapshot(model, optimizer) if model is not None else None,

@@ -198,6 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with ``--nproc-per-node N``, N ranks under torchrun, rank 0's ``watch()`` attached to us."""
     import runpy
 
+    from lrwatch.autowatch import AutoWatch
     from lrwatch.launch import run_ranks
 
     script = Path(args.script)
@@ -210,7 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def target() -> None:
         sys.argv = [str(script), *script_args]
         sys.path.insert(0, str(script.resolve().parent))
-        runpy.run_path(str(script), run_name="__main__")
+        with AutoWatch(steps_per_epoch=args.steps_per_epoch, epochs=args.epochs):  # a script without watch()
+            runpy.run_path(str(script), run_name="__main__")
 
     check_resumable(args.resume)
     run_dir = args.resume or args.run_dir or default_run_dir()

@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_live_args(demo)
     _add_ui_args(demo)
 
-    run = sub.add_parser("run", help="run your training script under the monitor (it calls lrwatch.watch)")
-    run.add_argument("script", help="path to a Python script that calls lrwatch.watch()")
+    run = sub.add_parser("run", help="run your training script under the monitor (lrwatch.watch(), or none at all)")
+    run.add_argument("script", help="a Python training script; one that never calls lrwatch.watch() is hooked")
     run.add_argument("--headless", action="store_true", help="no UI; lrwatch's lines go to stderr")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
     run.add_argument("--resume", type=_run_dir_arg, default=None, metavar="RUN_DIR", help="continue a run")
@@ -128,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="DDP: start N ranks with PyTorch's torchrun (torch.distributed.run --standalone); the monitor is rank 0's",
+    )
+    run.add_argument(
+        "--steps-per-epoch",
+        type=_positive(int),
+        default=None,
+        help="a script without lrwatch.watch(): optimizer steps per epoch (default: len() of its DataLoader)",
+    )
+    run.add_argument(
+        "--epochs", type=_positive(int), default=None, help="a script without lrwatch.watch(): the planned epochs"
     )
     _add_divergence_args(run)
     _add_live_args(run)

@@ -20,6 +20,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from lrwatch.groups import GroupLrs, host_lr
 from lrwatch.protocol import (
     ENDED_STATES,
     MONITOR_ONLY,
+    TAKE_OVER,
     Checkpoint,
     Command,
     EditParams,
@@ -42,7 +44,7 @@ from lrwatch.protocol import (
 )
 from lrwatch.rundir import run_info
 from lrwatch.runlog import Listener, RunLog
-from lrwatch.schedules import SpecError
+from lrwatch.schedules import SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
 PAUSE_POLL_SECONDS = 0.25
@@ -65,6 +67,7 @@ class Engine:
         val_names: tuple[str, ...] = ("val_loss", "val_acc"),
         config: dict[str, Any] | None = None,
         drive_lr: bool = True,
+        take_over: bool = False,
         start_step: int = 0,
         checkpointer: Callable[[str], Path] | None = None,
         divergence: DivergencePolicy | None = None,
@@ -73,6 +76,8 @@ class Engine:
         self.optimizer = optimizer
         self._timeline = timeline
         self.drive_lr = drive_lr
+        self.take_over = take_over and not drive_lr  # the first switch hands the LR to lrwatch
+        self.took_over = False
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log = RunLog(self.run_dir, val_names, resume_at=start_step or None)
         self.history = self.log.history
@@ -126,6 +131,7 @@ class Engine:
             run_dir=str(self.run_dir) if self.run_dir else None,
             error=self.error,
             drives_lr=self.drive_lr,
+            takes_over=self.take_over and not self.took_over,
             device=str(self.config.get("device", "")),
             ranks=self.sync.world_size if self.sync is not None else 1,
             gpu=self.gpu.latest() if self.gpu is not None else None,
@@ -180,12 +186,21 @@ class Engine:
     def _before_optimizer_step(self, optimizer: Any, *_args: Any) -> None:
         """Read the LR the step really uses (monitor-only), or notice a scheduler fighting lrwatch."""
         lr = host_lr(optimizer.param_groups[0])
+        if self.took_over:
+            self.reapply_lr()
+            return
         if lr is None:
             return
         if not self.drive_lr:
             self.lr = lr
         else:
             self._check_outside_change(lr)
+
+    def reapply_lr(self) -> None:
+        """Set this step's LR again, before ``optimizer.step()``, once lrwatch took the LR over: the loop's own
+        scheduler may have moved it since the step boundary."""
+        if self.took_over:
+            self._set_lr(self.step_index)
 
     def warn(self, message: str) -> None:
         """Log a ``warning`` event (shown in the monitor and the headless lines)."""
@@ -203,14 +218,15 @@ class Engine:
             "is a PyTorch scheduler still stepping? Remove it, or use lrwatch.watch(..., drive_lr=False)",
         )
 
-    def step(self, loss: float | None) -> bool:
+    def step(self, loss: float | None, *, watch_loss: bool = True) -> bool:
         """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now.
-        ``loss=None``: the loss is still on its device and comes later, through :meth:`deliver`."""
+        ``loss=None``: the loss is still on its device and comes later, through :meth:`deliver`.
+        ``watch_loss=False``: there is no loss for this step (``loss`` is NaN, not a divergence)."""
         s = self.step_index
         if not self.drive_lr:
             if self._hook is None:
                 self.lr = host_lr(self.optimizer.param_groups[0]) or self.lr
-        elif not self._outside_lr_warned:
+        elif not self._outside_lr_warned and not self.took_over:
             self._check_outside_change(host_lr(self.optimizer.param_groups[0]))
         self.step_index = s + 1  # before recording: a snapshot taken there holds the weights after step s
         self.steps_taken += 1
@@ -219,7 +235,7 @@ class Engine:
             if loss is not None:
                 self.deliver([loss])
         else:
-            self._record(s, self.lr, float(loss))
+            self._record(s, self.lr, float(loss), watch_loss)
         return self._at_boundary()
 
     def deliver(self, losses: list[float]) -> None:
@@ -229,10 +245,10 @@ class Engine:
             step, lr = self._awaiting.popleft()
             self._record(step, lr, float(loss))
 
-    def _record(self, step: int, lr: float, loss: float) -> None:
+    def _record(self, step: int, lr: float, loss: float, watch_loss: bool = True) -> None:
         epoch = step / self._timeline.steps_per_epoch
         self.log.add_step(step, epoch, lr, loss)
-        if self.divergence is not None and self._diverged is None:
+        if watch_loss and self.divergence is not None and self._diverged is None:
             cause = self.divergence.observe(loss, step + 1)
             if cause is not None:
                 self._diverged = (step, loss, cause)
@@ -401,7 +417,10 @@ class Engine:
         s = self.step_index
         try:
             if isinstance(command, (Switch, EditParams)) and not self.drive_lr:
-                raise SpecError(MONITOR_ONLY)
+                if not (self.take_over and isinstance(command, Switch)):
+                    raise SpecError(MONITOR_ONLY if not self.take_over else "switch first: " + TAKE_OVER)
+                self._take_over(command)
+                return
             if isinstance(command, Checkpoint):
                 if self.checkpoint("request") is None and (self.sync is None or self.sync.leader):  # rank 0 saves
                     raise SpecError("no checkpoint: pass model= to lrwatch.watch() to enable checkpoints")
@@ -433,6 +452,20 @@ class Engine:
                 self._rollback()
         except SpecError as exc:
             self._emit("rejected", command=command.to_dict(), reason=str(exc))
+
+    def _take_over(self, command: Switch) -> None:
+        """The first switch of a run lrwatch only watched: from here lrwatch drives the LR, from the LR the
+        script's scheduler had reached, and sets it before every optimizer step (the scheduler may go on)."""
+        s = self.step_index
+        spec = parse_spec(command.spec)
+        if command.anchor is not None:
+            spec = replace(spec, anchor=command.anchor)
+        base = self._timeline.initial_lr if spec.anchor == "base" else self.lr  # base: the run's first LR
+        self._set_timeline(self._timeline.take_over(s, spec, base))
+        self.drive_lr, self.took_over = True, True
+        self._emit_switch(requested=command.spec, took_over=True)
+        self._emit("warning", message=f"lrwatch took over the LR at step {s} (from {self.lr:.4g}): it now sets it "
+                   "before every optimizer step; the script's own scheduler no longer counts")  # fmt: skip
 
     def _set_timeline(self, timeline: Timeline) -> None:
         self._timeline = timeline

@@ -23,6 +23,7 @@ EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
 # Why a monitor-only run (the loop's own scheduler sets the LR) refuses Switch and EditParams.
 MONITOR_ONLY = "monitor-only: the loop's own scheduler sets the LR, so switching is unavailable"
+TAKE_OVER = "the script's own scheduler sets the LR; a switch (e c r s, :) hands it to lrwatch"
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ class RunStatus:
     run_dir: str | None = None
     error: str | None = None
     drives_lr: bool = True  # False: monitor-only, the loop's own scheduler sets the LR
+    takes_over: bool = False  # monitor-only until a switch, which hands the LR to lrwatch (lrwatch run)
     device: str = ""
     ranks: int = 1  # DDP: the world size (the monitor shows rank 0)
     gpu: dict[str, Any] | None = None  # lrwatch.gpu's last sample of the run's GPU (None: a CPU run)

@@ -158,6 +158,15 @@ class Timeline:
             base_lr = self.lr_at(step - 1)
         return self._with_segment(step, spec, origin_step=step, base_lr=base_lr)
 
+    def take_over(self, step: int, spec: ScheduleSpec | str, lr: float) -> Timeline:
+        """Start ``spec`` at ``step`` from ``lr``: the LR a run's own scheduler had reached when lrwatch took
+        the LR over (``lrwatch run`` on a script that never calls ``watch()``). Earlier segments stay, unused."""
+        if isinstance(spec, str):
+            spec = parse_spec(spec)
+        if not (lr > 0 and np.isfinite(lr)):
+            raise SpecError(f"cannot take over from lr {lr}: not a finite number > 0")
+        return self._with_segment(step, spec, origin_step=step, base_lr=float(lr))
+
     def edit(self, step: int, **params: float) -> Timeline:
         """Change parameters of the schedule active at ``step``, keeping its origin and base LR."""
         active = self.segment_at(step)

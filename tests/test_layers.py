@@ -31,6 +31,7 @@ LAYERS = [
     "api",  # lrwatch.watch, Monitor
     "__init__",  # the package's public names (re-exported from api)
     "integrations",  # Lightning and Hugging Face Trainer callbacks, on the public API (optional extras)
+    "autowatch",  # lrwatch run on a script without watch(): PyTorch's global optimizer hooks
     "reader",  # run directories read back
     "client",  # a live run over its socket
     "demo",  # the demo task, written on the public API

@@ -57,7 +57,7 @@ class ScheduleKeys:
         if status.read_only:
             self.notify("A read-only view of a run: nothing to switch.", severity="warning")
             return False
-        if not status.drives_lr:
+        if not status.drives_lr and not status.takes_over:
             self.notify(MONITOR_ONLY, severity="warning")
             return False
         return True

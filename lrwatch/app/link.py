@@ -84,7 +84,7 @@ class RunLink:
         if self.host is not None and self.host.error is not None:
             message = Text(f"✖ the script failed before lrwatch.watch():\n{self.host.error!r}", style="bold red")
         elif self.training or self.thread is None:
-            message = Text("waiting for the training loop to call lrwatch.watch() …", style="dim")
+            message = Text("waiting for the script: its first optimizer.step() or lrwatch.watch() …", style="dim")
         else:
-            message = Text("the script ended without calling lrwatch.watch()", style="bold yellow")
+            message = Text("the script ended without an optimizer.step() or lrwatch.watch()", style="bold yellow")
         return False, changed, message

@@ -28,7 +28,7 @@ from lrwatch.app.charts import (
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewScreen, format_duration, progress_bar
 from lrwatch.gpu import gpu_lines
 from lrwatch.plot import MARKER_COLOR, ChartSpec, color_hex
-from lrwatch.protocol import MONITOR_ONLY, Event, RunStatus
+from lrwatch.protocol import MONITOR_ONLY, TAKE_OVER, Event, RunStatus
 from lrwatch.timeline import Timeline
 
 LR_LEGEND = (
@@ -157,7 +157,7 @@ class MonitorScreen(ViewScreen):
         """The schedule panel: the active spec, since when and from which LR, its PyTorch line, the next
         switch's anchor, the candidates shown."""
         if not status.drives_lr:
-            self._set_panel("#schedule", Text(MONITOR_ONLY, style="yellow"))
+            self._set_panel("#schedule", Text(TAKE_OVER if status.takes_over else MONITOR_ONLY, style="yellow"))
             return
         seg = timeline.segment_at(status.step)
         k = timeline.steps_per_epoch
