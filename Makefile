@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	# Every extra, so that its tests run here; torch named again so that no extra can move it.
-	$(BIN)/pip install --quiet -e ".[test,gpu,lightning,transformers,serve]" "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test,gpu,lightning,transformers,serve,tensorboard]" "$(TORCH_SPEC)"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -220,7 +220,7 @@ def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
 def watch(
     optimizer: Any,
     *,
-    steps_per_epoch: int,
+    steps_per_epoch: int | None,
     epochs: int | None = None,
     total_steps: int | None = None,
     schedule: str | None = None,
@@ -242,7 +242,8 @@ def watch(
     """Start watching (and, by default, driving) ``optimizer``'s learning rate.
 
     Args:
-        steps_per_epoch: optimizer steps per epoch (``len(loader)``); schedule times are in epochs.
+        steps_per_epoch: optimizer steps per epoch (``len(loader)``); schedule times are in epochs. ``None``:
+            unknown; an epoch is then one step (the x axis counts steps), ``metrics.csv``'s epoch column is empty.
         epochs: the planned length, for the preview and fitted defaults (``None``: unknown).
         total_steps: the planned length in steps, when it is not ``steps_per_epoch × epochs`` (a framework
             that knows its optimizer steps, e.g. Lightning's ``estimated_stepping_batches``).
@@ -266,6 +267,8 @@ def watch(
     resume = Path(resume) if resume is not None else host.resume
     if lr is None:
         lr = float(optimizer.param_groups[0]["lr"])
+    epochs_known = steps_per_epoch is not None
+    steps_per_epoch = steps_per_epoch or 1
     total = total_steps if total_steps is not None else (steps_per_epoch * epochs if epochs else None)
     scripted = [parse_switch(text) for text in switches]
     if resume is not None:
@@ -286,9 +289,10 @@ def watch(
         timeline,
         run_dir=directory if leader else None,
         val_names=tuple(val_names),
-        config=dict(config or {}),
+        config={**(config or {}), **({} if epochs_known else {"epochs_known": False})},
         drive_lr=drive_lr,
         take_over=take_over,
+        epochs_known=epochs_known,
         start_step=start_step,
         divergence=policy,
         snapshotter=WeightsSnapshot(model, optimizer) if model is not None else None,

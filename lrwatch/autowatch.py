@@ -55,9 +55,9 @@ def _scalar(tensors: Any) -> Any:
 def total_from_schedulers(optimizer: Any) -> int | None:
     """``total_steps`` of a ``OneCycleLR`` on ``optimizer``: the one scheduler whose length is in steps."""
     for holder in gc.get_referrers(optimizer):
-        if not isinstance(holder, dict):
-            continue
-        for owner in gc.get_referrers(holder):
+        # an object whose attributes live inline refers to the optimizer itself; an older one, through its __dict__
+        owners = gc.get_referrers(holder) if isinstance(holder, dict) else [holder]
+        for owner in owners:
             if isinstance(owner, torch.optim.lr_scheduler.OneCycleLR) and owner.optimizer is optimizer:
                 return int(owner.total_steps)
     return None
@@ -130,8 +130,8 @@ class AutoWatch:
             self.declined = True  # the script called lrwatch.watch() itself, or a framework callback did
             return
         self.optimizer = optimizer
-        steps_per_epoch = self.steps_per_epoch or self.loader_length or 1
-        total = steps_per_epoch * self.epochs if self.epochs else total_from_schedulers(optimizer)
+        steps_per_epoch = self.steps_per_epoch or self.loader_length  # None: unknown, the x axis counts steps
+        total = (steps_per_epoch or 1) * self.epochs if self.epochs else total_from_schedulers(optimizer)
         self.monitor = lrwatch.watch(
             optimizer,
             steps_per_epoch=steps_per_epoch,
@@ -141,7 +141,7 @@ class AutoWatch:
             config={"hooked": True, "steps_per_epoch_from": self._source_of_epoch()},
         )
         if not (self.steps_per_epoch or self.loader_length):
-            self.monitor.warn("steps per epoch unknown (no DataLoader with a length): an epoch is one step here")
+            self.monitor.warn("steps per epoch unknown (no DataLoader with a length): the x axis counts steps")
 
     def _source_of_epoch(self) -> str:
         if self.steps_per_epoch:

@@ -264,6 +264,20 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``lrwatch export RUN_DIR --tensorboard DIR``: the run as TensorBoard scalars and text."""
+    from lrwatch.export import ExportError, export_tensorboard
+
+    try:
+        counts = export_tensorboard(args.run_dir, args.tensorboard)
+    except ExportError as exc:
+        print(f"lrwatch export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    written = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    print(f"lrwatch export: {args.run_dir} → {args.tensorboard} ({written}); tensorboard --logdir {args.tensorboard}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -281,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return LIVE_COMMANDS[args.command](args)
         if args.command == "view":
             return cmd_view(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command in ("schedule", "compare"):
             if args.steps_per_epoch is None:  # smooth per-batch curves in plots; one row per epoch in data
                 args.steps_per_epoch = 20 if args.format == "plot" and not args.per_epoch else 1

@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--summary", action="store_true", help="print a table and what was skipped, no UI")
     _add_ui_args(view)
 
+    export = sub.add_parser("export", help="write a run where people already look: TensorBoard")
+    export.add_argument("run_dir", type=_run_dir_arg, metavar="RUN_DIR")
+    export.add_argument("--tensorboard", type=Path, required=True, metavar="DIR", help="a TensorBoard log dir")
+
     sched = sub.add_parser("schedule", help="print or draw the LR sequence of schedules (the scriptable preview)")
     sched.add_argument("spec", type=spec_arg, nargs="+", metavar="SPEC", help="one, or several to overlay")
     _add_schedule_args(sched, lr_default=None, epochs_default=None)

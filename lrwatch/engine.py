@@ -14,6 +14,7 @@ the preview makes). Under DDP (``sync``) the commands are rank 0's, agreed at sy
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 import time
@@ -68,6 +69,7 @@ class Engine:
         config: dict[str, Any] | None = None,
         drive_lr: bool = True,
         take_over: bool = False,
+        epochs_known: bool = True,
         start_step: int = 0,
         checkpointer: Callable[[str], Path] | None = None,
         divergence: DivergencePolicy | None = None,
@@ -78,6 +80,7 @@ class Engine:
         self.drive_lr = drive_lr
         self.take_over = take_over and not drive_lr  # the first switch hands the LR to lrwatch
         self.took_over = False
+        self.epochs_known = epochs_known  # False: an epoch is one step; metrics.csv's epoch column stays empty
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log = RunLog(self.run_dir, val_names, resume_at=start_step or None)
         self.history = self.log.history
@@ -132,6 +135,7 @@ class Engine:
             error=self.error,
             drives_lr=self.drive_lr,
             takes_over=self.take_over and not self.took_over,
+            epochs_known=self.epochs_known,
             device=str(self.config.get("device", "")),
             ranks=self.sync.world_size if self.sync is not None else 1,
             gpu=self.gpu.latest() if self.gpu is not None else None,
@@ -246,7 +250,7 @@ class Engine:
             self._record(step, lr, float(loss))
 
     def _record(self, step: int, lr: float, loss: float, watch_loss: bool = True) -> None:
-        epoch = step / self._timeline.steps_per_epoch
+        epoch = step / self._timeline.steps_per_epoch if self.epochs_known else math.nan
         self.log.add_step(step, epoch, lr, loss)
         if watch_loss and self.divergence is not None and self._diverged is None:
             cause = self.divergence.observe(loss, step + 1)

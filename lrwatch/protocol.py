@@ -179,6 +179,7 @@ class RunStatus:
     error: str | None = None
     drives_lr: bool = True  # False: monitor-only, the loop's own scheduler sets the LR
     takes_over: bool = False  # monitor-only until a switch, which hands the LR to lrwatch (lrwatch run)
+    epochs_known: bool = True  # False: an epoch is one step here (lrwatch run found no DataLoader length)
     device: str = ""
     ranks: int = 1  # DDP: the world size (the monitor shows rank 0)
     gpu: dict[str, Any] | None = None  # lrwatch.gpu's last sample of the run's GPU (None: a CPU run)

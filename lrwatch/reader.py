@@ -132,6 +132,9 @@ class RunReader:
             self.status = "running"
         elif event.kind == "switch" and self.timeline is not None and "scale" in d:
             self.timeline = self.timeline.scale(event.step, float(d["scale"]))
+        elif event.kind == "switch" and self.timeline is not None and d.get("took_over"):
+            self.timeline = self.timeline.take_over(event.step, d["spec"], float(d["base_lr"]))
+            self.drives_lr = True  # lrwatch run: the script's scheduler had the LR until this switch
         elif event.kind == "switch" and self.timeline is not None:
             self.timeline = self.timeline.switch(event.step, d["spec"], d.get("anchor"))
         elif event.kind == "edit" and self.timeline is not None:
@@ -179,6 +182,7 @@ class FileRunSource:
             lr=last.get("lr", math.nan),
             run_dir=str(self.reader.path),
             drives_lr=self.reader.drives_lr,
+            epochs_known=bool(self.reader.info.get("config", {}).get("epochs_known", True)),
             read_only=True,
             device=str(self.reader.info.get("config", {}).get("device", "")),
         )

@@ -70,7 +70,8 @@ class RunWriter:
         os.replace(tmp, self.path / "run.json")
 
     def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
-        self._rows.append(f"{step},{_num(epoch)},{_num(lr)},{_num(loss)}{self._empty_val}\n")
+        epoch_text = _num(epoch) if math.isfinite(epoch) else ""  # empty: the run's epochs are unknown
+        self._rows.append(f"{step},{epoch_text},{_num(lr)},{_num(loss)}{self._empty_val}\n")
         now = time.monotonic()
         if now - self._last_flush >= FLUSH_SECONDS:
             self.flush(now)
@@ -118,7 +119,7 @@ def parse_metrics_line(columns: list[str], line: str) -> MetricRow:
     fields = line.rstrip("\r").split(",")
     if len(fields) != len(columns):
         raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
-    step, epoch = int(fields[0]), float(fields[1])
+    step, epoch = int(fields[0]), _float(fields[1])
     if fields[3]:
         return step, epoch, _float(fields[2]), float(fields[3])
     return step, epoch, {name: _float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrwatch.reader import RunReader
 from lrwatch.rundir import read_metric_rows, read_run_info
 from lrwatch.timeline import Timeline
 from tests.test_live import CLI, ENV, events, lrwatch, wait_for
@@ -91,6 +92,8 @@ def test_a_switch_takes_the_lr_over_and_stop_ends_the_script(tmp_path: Path) -> 
     before = 0.1 * 0.9 ** (at // 8)  # StepLR's LR when lrwatch took over
     expected = Timeline.start("exp:gamma=0.5", lr=before, steps_per_epoch=8).lrs(np.arange(len(lrs) - at))
     assert np.allclose(lrs[at:], expected, rtol=1e-12)  # lrwatch's schedule, though StepLR still steps
+    replayed = RunReader(run_dir).timeline  # lrwatch view rebuilds the same LRs from events.jsonl
+    assert np.allclose(replayed.lrs(np.arange(at, len(lrs))), lrs[at:], rtol=1e-12)
     evs = events(run_dir)
     assert any(e["event"] == "warning" and "took over" in e["message"] for e in evs)
     assert [e["event"] for e in evs][-1] == "finish" and evs[-1]["status"] == "stopped"
@@ -109,3 +112,32 @@ def test_no_optimizer_says_so_and_a_script_with_watch_is_not_hooked_twice(tmp_pa
     assert [e["event"] for e in events(tmp_path / "own")].count("start") == 1
     assert "hooked" not in read_run_info(tmp_path / "own")["config"]
     assert time.monotonic() - started < 120
+
+
+NO_LOADER = """
+import torch
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.5, total_steps=30)
+for step in range(30):
+    x = torch.randn(8, 4)
+    loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
+    optimizer.zero_grad(); loss.backward(); optimizer.step(); scheduler.step()
+"""
+
+
+def test_no_dataloader_leaves_the_epoch_column_empty_and_onecycle_gives_the_length(tmp_path: Path) -> None:
+    script = tmp_path / "loop.py"
+    script.write_text(NO_LOADER, encoding="utf-8")
+    out = lrwatch("run", "--headless", "--run-dir", str(tmp_path / "run"), str(script))
+    assert out.returncode == 0, out.stderr
+    lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 31 and all(line.split(",")[1] == "" for line in lines[1:])  # step,,lr,loss
+    assert RunReader(tmp_path / "run").timeline.total_steps == 30  # OneCycleLR's total_steps
+    from lrwatch.reader import FileRunSource
+
+    status = FileRunSource(RunReader(tmp_path / "run")).status()
+    assert not status.epochs_known and status.total_steps == 30
+    assert any("steps per epoch unknown" in e.get("message", "") for e in events(tmp_path / "run"))
+    rows_read = rows(tmp_path / "run")
+    assert [r[0] for r in rows_read] == list(range(30)) and all(np.isnan(r[1]) for r in rows_read)

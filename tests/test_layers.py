@@ -33,6 +33,7 @@ LAYERS = [
     "integrations",  # Lightning and Hugging Face Trainer callbacks, on the public API (optional extras)
     "autowatch",  # lrwatch run on a script without watch(): PyTorch's global optimizer hooks
     "reader",  # run directories read back
+    "export",  # a run directory as TensorBoard events
     "client",  # a live run over its socket
     "demo",  # the demo task, written on the public API
     "canvas",  # chart cells: plotext 5's drawing in numpy

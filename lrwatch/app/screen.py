@@ -29,7 +29,7 @@ from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewScreen, forma
 from lrwatch.gpu import gpu_lines
 from lrwatch.plot import MARKER_COLOR, ChartSpec, color_hex
 from lrwatch.protocol import MONITOR_ONLY, TAKE_OVER, Event, RunStatus
-from lrwatch.timeline import Timeline
+from lrwatch.timeline import DEFAULT_REMAINING_EPOCHS, Timeline
 
 LR_LEGEND = (
     f"[{color_hex(APPLIED_COLOR)}]━ applied[/] [{color_hex(PREVIEW_COLOR)}]━ ahead[/] "
@@ -133,7 +133,8 @@ class MonitorScreen(ViewScreen):
         lines = [Text.assemble((label, style), "  ", (where, "dim"))]
         lines += [Text(line, style="dim") for line in gpu_lines(status.gpu)]
         epochs = f"{total / k:g}" if total else "?"
-        lines.append(Text(f"epoch {step / k:.1f}/{epochs} · step {step:,}"))
+        where_in_run = f"epoch {step / k:.1f}/{epochs} · step {step:,}" if status.epochs_known else f"step {step:,}"
+        lines.append(Text(where_in_run))
         if total:
             lines.append(progress_bar(step / total, width - 5) + Text(f" {100 * step / total:3.0f}%"))
         eta = (total - step) / rate if total and rate > 0 else float("nan")
@@ -147,7 +148,8 @@ class MonitorScreen(ViewScreen):
             lines.append(Text(status.run_dir, style="dim", overflow="ellipsis", no_wrap=True))
         self._set_panel("#status", Text("\n").join(lines))
         if self.has_class("tiny"):
-            compact = Text.assemble((label, style), f"  ep {step / k:.1f}/{epochs}  lr {status.lr:.3g}  ")
+            at = f"ep {step / k:.1f}/{epochs}" if status.epochs_known else f"step {step:,}"
+            compact = Text.assemble((label, style), f"  {at}  lr {status.lr:.3g}  ")
             compact.append(spec, style="bold")
             self._set_panel("#statusline", compact)
 
@@ -168,6 +170,9 @@ class MonitorScreen(ViewScreen):
             Text(seg.schedule.torch_line(), style="#8fbcbb"),
             Text.assemble("next switch: ", ("restart from initial LR" if anchor == "base" else "continue", "bold")),
         ]
+        if timeline.total_steps is None:  # the preview cannot know where the run ends
+            unknown = f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} epochs ahead"
+            lines.insert(1, Text(unknown, style="yellow"))
         if candidates:
             names = ", ".join(str(c.segments[-1].spec) for c in candidates.values())
             hint = "enter applies" if len(candidates) == 1 else "press e/c/r/s to switch"
