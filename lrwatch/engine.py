@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.divergence import DivergencePolicy, DivergenceWatch, Snapshotter
-from lrwatch.groups import GroupLrs, host_lr
+from lrwatch.lrcontrol import LrControl
 from lrwatch.protocol import (
     ENDED_STATES,
     MONITOR_ONLY,
@@ -77,9 +77,7 @@ class Engine:
     ) -> None:
         self.optimizer = optimizer
         self._timeline = timeline
-        self.drive_lr = drive_lr
-        self.take_over = take_over and not drive_lr  # the first switch hands the LR to lrwatch
-        self.took_over = False
+        self.control = LrControl(optimizer, timeline, drive=drive_lr, take_over=take_over, warn=self.warn)
         self.epochs_known = epochs_known  # False: an epoch is one step; metrics.csv's epoch column stays empty
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log = RunLog(self.run_dir, val_names, resume_at=start_step or None)
@@ -88,17 +86,11 @@ class Engine:
         self.checkpointer = checkpointer
         self.divergence = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.stop_reason: str | None = None
-        first = float(optimizer.param_groups[0]["lr"])
-        self._driver = GroupLrs(optimizer, timeline)
-        self._outside_lr_warned = False
-        hook = getattr(optimizer, "register_step_pre_hook", None)
-        self._hook = hook(self._before_optimizer_step) if hook is not None else None
         self._commands: queue.SimpleQueue[tuple[Command, Done | None]] = queue.SimpleQueue()
         self._scripted: dict[int, list[Command]] = {}
         self.step_index = start_step
         self.start_step = start_step
         self.steps_taken = 0  # in this process
-        self.lr = timeline.initial_lr if drive_lr else first
         self.state: RunState = "created"
         self.started_at = time.time()
         self.error: str | None = None
@@ -134,7 +126,7 @@ class Engine:
             run_dir=str(self.run_dir) if self.run_dir else None,
             error=self.error,
             drives_lr=self.drive_lr,
-            takes_over=self.take_over and not self.took_over,
+            takes_over=self.control.awaiting_hand_over,
             epochs_known=self.epochs_known,
             device=str(self.config.get("device", "")),
             ranks=self.sync.world_size if self.sync is not None else 1,
@@ -187,51 +179,29 @@ class Engine:
             self._emit("start", timeline=self._timeline.to_dict(), drives_lr=self.drive_lr)
         self._at_boundary()
 
-    def _before_optimizer_step(self, optimizer: Any, *_args: Any) -> None:
-        """Read the LR the step really uses (monitor-only), or notice a scheduler fighting lrwatch."""
-        lr = host_lr(optimizer.param_groups[0])
-        if self.took_over:
-            self.reapply_lr()
-            return
-        if lr is None:
-            return
-        if not self.drive_lr:
-            self.lr = lr
-        else:
-            self._check_outside_change(lr)
+    @property
+    def lr(self) -> float:
+        """The LR of the next step (driving), or of the last one (watching)."""
+        return self.control.lr
+
+    @property
+    def drive_lr(self) -> bool:
+        return self.control.drive
 
     def reapply_lr(self) -> None:
-        """Set this step's LR again, before ``optimizer.step()``, once lrwatch took the LR over: the loop's own
-        scheduler may have moved it since the step boundary."""
-        if self.took_over:
-            self._set_lr(self.step_index)
+        """Set this step's LR again before ``optimizer.step()`` (after a take-over: see :mod:`lrwatch.lrcontrol`)."""
+        self.control.reapply()
 
     def warn(self, message: str) -> None:
         """Log a ``warning`` event (shown in the monitor and the headless lines)."""
         self._emit("warning", message=message)
-
-    def _check_outside_change(self, lr: float | None) -> None:
-        if lr is None or lr == self.lr or self._outside_lr_warned:
-            return
-        if not isinstance(self.optimizer.param_groups[0]["lr"], float) and abs(lr - self.lr) <= 1e-6 * self.lr:
-            return  # a float32 tensor LR holds what lrwatch wrote, rounded
-        self._outside_lr_warned = True
-        self._emit(
-            "warning",
-            message=f"the optimizer's LR was changed outside lrwatch ({lr:.6g} instead of {self.lr:.6g}): "
-            "is a PyTorch scheduler still stepping? Remove it, or use lrwatch.watch(..., drive_lr=False)",
-        )
 
     def step(self, loss: float | None, *, watch_loss: bool = True) -> bool:
         """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now.
         ``loss=None``: the loss is still on its device and comes later, through :meth:`deliver`.
         ``watch_loss=False``: there is no loss for this step (``loss`` is NaN, not a divergence)."""
         s = self.step_index
-        if not self.drive_lr:
-            if self._hook is None:
-                self.lr = host_lr(self.optimizer.param_groups[0]) or self.lr
-        elif not self._outside_lr_warned and not self.took_over:
-            self._check_outside_change(host_lr(self.optimizer.param_groups[0]))
+        self.control.after_step()
         self.step_index = s + 1  # before recording: a snapshot taken there holds the weights after step s
         self.steps_taken += 1
         if loss is None or self._awaiting:
@@ -340,8 +310,7 @@ class Engine:
             self.state = "finished"
         self._emit("finish", status=self.state)
         self.log.close()
-        if self._hook is not None:
-            self._hook.remove()
+        self.control.remove()
 
     def checkpoint(self, reason: str = "request") -> Path | None:
         """Save a checkpoint now (a step boundary) through the checkpointer; log it. ``None``: none set."""
@@ -421,8 +390,8 @@ class Engine:
         s = self.step_index
         try:
             if isinstance(command, (Switch, EditParams)) and not self.drive_lr:
-                if not (self.take_over and isinstance(command, Switch)):
-                    raise SpecError(MONITOR_ONLY if not self.take_over else "switch first: " + TAKE_OVER)
+                if not (self.control.take_over and isinstance(command, Switch)):
+                    raise SpecError("switch first: " + TAKE_OVER if self.control.take_over else MONITOR_ONLY)
                 self._take_over(command)
                 return
             if isinstance(command, Checkpoint):
@@ -466,18 +435,17 @@ class Engine:
             spec = replace(spec, anchor=command.anchor)
         base = self._timeline.initial_lr if spec.anchor == "base" else self.lr  # base: the run's first LR
         self._set_timeline(self._timeline.take_over(s, spec, base))
-        self.drive_lr, self.took_over = True, True
+        self.control.hand_over()
         self._emit_switch(requested=command.spec, took_over=True)
         self._emit("warning", message=f"lrwatch took over the LR at step {s} (from {self.lr:.4g}): it now sets it "
                    "before every optimizer step; the script's own scheduler no longer counts")  # fmt: skip
 
     def _set_timeline(self, timeline: Timeline) -> None:
         self._timeline = timeline
-        self._driver.set_timeline(timeline)
+        self.control.set_timeline(timeline)
 
     def _set_lr(self, step: int) -> None:
-        if self.drive_lr:
-            self.lr = self._driver.set(step)
+        self.control.set(step)
 
     # -- running ----------------------------------------------------------------------------
     def run(self, train: Callable[[Engine], None]) -> None:

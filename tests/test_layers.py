@@ -15,6 +15,7 @@ LAYERS = [
     "wire",  # the socket's line format
     "timeline",  # immutable segments
     "groups",  # the optimizer's LR per param group, from the timeline
+    "lrcontrol",  # who sets the optimizer's LR: lrwatch, the loop's scheduler, or one then the other
     "history",  # metric columns
     "rundir",  # metrics.csv, events.jsonl, run.json: written and parsed here only
     "runlog",  # a run's history, run directory and events, kept together
