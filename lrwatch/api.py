@@ -22,7 +22,7 @@ import atexit
 import contextlib
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,9 @@ from lrwatch.host import run_loop as run_loop
 from lrwatch.host import serve as serve
 from lrwatch.host import using_host as using_host
 from lrwatch.losses import DeviceLosses, on_device
+from lrwatch.lrfind import RangeTest, range_test
 from lrwatch.protocol import Switch
-from lrwatch.rundir import default_run_dir, read_metric_rows
+from lrwatch.rundir import default_run_dir, read_metric_rows, write_lr_find
 from lrwatch.schedules import SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
@@ -84,6 +85,8 @@ class Monitor:
         self.checkpoint_every = checkpoint_every
         self._closed = False
         self._device_losses: DeviceLosses | None = None
+        self.train_step: Callable[[Any], Any] | None = None  # watch(train_step=...): steps lrwatch can run
+        self.batches: Callable[[int], Iterable[Any]] | None = None
 
     # -- the loop's side --------------------------------------------------------------------
     @property
@@ -162,6 +165,25 @@ class Monitor:
     def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: object) -> None:
         self.close(exc if isinstance(exc, Exception) else None)
 
+    def find_lr(self, **options: float) -> RangeTest:
+        """The LR range test from the run's current state (call it between steps): the LR grows from
+        ``start_lr`` (1e-7) to ``end_lr`` (10) over ``num_iter`` (100) of the run's next batches (see
+        :mod:`lrwatch.lrfind`); model, optimizer and RNG states are restored after, so the run goes on
+        as if it had not happened. Writes ``RUN_DIR/lr_find.csv``, logs an ``lr_find`` event, returns the test."""
+        missing = [name for name in ("train_step", "batches", "model") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"find_lr needs lrwatch.watch(..., {', '.join(f'{m}=' for m in missing)})")
+        if self.engine.sync is not None:
+            raise ValueError("find_lr is not supported under DDP yet: every rank would have to run it together")
+        self._drain_device_losses()
+        engine = self.engine
+        test = range_test(self.model, engine.optimizer, self.train_step, self.batches(engine.step_index), **options)
+        if engine.run_dir is not None:
+            write_lr_find(engine.run_dir, test.rows())
+        engine.record("lr_find", steepest=test.steepest, min_over_10=test.min_over_10, points=len(test.lrs),
+                      diverged=test.diverged)  # fmt: skip
+        return test
+
     # -- checkpoints ------------------------------------------------------------------------
     def checkpoint(self) -> Path | None:
         """Save a checkpoint now (call between steps); the monitor's ``k`` key does the same."""
@@ -236,6 +258,8 @@ def watch(
     resume: str | Path | None = None,
     extra_state: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
+    train_step: Callable[[Any], Any] | None = None,
+    batches: Callable[[int], Iterable[Any]] | None = None,
     on_divergence: str | None = None,
     spike_factor: float | None = None,
 ) -> Monitor:
@@ -258,6 +282,9 @@ def watch(
         switches: ``"EPOCH:SPEC"`` switches applied when the run gets there, as key presses would be.
         resume: a run directory with a checkpoint: restore model, optimizer, timeline, step, RNG states.
         extra_state: more things to checkpoint: ``torch.Generator`` or anything with ``state_dict``.
+        train_step, batches: for lrwatch to run steps itself (:meth:`Monitor.find_lr`): ``train_step(batch)``
+            does forward, backward and ``optimizer.step()`` and returns the loss; ``batches(start_step)``
+            yields the batches from that step on, in the order training sees them.
         on_divergence: ``pause`` (the monitor's default), ``stop`` (headless default) or ``rollback``, when a
             loss is NaN/Inf or above ``spike_factor`` (default 10) times its recent mean.
     """
@@ -298,6 +325,7 @@ def watch(
         snapshotter=WeightsSnapshot(model, optimizer) if model is not None else None,
     )
     monitor = Monitor(engine, model=model, extra_state=extra_state, checkpoint_every=checkpoint_every)
+    monitor.train_step, monitor.batches = train_step, batches
     if model is not None and leader:
         engine.checkpointer = monitor._save  # saved once, by rank 0; --resume restores every rank
     k = steps_per_epoch

@@ -89,6 +89,8 @@ def _launches(args: argparse.Namespace) -> bool:
 def cmd_demo(args: argparse.Namespace) -> int:
     check_resumable(args.resume)
     run_dir = args.resume or args.run_dir or default_run_dir()
+    if args.find_lr and not args.headless:
+        raise UsageError("lrwatch demo: --find-lr runs without the monitor: add --headless")
     if _launches(args):  # the run process builds the task: this one need not import torch
         return launch(args, run_dir)
     from lrwatch.demo import DemoConfig, DemoTask
@@ -116,6 +118,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         task = DemoTask(DemoConfig(**fields, device=args.device))
     except ValueError as exc:
         raise UsageError(f"lrwatch demo: {exc}") from None
+    if args.find_lr:
+        steepest, tenth = task.find_lr(run_dir)
+        show = lambda lr: f"{lr:.3g}" if lr is not None else "none"  # noqa: E731
+        print(f"suggested lr {show(steepest)} (steepest), {show(tenth)} (min/10); {run_dir}/lr_find.csv")
+        return 0
     if not args.spawned:
         cfg = task.config
         print(f"lrwatch demo: {cfg.epochs} epochs × {cfg.steps} steps on {task.device}, run dir {run_dir}")

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the demo model under the live monitor (or --headless)")
     demo.add_argument("--headless", action="store_true", help="no UI: print one line per epoch")
     demo.add_argument(
+        "--find-lr",
+        action="store_true",
+        help="with --headless: the LR range test from the initial weights (RUN_DIR/lr_find.csv); no training",
+    )
+    demo.add_argument(
         "--schedule", type=spec_arg, default=parse_spec("cosine"), metavar="SPEC", help="initial schedule"
     )
     _add_schedule_args(demo, lr_default=0.05, epochs_default=40)

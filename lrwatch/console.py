@@ -201,6 +201,10 @@ def describe(event: Event) -> EventText | None:
         return EventText("rollback", f"to step {d['to_step']}, lr halved", "bold yellow")
     if kind == "warning":
         return EventText("warning", str(d["message"]), "bold yellow")
+    if kind == "lr_find":
+        show = lambda lr: f"{lr:.3g}" if lr is not None else "none"  # noqa: E731
+        return EventText("lr range test", f"suggested lr {show(d['steepest'])} (steepest), "
+                         f"{show(d['min_over_10'])} (min/10) over {d['points']} batches", "bold cyan")  # fmt: skip
     if kind == "finish":
         return EventText(str(d["status"]), "", "cyan")
     return None

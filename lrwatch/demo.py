@@ -7,6 +7,7 @@ same :class:`~lrwatch.engine.Engine` API a user's loop uses.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,39 @@ class DemoTask:
         self.model.train()
         return loss, acc
 
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One optimizer step on ``batch``: forward, backward, ``optimizer.step()``; the loss (a tensor)."""
+        x, y = batch
+        loss = self.loss_fn(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def batches(self, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches from ``start_step`` on, in the order training sees them (a seeded permutation per epoch)."""
+        cfg = self.config
+        order = EpochOrder(cfg.seed)
+        n, bs, k = cfg.train_size, cfg.batch_size, cfg.steps
+        first_epoch = start_step // k
+        for _ in range(first_epoch):
+            order.permutation(n)  # the generator moves one permutation an epoch, as in train()
+        for epoch in range(first_epoch, 1 << 62):
+            indices = order.permutation(n).to(self.device)
+            for i in range(start_step - epoch * k if epoch == first_epoch else 0, k):
+                idx = indices[(i * bs) % n : (i * bs) % n + bs]
+                yield self.x_train[idx], self.y_train[idx]
+
+    def find_lr(self, run_dir: str | Path) -> tuple[float | None, float | None]:
+        """The LR range test from the initial weights (nothing is trained): ``RUN_DIR/lr_find.csv`` and the
+        two suggestions, steepest and min/10."""
+        from lrwatch.lrfind import range_test
+        from lrwatch.rundir import write_lr_find
+
+        test = range_test(self.model, self.optimizer, self.train_step, self.batches(0))
+        write_lr_find(run_dir, test.rows())
+        return test.steepest, test.min_over_10
+
     def train(self) -> None:
         """The training loop, on the public API: :func:`lrwatch.watch` plus ``step`` and ``epoch_end``."""
         cfg = self.config
@@ -137,6 +171,8 @@ class DemoTask:
             switches=cfg.switches,
             checkpoint_every=cfg.checkpoint_every,
             extra_state={"data_order": order},
+            train_step=self.train_step,
+            batches=self.batches,
             config={"command": "demo", **self.config.as_fields(), "device": str(self.device), "steps": cfg.steps},
         )
         n, bs = cfg.train_size, cfg.batch_size

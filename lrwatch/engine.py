@@ -35,6 +35,7 @@ from lrwatch.protocol import (
     Command,
     EditParams,
     Event,
+    EventKind,
     Pause,
     Resume,
     Rollback,
@@ -195,6 +196,10 @@ class Engine:
     def warn(self, message: str) -> None:
         """Log a ``warning`` event (shown in the monitor and the headless lines)."""
         self._emit("warning", message=message)
+
+    def record(self, kind: EventKind, **data: Any) -> Event:
+        """Log an event of the loop's own (``lr_find``) at the current step, in the training thread."""
+        return self._emit(kind, **data)
 
     def step(self, loss: float | None, *, watch_loss: bool = True) -> bool:
         """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now.

@@ -17,7 +17,7 @@ ENDED_STATES: tuple[RunState, ...] = ("finished", "stopped", "error")  # how a r
 
 EventKind = Literal[
     "start", "resumed", "switch", "edit", "pause", "resume", "stop", "checkpoint", "epoch", "warning",
-    "divergence", "rollback", "finish", "error", "rejected",
+    "divergence", "rollback", "finish", "error", "rejected", "lr_find",
 ]  # fmt: skip
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 

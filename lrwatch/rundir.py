@@ -157,6 +157,27 @@ def read_metric_rows(metrics_path: Path) -> Iterator[MetricRow]:
                 continue
 
 
+LR_FIND_NAME = "lr_find.csv"
+
+
+def write_lr_find(run_dir: str | Path, rows: list[tuple[float, float, float]]) -> Path:
+    """``RUN_DIR/lr_find.csv``: header ``lr,loss,smoothed``, one row per batch of an LR range test."""
+    path = Path(run_dir) / LR_FIND_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("lr,loss,smoothed\n" + "".join(f"{_num(a)},{_num(b)},{_num(c)}\n" for a, b, c in rows), "utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_lr_find(run_dir: str | Path) -> list[tuple[float, float, float]]:
+    """The rows of ``RUN_DIR/lr_find.csv``."""
+    lines = (Path(run_dir) / LR_FIND_NAME).read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != "lr,loss,smoothed":
+        raise ValueError(f"{run_dir}/{LR_FIND_NAME}: header is not lr,loss,smoothed")
+    return [tuple(float(v) for v in line.split(",")) for line in lines[1:]]  # type: ignore[misc]
+
+
 def parse_event_line(line: str) -> Event:
     """One line of ``events.jsonl`` → an :class:`Event`; ``ValueError`` if it is not one."""
     try:

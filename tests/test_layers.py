@@ -23,6 +23,7 @@ LAYERS = [
     "console",  # headless lines, output that survives its terminal
     "divergence",  # is a loss diverged; snapshots for a rollback
     "checkpoints",  # checkpoint.pt: saved and loaded (weights_only), RNG states, weight snapshots
+    "lrfind",  # the LR range test, from a snapshot restored afterwards
     "gpu",  # the GPU in the run panel: torch.cuda and NVML, sampled off the training thread
     "engine",  # owns the LR, applies commands at step boundaries
     "distributed",  # DDP: ranks agree on commands, stops and divergence at sync steps

@@ -1,0 +1,105 @@
+"""The LR range test: torch-lr-finder's algorithm and defaults, from a snapshot restored exactly."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrwatch.cli import main
+from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.lrfind import RangeTest, lr_schedule, range_test, smooth_until_divergence
+from lrwatch.rundir import read_lr_find
+
+
+def test_the_schedule_and_the_smoothing_are_the_lr_finders() -> None:
+    lrs = lr_schedule(1e-7, 10.0, 100)
+    assert lrs[0] == 1e-7 and math.isclose(lrs[-1], 10.0) and np.allclose(np.diff(np.log(lrs)), np.log(1e8) / 99)
+    losses = [2.0, 1.0, 1.5, 40.0, 1.0]
+    out = list(smooth_until_divergence(losses))
+    expected, s = [], 2.0
+    for i, loss in enumerate(losses):  # torch-lr-finder's range_test loop, written out
+        s = loss if i == 0 else 0.05 * loss + 0.95 * s
+        expected.append(s)
+    assert [o[1] for o in out] == expected and not any(o[2] for o in out)  # 3.9 < 5 × 1.9
+    stops = [o[2] for o in smooth_until_divergence([1.0, 1.0, 200.0, 1.0])]
+    assert stops == [False, False, True, True]  # 10.9 > 5 × 1.0: the test stops at the third batch
+    assert next(o for o in smooth_until_divergence([1.0, float("nan")]) if o[2])[1] != 1.0
+    with pytest.raises(ValueError):
+        lr_schedule(1.0, 0.1, 10)
+
+
+def test_suggestions_steepest_and_min_over_10() -> None:
+    lrs = lr_schedule(1e-4, 1.0, 41)
+    x = np.log10(lrs)  # a valley: flat, a steep fall centred at 1e-2, a minimum at 10^-1.2, then a rise
+    smoothed = 2 - np.tanh((x + 2) * 3) + np.where(x > -1.2, (x + 1.2) ** 2 * 20, 0)
+    test = RangeTest(lrs, smoothed, smoothed, diverged=False)
+    assert math.isclose(test.steepest, lrs[np.argmin(np.gradient(smoothed, np.log(lrs)))])
+    assert abs(math.log10(test.steepest) + 2) < 0.11
+    assert math.isclose(test.min_over_10, lrs[np.argmin(smoothed)] / 10)
+    diverged = RangeTest(lrs[:3], smoothed[:3], smoothed[:3], diverged=True)
+    assert diverged.steepest is None  # two usable points: no slope to speak of
+
+
+def small_task() -> DemoTask:
+    return DemoTask(DemoConfig(train_size=2048, val_size=256, batch_size=64, hidden=32, device="cpu"))
+
+
+def test_everything_is_restored_and_the_batches_are_the_loops() -> None:
+    task = small_task()
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    task.optimizer.param_groups[0]["lr"] = 0.0123
+    torch.manual_seed(7)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(7)
+    test = range_test(task.model, task.optimizer, task.train_step, task.batches(0), num_iter=60)
+    assert len(test.lrs) == len(test.losses) == len(test.smoothed) and len(test.lrs) <= 60
+    assert all(torch.equal(before[k], v) for k, v in task.model.state_dict().items())
+    assert task.optimizer.param_groups[0]["lr"] == 0.0123 and not task.optimizer.state  # momentum buffers too
+    assert torch.equal(torch.rand(3), expected_draw)  # the RNG goes on as if the test had not run
+    k = task.config.steps  # batches(s) continues the loop's order: epoch 1's permutation after epoch 0's
+    later = list(itertools.islice(task.batches(k + 2), 2))
+    all_of_epoch_1 = list(itertools.islice(task.batches(k), 4))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(later, all_of_epoch_1[2:], strict=True))
+    assert not torch.equal(next(task.batches(0))[0], next(task.batches(k))[0])
+
+
+def test_demo_find_lr_headless_writes_the_csv_and_prints_the_suggestions(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--find-lr", "--headless", "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    rows = read_lr_find(tmp_path / "run")
+    assert 2 < len(rows) <= 100 and rows[0][0] == 1e-7 and rows[0][1] == rows[0][2]
+    lrs = np.array([r[0] for r in rows])
+    assert np.all(np.diff(lrs) > 0)
+    test = RangeTest(lrs, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]), len(rows) < 100)
+    assert f"suggested lr {test.steepest:.3g} (steepest), {test.min_over_10:.3g} (min/10)" in out
+    assert not (tmp_path / "run" / "metrics.csv").exists()  # nothing trained
+    assert main(["demo", "--find-lr", "--run-dir", str(tmp_path / "x")]) == 2
+
+
+def test_monitor_find_lr_mid_run_leaves_the_run_as_it_was(tmp_path: Path) -> None:
+    import lrwatch
+
+    task = small_task()
+    monitor = lrwatch.watch(task.optimizer, model=task.model, steps_per_epoch=task.config.steps, epochs=2,
+                            run_dir=tmp_path / "run", train_step=task.train_step, batches=task.batches)  # fmt: skip
+    for batch in itertools.islice(task.batches(0), 10):
+        monitor.step(task.train_step(batch))
+    weights = {k: v.clone() for k, v in task.model.state_dict().items()}
+    lr = task.optimizer.param_groups[0]["lr"]
+    test = monitor.find_lr(num_iter=30)
+    assert all(torch.equal(weights[k], v) for k, v in task.model.state_dict().items())
+    assert task.optimizer.param_groups[0]["lr"] == lr and monitor.engine.step_index == 10
+    assert len(read_lr_find(tmp_path / "run")) == len(test.lrs)
+    event = monitor.engine.events_since(0)[-1]
+    assert event.kind == "lr_find" and event.step == 10 and event.data["points"] == len(test.lrs)
+    monitor.close()
+    bare = lrwatch.watch(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), steps_per_epoch=1,
+                         run_dir=tmp_path / "bare")  # fmt: skip
+    with pytest.raises(ValueError, match="train_step=, batches=, model="):
+        bare.find_lr()
+    bare.close()
