@@ -438,7 +438,7 @@ class Engine:
         spec = parse_spec(command.spec)
         if command.anchor is not None:
             spec = replace(spec, anchor=command.anchor)
-        base = self._timeline.initial_lr if spec.anchor == "base" else self.lr  # base: the run's first LR
+        base = spec.lr or (self._timeline.initial_lr if spec.anchor == "base" else self.lr)  # lr=, base, or now
         self._set_timeline(self._timeline.take_over(s, spec, base))
         self.control.hand_over()
         self._emit_switch(requested=command.spec, took_over=True)

@@ -136,7 +136,10 @@ class RunReader:
             self.timeline = self.timeline.take_over(event.step, d["spec"], float(d["base_lr"]))
             self.drives_lr = True  # lrwatch run: the script's scheduler had the LR until this switch
         elif event.kind == "switch" and self.timeline is not None:
-            self.timeline = self.timeline.switch(event.step, d["spec"], d.get("anchor"))
+            switched = self.timeline.switch(event.step, d["spec"], d.get("anchor"))
+            if "base_lr" in d and switched.segments[-1].base_lr != float(d["base_lr"]):  # it was given (lr=)
+                switched = self.timeline.take_over(event.step, d["spec"], float(d["base_lr"]))
+            self.timeline = switched
         elif event.kind == "edit" and self.timeline is not None:
             self.timeline = self.timeline.edit(event.step, **d["params"])
         elif event.kind == "pause":

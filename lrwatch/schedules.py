@@ -219,15 +219,19 @@ class ScheduleSpec:
     """A parsed ``KIND[:key=value,...]``: the kind, the parameters given, and the anchor if given.
 
     ``anchor=continue`` (default) starts a switched-to schedule from the LR in force;
-    ``anchor=base`` restarts it from the run's initial LR.
+    ``anchor=base`` restarts it from the run's initial LR; ``lr=X`` starts it from ``X`` (a suggestion
+    of the LR range test, say), whatever the anchor.
     """
 
     kind: str
     params: tuple[tuple[str, float], ...] = ()
     anchor: str | None = None
+    lr: float | None = None
 
     def __str__(self) -> str:
         parts = [f"{k}={_fmt(v)}" for k, v in self.params]
+        if self.lr is not None:
+            parts.append(f"lr={_fmt(self.lr)}")
         if self.anchor is not None:
             parts.append(f"anchor={self.anchor}")
         return self.kind + (":" + ",".join(parts) if parts else "")
@@ -243,11 +247,11 @@ class ScheduleSpec:
         unknown = set(merged) - {p.name for p in known}
         if unknown:
             raise SpecError(_unknown_key_message(self.kind, sorted(unknown)[0]))
-        return ScheduleSpec(self.kind, ordered, self.anchor)
+        return ScheduleSpec(self.kind, ordered, self.anchor, self.lr)
 
 
 def _unknown_key_message(kind: str, key: str) -> str:
-    allowed = ", ".join([p.name for p in KINDS[kind][1]] + ["anchor"])
+    allowed = ", ".join([p.name for p in KINDS[kind][1]] + ["lr", "anchor"])
     return f"{kind}: unknown key {key!r}; allowed: {allowed}"
 
 
@@ -262,6 +266,7 @@ def parse_spec(text: str) -> ScheduleSpec:
     by_name = {p.name: p for p in known}
     params: list[tuple[str, float]] = []
     anchor: str | None = None
+    lr: float | None = None
     seen: set[str] = set()
     if rest.strip():
         for item in rest.split(","):
@@ -277,6 +282,14 @@ def parse_spec(text: str) -> ScheduleSpec:
                     raise SpecError(f"{kind}: anchor must be one of {', '.join(ANCHORS)} (got {raw!r})")
                 anchor = raw
                 continue
+            if key == "lr":
+                try:
+                    lr = float(raw)
+                except ValueError:
+                    raise SpecError(f"{kind}: lr must be a number (got {raw!r})") from None
+                if not (lr > 0 and math.isfinite(lr)):
+                    raise SpecError(f"{kind}: lr must be a finite number > 0 (got {raw})")
+                continue
             if key not in by_name:
                 raise SpecError(_unknown_key_message(kind, key))
             try:
@@ -286,7 +299,7 @@ def parse_spec(text: str) -> ScheduleSpec:
             params.append((key, by_name[key].validate(kind, value)))
     order = [p.name for p in known]
     params.sort(key=lambda kv: order.index(kv[0]))
-    return ScheduleSpec(kind, tuple(params), anchor)
+    return ScheduleSpec(kind, tuple(params), anchor, lr)
 
 
 def _round_sig(value: float, digits: int = 4) -> float:

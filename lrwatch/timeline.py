@@ -85,6 +85,7 @@ class Timeline:
             raise SpecError(f"steps per epoch must be >= 1 (got {steps_per_epoch})")
         if isinstance(spec, str):
             spec = parse_spec(spec)
+        lr = spec.lr if spec.lr is not None else lr  # lr=: the segment's starting LR, given in the spec
         empty = cls(lr, int(steps_per_epoch), (), total_steps, per_epoch)
         return empty._with_segment(0, spec, origin_step=0, base_lr=lr)
 
@@ -152,7 +153,9 @@ class Timeline:
             spec = parse_spec(spec)
         if anchor is not None:
             spec = replace(spec, anchor=anchor)
-        if spec.anchor == "base" or step == 0:
+        if spec.lr is not None:
+            base_lr = spec.lr  # lr=: the starting LR given outright
+        elif spec.anchor == "base" or step == 0:
             base_lr = self.initial_lr
         else:
             base_lr = self.lr_at(step - 1)

@@ -126,7 +126,7 @@ def test_bad_command_is_rejected_and_changes_nothing() -> None:
     rejected = [e for e in engine.events_since(0) if e.kind == "rejected"]
     assert [e.data["reason"] for e in rejected] == [
         "cosine: T_max must be > 0 epochs (got -1)",
-        "cosine: unknown key 'gamma'; allowed: T_max, eta_min, anchor",
+        "cosine: unknown key 'gamma'; allowed: T_max, eta_min, lr, anchor",
     ]
 
 

@@ -44,7 +44,7 @@ def test_spec_normalises_order_and_numbers() -> None:
     ("text", "message"),
     [
         ("linear", "unknown schedule 'linear'; choose one of: exp, cosine, cosine-restarts, step"),
-        ("exp:gama=0.9", "exp: unknown key 'gama'; allowed: gamma, decay_steps, anchor"),
+        ("exp:gama=0.9", "exp: unknown key 'gama'; allowed: gamma, decay_steps, lr, anchor"),
         ("exp:gamma=1.5", "exp: gamma must be in (0, 1] (got 1.5)"),
         ("exp:gamma=0", "exp: gamma must be in (0, 1] (got 0)"),
         ("cosine:T_max=0", "cosine: T_max must be > 0 epochs (got 0)"),
@@ -56,6 +56,8 @@ def test_spec_normalises_order_and_numbers() -> None:
         ("cosine:anchor=start", "cosine: anchor must be one of continue, base (got 'start')"),
         ("cosine:T_max=nan", "cosine: T_max must be > 0 epochs (got nan)"),
         ("cosine:T_max=inf", "cosine: T_max must be > 0 epochs (got inf)"),
+        ("cosine:lr=0", "cosine: lr must be a finite number > 0 (got 0)"),
+        ("cosine:lr=fast", "cosine: lr must be a number (got 'fast')"),
     ],
 )
 def test_bad_specs_name_the_key_and_range(text: str, message: str) -> None:

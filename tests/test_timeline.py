@@ -116,3 +116,38 @@ def test_a_group_timeline_replays_switches_edits_and_scales_from_its_own_lr() ->
     np.testing.assert_allclose(group.lrs(steps), 2 * t.lrs(steps), rtol=1e-12)
     assert [s.start_step for s in group.segments] == [s.start_step for s in t.segments]
     assert t.for_group(0.1) is t
+
+
+def test_a_spec_may_give_its_starting_lr() -> None:
+    """``lr=``: the segment starts from that LR, whatever the anchor (a range test's suggestion)."""
+    from lrwatch.schedules import parse_spec
+
+    spec = parse_spec("cosine:T_max=5,lr=0.02,anchor=base")
+    assert spec.lr == 0.02 and str(spec) == "cosine:T_max=5,lr=0.02,anchor=base" and parse_spec(str(spec)) == spec
+    for bad in ("cosine:lr=0", "cosine:lr=-1", "cosine:lr=nan", "cosine:lr=x", "cosine:lr=1,lr=2"):
+        with pytest.raises(SpecError):
+            parse_spec(bad)
+    timeline = Timeline.start("exp:gamma=0.5", lr=0.1, steps_per_epoch=10, total_steps=100)
+    switched = timeline.switch(30, "cosine:lr=0.02")
+    assert switched.segments[-1].base_lr == 0.02 and switched.lr_at(30) == 0.02
+    assert Timeline.start("cosine:lr=0.3", lr=0.1, steps_per_epoch=1).initial_lr == 0.3
+    assert parse_spec("step:lr=0.5").with_params(gamma=0.5).lr == 0.5
+
+
+def test_a_switch_with_lr_replays_from_the_events(tmp_path) -> None:
+    from lrwatch.engine import Engine
+    from lrwatch.protocol import Switch
+    from lrwatch.reader import RunReader
+    from tests.conftest import FakeOptimizer
+
+    engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine", lr=0.1, steps_per_epoch=10, total_steps=60),
+                    run_dir=tmp_path)  # fmt: skip
+    engine.begin()
+    for s in range(40):
+        if s == 17:
+            engine.submit(Switch("exp:gamma=0.5,lr=0.03"))
+        engine.step(1.0)
+    engine.finish()
+    assert engine.timeline.segments[-1].base_lr == 0.03
+    replayed = RunReader(tmp_path).timeline
+    assert np.array_equal(replayed.lrs(np.arange(60)), engine.timeline.lrs(np.arange(60)))

@@ -112,7 +112,7 @@ class ScheduleKeys:
             if text is None:
                 return
             spec = parse_spec(text)
-            if spec.kind == seg.schedule.kind and spec.anchor is None:
+            if spec.kind == seg.schedule.kind and spec.anchor is None and spec.lr is None:  # lr=: a new start
                 self.source.submit(EditParams(spec.params))
             else:
                 self.source.submit(Switch(text, anchor=spec.anchor or self.anchor))
