@@ -177,11 +177,23 @@ class Monitor:
             raise ValueError("find_lr is not supported under DDP yet: every rank would have to run it together")
         self._drain_device_losses()
         engine = self.engine
-        test = range_test(self.model, engine.optimizer, self.train_step, self.batches(engine.step_index), **options)
+        engine.control.suspended = True  # its optimizer hook must neither reset nor report the test's LRs
+        try:
+            batches = self.batches(engine.step_index)
+            test = range_test(self.model, engine.optimizer, self.train_step, batches, **options)
+        finally:
+            engine.control.suspended = False
         if engine.run_dir is not None:
             write_lr_find(engine.run_dir, test.rows())
-        engine.record("lr_find", steepest=test.steepest, min_over_10=test.min_over_10, points=len(test.lrs),
-                      diverged=test.diverged)  # fmt: skip
+        engine.record(
+            "lr_find",
+            steepest=test.steepest,
+            min_over_10=test.min_over_10,
+            points=len(test.lrs),
+            diverged=test.diverged,
+            lrs=test.lrs.tolist(),  # ≤ num_iter points each: what a monitor draws
+            smoothed=test.smoothed.tolist(),
+        )
         return test
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -326,6 +338,8 @@ def watch(
     )
     monitor = Monitor(engine, model=model, extra_state=extra_state, checkpoint_every=checkpoint_every)
     monitor.train_step, monitor.batches = train_step, batches
+    if train_step is not None and batches is not None and model is not None and sync is None:
+        engine.lr_finder = monitor.find_lr  # the F key and lrwatch send find-lr
     if model is not None and leader:
         engine.checkpointer = monitor._save  # saved once, by rank 0; --resume restores every rank
     k = steps_per_epoch

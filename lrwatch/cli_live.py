@@ -24,14 +24,14 @@ from lrwatch.launch import (
     source_for_child,
     spawn_run,
 )
-from lrwatch.protocol import Checkpoint, Command, EditParams, Event, Pause, Resume, Stop, Switch
+from lrwatch.protocol import Checkpoint, Command, EditParams, Event, FindLr, Pause, Resume, Stop, Switch
 from lrwatch.sockets import is_stale, live_runs, unpublish
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_NO_RUN = 3
 SEND_TIMEOUT_SECONDS = 60.0
-SEND_COMMANDS = "switch SPEC | edit KEY=VALUE[,KEY=VALUE...] | pause | resume | stop | checkpoint"
+SEND_COMMANDS = "switch SPEC | edit KEY=VALUE[,KEY=VALUE...] | pause | resume | stop | checkpoint | find-lr"
 
 
 def add_live_commands(sub: Any) -> None:
@@ -171,7 +171,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def parse_send(words: list[str]) -> Command:
     """``switch SPEC`` and the like → a command; ``ValueError`` with one line if malformed."""
     name, rest = words[0], words[1:]
-    simple = {"pause": Pause, "resume": Resume, "stop": Stop, "checkpoint": Checkpoint}
+    simple = {"pause": Pause, "resume": Resume, "stop": Stop, "checkpoint": Checkpoint, "find-lr": FindLr}
     if name in simple:
         if rest:
             raise ValueError(f"{name} takes no arguments (got {' '.join(rest)!r})")

@@ -36,6 +36,7 @@ from lrwatch.protocol import (
     EditParams,
     Event,
     EventKind,
+    FindLr,
     Pause,
     Resume,
     Rollback,
@@ -85,6 +86,7 @@ class Engine:
         self.history = self.log.history
         self.config = dict(config or {})
         self.checkpointer = checkpointer
+        self.lr_finder: Callable[[], Any] | None = None  # Monitor.find_lr when lrwatch can run steps itself
         self.divergence = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.stop_reason: str | None = None
         self._commands: queue.SimpleQueue[tuple[Command, Done | None]] = queue.SimpleQueue()
@@ -424,6 +426,12 @@ class Engine:
                 if self.state not in ("running", "paused"):
                     raise SpecError(f"already {self.state}")
                 self._stop(command.reason, checkpoint=not self._paused_for_divergence)  # keep the good one
+            elif isinstance(command, FindLr):
+                if self.sync is not None:
+                    raise SpecError("the LR range test is not supported under DDP yet")
+                if self.lr_finder is None:
+                    raise SpecError("no LR range test here: it needs lrwatch.watch(..., train_step=, batches=, model=)")
+                self.lr_finder()
             elif isinstance(command, Rollback):
                 if self.divergence is None or not self.divergence.can_roll_back:
                     raise SpecError("no rollback: pass model= to lrwatch.watch() and keep a divergence policy")
@@ -433,7 +441,8 @@ class Engine:
 
     def _take_over(self, command: Switch) -> None:
         """The first switch of a run lrwatch only watched: from here lrwatch drives the LR, from the LR the
-        script's scheduler had reached, and sets it before every optimizer step (the scheduler may go on)."""
+        last step used (``lr=``, or the initial LR for ``anchor=base``), and sets it before every optimizer
+        step (the script's scheduler may go on)."""
         s = self.step_index
         spec = parse_spec(command.spec)
         if command.anchor is not None:

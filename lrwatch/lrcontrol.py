@@ -36,6 +36,7 @@ class LrControl:
         self._groups = GroupLrs(optimizer, timeline)
         self._step = 0
         self._warned = False
+        self.suspended = False  # the LR range test sets the LR itself, batch by batch
         hook = getattr(optimizer, "register_step_pre_hook", None)
         self._hook = hook(self._before_optimizer_step) if hook is not None else None
 
@@ -72,6 +73,8 @@ class LrControl:
 
     def _before_optimizer_step(self, optimizer: Any, *_args: Any) -> None:
         """Read the LR the step really uses (watching), set it again (handed over), or notice a scheduler."""
+        if self.suspended:
+            return
         if self.took_over:
             self.reapply()
             return

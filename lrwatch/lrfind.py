@@ -9,7 +9,9 @@ first ``s_i > diverge · min(s_0 … s_i)`` (``diverge = 5``) or a non-finite lo
 Two suggestions, as the LR finders give them:
 
 - **steepest**: the LR at the minimum of ``ds / d(ln lr)`` (``numpy.gradient`` over ``ln lr``), the
-  point where the smoothed loss falls fastest; the last, diverged point is left out;
+  point where the smoothed loss falls fastest. As ``torch-lr-finder``'s ``plot(suggest_lr=True)``, the
+  first 10 and last 5 points are left out (the smoothing's start-up and the blow-up) when there are
+  enough of them;
 - **min/10**: the LR at the minimum of the smoothed loss, divided by 10.
 
 Model, optimizer (with every group's LR) and the RNG states are put back exactly as they were.
@@ -27,6 +29,7 @@ import numpy as np
 from lrwatch.checkpoints import WeightsSnapshot, rng_state, set_rng_state
 
 START_LR, END_LR, NUM_ITER, SMOOTH, DIVERGE = 1e-7, 10.0, 100, 0.05, 5.0
+SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's plot(skip_start=10, skip_end=5), where it suggests
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,14 @@ class RangeTest:
     @property
     def steepest(self) -> float | None:
         """The LR where the smoothed loss falls fastest against ``ln lr`` (None: under 3 usable points)."""
-        usable = len(self.lrs) - (1 if self.diverged else 0)
-        if usable < 3:
+        start, end = (SKIP_START, len(self.lrs) - SKIP_END) if len(self.lrs) >= SKIP_START + SKIP_END + 3 else (0, None)
+        lrs, smoothed = self.lrs[start:end], self.smoothed[start:end]
+        if self.diverged and end is None:
+            lrs, smoothed = lrs[:-1], smoothed[:-1]  # the point that ended the test
+        if len(lrs) < 3:
             return None
-        slope = np.gradient(self.smoothed[:usable], np.log(self.lrs[:usable]))
-        return float(self.lrs[int(np.argmin(slope))])
+        slope = np.gradient(smoothed, np.log(lrs))
+        return float(lrs[int(np.argmin(slope))])
 
     @property
     def min_over_10(self) -> float | None:

@@ -81,8 +81,16 @@ class Rollback(Command):
     name: ClassVar[str] = "rollback"
 
 
+@dataclass(frozen=True)
+class FindLr(Command):
+    """Run the LR range test from the run's current state at the next step boundary (``lrwatch.lrfind``);
+    everything is restored after. Needs ``lrwatch.watch(..., train_step=, batches=, model=)``."""
+
+    name: ClassVar[str] = "find-lr"
+
+
 COMMANDS: dict[str, type[Command]] = {
-    c.name: c for c in (Switch, EditParams, Pause, Resume, Stop, Checkpoint, Rollback)
+    c.name: c for c in (Switch, EditParams, Pause, Resume, Stop, Checkpoint, Rollback, FindLr)
 }
 
 

@@ -162,7 +162,7 @@ class Timeline:
         return self._with_segment(step, spec, origin_step=step, base_lr=base_lr)
 
     def take_over(self, step: int, spec: ScheduleSpec | str, lr: float) -> Timeline:
-        """Start ``spec`` at ``step`` from ``lr``: the LR a run's own scheduler had reached when lrwatch took
+        """Start ``spec`` at ``step`` from ``lr``: the LR a run's own scheduler had set when lrwatch took
         the LR over (``lrwatch run`` on a script that never calls ``watch()``). Earlier segments stay, unused."""
         if isinstance(spec, str):
             spec = parse_spec(spec)

@@ -89,7 +89,7 @@ def test_a_switch_takes_the_lr_over_and_stop_ends_the_script(tmp_path: Path) -> 
     steps = rows(run_dir)
     lrs = np.array([r[2] for r in steps])
     assert np.allclose(lrs, seen["lrs"][: len(lrs)], rtol=0, atol=1e-15)
-    before = 0.1 * 0.9 ** (at // 8)  # StepLR's LR when lrwatch took over
+    before = 0.1 * 0.9 ** ((at - 1) // 8)  # the LR step at − 1 used: a switch continues from the LR in force
     expected = Timeline.start("exp:gamma=0.5", lr=before, steps_per_epoch=8).lrs(np.arange(len(lrs) - at))
     assert np.allclose(lrs[at:], expected, rtol=1e-12)  # lrwatch's schedule, though StepLR still steps
     replayed = RunReader(run_dir).timeline  # lrwatch view rebuilds the same LRs from events.jsonl

@@ -165,7 +165,9 @@ trainer = pl.Trainer(max_epochs=2, accumulate_grad_batches=2, accelerator="cpu",
                      callbacks=[LRWatchCallback("cosine", run_dir=sys.argv[2])], logger=False,
                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 trainer.fit(Regression(), *loaders())
-print("rank", trainer.global_rank, "steps", trainer.global_step, "lr", trainer.optimizers[0].param_groups[0]["lr"])
+done = f"rank {trainer.global_rank} steps {trainer.global_step} lr {trainer.optimizers[0].param_groups[0]['lr']}"
+with open(f"{sys.argv[2]}.rank{trainer.global_rank}", "w") as f:  # not stdout: two ranks' prints interleave
+    f.write(done)
 """
 
 
@@ -181,8 +183,9 @@ def test_under_ddp_every_rank_follows_rank_0s_run(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    ranks = sorted(line.split() for line in done.stdout.splitlines() if line.startswith("rank "))
-    assert [r[1] for r in ranks] == ["0", "1"] and ranks[0][2:] == ranks[1][2:]  # same steps, same last LR
+    ranks = [(tmp_path / f"run.rank{r}").read_text().split() for r in (0, 1)]
+    assert [r[1] for r in ranks] == ["0", "1"], done.stderr[-3000:]
+    assert ranks[0][2:] == ranks[1][2:]  # same steps, same last LR
     steps, _, events = run_rows(tmp_path / "run")
     per_epoch = -(-(BATCHES // 2) // ACCUMULATE)  # half the batches a rank; a short last group steps too
     assert [r[0] for r in steps] == list(range(2 * per_epoch)) and int(ranks[0][3]) == 2 * per_epoch

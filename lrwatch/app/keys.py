@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lrwatch.app.screens import SpecEditor
-from lrwatch.protocol import MONITOR_ONLY, EditParams, Switch
+from lrwatch.app.screens import LrFindScreen, SpecEditor
+from lrwatch.protocol import MONITOR_ONLY, EditParams, Event, FindLr, Switch
 from lrwatch.schedules import KINDS, SpecError, parse_spec
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class ScheduleKeys:
 
     # provided by the app
     notify: Any
+    lr_find_requested = False  # F was pressed here: the range test's result opens in this monitor
     push_screen: Any
     _redraw_now: Any
 
@@ -61,6 +62,33 @@ class ScheduleKeys:
             self.notify(MONITOR_ONLY, severity="warning")
             return False
         return True
+
+    def action_find_lr(self) -> None:
+        """F: the LR range test from the run's current state, at the next step boundary; the run goes on
+        from where it was. Its result opens here (``lr_find_done``)."""
+        if not self._can_switch():
+            return
+        self.lr_find_requested = True
+        self.source.submit(FindLr())
+        self.notify("LR range test: running at the next step boundary …", timeout=4)
+
+    def lr_find_done(self, event: Event) -> None:
+        """A run event, for the range test this monitor asked for: its result, or why there is none."""
+        if not self.lr_find_requested:
+            return
+        if event.kind == "rejected" and event.data.get("command", {}).get("command") == "find-lr":
+            self.lr_find_requested = False
+            self.notify(str(event.data.get("reason")), severity="warning", timeout=8)
+        elif event.kind == "lr_find":
+            self.lr_find_requested = False
+            kind = self.source.timeline.segment_at(self._step()).schedule.kind
+            self.push_screen(LrFindScreen(event.data, kind), lambda choice: self._apply_lr_find(choice, event, kind))
+
+    def _apply_lr_find(self, choice: str | None, event: Event, kind: str) -> None:
+        steepest = event.data.get("steepest")
+        if choice == "apply" and steepest and self._can_switch():
+            self.source.submit(Switch(f"{kind}:lr={steepest:.6g}", anchor="continue"))
+            self._redraw_now()
 
     def action_switch(self, kind: str) -> None:
         if not self._can_switch():

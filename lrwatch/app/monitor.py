@@ -92,6 +92,7 @@ class LRWatchApp(ScheduleKeys, App):
         Binding("minus", "nudge(False)", "-", show=False),
         Binding("a", "toggle_anchor", "anchor", show=False),
         Binding("k", "checkpoint", "checkpoint", show=False),
+        Binding("F", "find_lr", "LR range test", show=False),
         Binding("space", "pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("d", "detach", "detach"),
@@ -250,6 +251,7 @@ class LRWatchApp(ScheduleKeys, App):
         if self._leaving:
             return
         self.monitor_screen.add_event(event)
+        self.lr_find_done(event)
         if event.kind == "error":
             self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
         if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:

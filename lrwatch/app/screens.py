@@ -1,7 +1,8 @@
-"""Modal screens: help, the spec editor and the error report."""
+"""Modal screens: help, the spec editor, the error report, the divergence alert, the LR range test."""
 
 from __future__ import annotations
 
+import numpy as np
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -9,6 +10,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from lrwatch.app.widgets import Chart
+from lrwatch.plot import MARKER_COLOR, PALETTE, ChartSpec, Line
 from lrwatch.schedules import SpecError, parse_spec
 
 HELP = """\
@@ -26,6 +29,7 @@ HELP = """\
   [b]\\[ ][/b]  less / more EMA smoothing of the loss
 [b]Run[/b]
   [b]space[/b] pause / resume    [b]k[/b] save a checkpoint (continue later with --resume RUN_DIR)
+  [b]F[/b] LR range test from here (enter then starts the schedule from its suggestion)
   [b]q[/b] stop at a step boundary (saving a checkpoint when it can), flush the run directory and quit
       (in a monitor that attached to the run, q asks first: y stops the run)
   [b]d[/b] detach: the shell prompt comes back, training goes on (lrwatch attach brings the monitor back)
@@ -143,3 +147,49 @@ class ConfirmStop(Modal):
         event.stop()
         event.prevent_default()
         self.close(event.key == "y")
+
+
+class LrFindScreen(Modal):
+    """The LR range test's result: smoothed loss against log₁₀ lr, the two suggestions; ``enter`` switches
+    the active schedule to start from the steepest one, ``escape`` leaves the run as it is."""
+
+    BINDINGS = [Binding("enter", "choose('apply')", "apply"), Binding("escape", "close", "leave")]
+
+    def __init__(self, result: dict, kind: str) -> None:
+        super().__init__()
+        self.result, self.kind = result, kind
+
+    def compose(self) -> ComposeResult:
+        d = self.result
+        show = lambda lr: f"{lr:.3g}" if lr is not None else "none"  # noqa: E731
+        steepest = d.get("steepest")
+        apply = f"[b]enter[/b] switch to {self.kind} from lr {show(steepest)}   " if steepest else ""
+        stopped = ", stopped when the loss passed 5× its best" if d.get("diverged") else ""
+        with Vertical(id="lr-find-box"):
+            yield Static(f"[b]LR range test[/b]: {d.get('points', 0)} batches{stopped}. Smoothed loss over log₁₀ lr:")
+            yield Chart(id="lr-find-chart")
+            yield Static(
+                f"suggested lr [b]{show(steepest)}[/b] (steepest descent) · {show(d.get('min_over_10'))} (min/10)\n"
+                f"{apply}[b]escape[/b] leave the run as it is (it goes on from where it was either way)"
+            )
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._draw)  # once laid out: the chart is drawn at its size
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._draw)
+
+    def _draw(self) -> None:
+        lrs, smoothed = np.asarray(self.result.get("lrs", []), float), np.asarray(self.result.get("smoothed", []))
+        if not len(lrs):
+            return
+        x = np.log10(lrs)
+        steepest = self.result.get("steepest")
+        marks = [(float(np.log10(steepest)), MARKER_COLOR)] if steepest else []
+        span = (float(x[0]), float(x[-1]) if x[-1] > x[0] else float(x[0]) + 1)
+        self.query_one("#lr-find-chart", Chart).draw(
+            lambda w, h: ChartSpec([Line(x, smoothed, PALETTE[1])], w, h, xlim=span, vlines=marks)
+        )
+
+    def action_choose(self, choice: str) -> None:
+        self.close(choice)
