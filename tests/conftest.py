@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from hypothesis import settings
@@ -17,3 +18,12 @@ class FakeOptimizer:
 
     def __init__(self, *lrs: float) -> None:
         self.param_groups: list[dict[str, Any]] = [{"lr": lr} for lr in (lrs or (0.1,))]
+
+
+def run_rows(run_dir: Path) -> tuple[list[tuple], list[tuple], list]:
+    """A run directory as the tests read it: step rows, epoch rows (``metrics.csv``) and events."""
+    from lrwatch.rundir import parse_event_line, read_metric_rows
+
+    rows = list(read_metric_rows(run_dir / "metrics.csv"))
+    events = [parse_event_line(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return [r for r in rows if len(r) == 4], [r for r in rows if len(r) == 3], events

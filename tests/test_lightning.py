@@ -12,8 +12,8 @@ pl = pytest.importorskip("lightning.pytorch")  # make test installs the extra; t
 
 from lrwatch.integrations.lightning import LRWatchCallback  # noqa: E402
 from lrwatch.protocol import Stop, Switch  # noqa: E402
-from lrwatch.rundir import parse_event_line, read_metric_rows  # noqa: E402
 from lrwatch.timeline import Timeline  # noqa: E402
+from tests.conftest import run_rows  # noqa: E402
 
 BATCHES, ACCUMULATE, EPOCHS = 10, 2, 3  # 5 optimizer steps an epoch, 15 in all
 
@@ -70,12 +70,6 @@ def fit(model: Regression, callbacks: list, **trainer_args) -> pl.Trainer:
     train, val = loaders()
     trainer.fit(model, train, val)
     return trainer
-
-
-def run_rows(run_dir: Path) -> tuple[list[tuple], list[tuple], list]:
-    rows = list(read_metric_rows(run_dir / "metrics.csv"))
-    events = [parse_event_line(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    return [r for r in rows if len(r) == 4], [r for r in rows if len(r) == 3], events
 
 
 def test_each_optimizer_step_is_a_row_with_the_previewed_lr_and_its_own_loss(tmp_path: Path) -> None:
