@@ -165,3 +165,46 @@ def test_send_find_lr_to_a_detached_demo_and_refusals(tmp_path: Path) -> None:
     finally:
         os.kill(run_pid(run_dir), signal.SIGTERM)
         wait_for(lambda: not (run_dir / "live.json").exists(), "the run to end", 15)
+
+
+def test_the_steepest_suggestion_is_torch_lr_finders(capsys) -> None:
+    """The peer: torch-lr-finder and lrwatch on the same model, initial weights and batches suggest the same LR,
+    within one step of the LR grid (torch-lr-finder records each batch's LR one step ahead)."""
+    torch_lr_finder = pytest.importorskip("torch_lr_finder")  # a test extra: make test installs it
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def setup() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.utils.data.DataLoader]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(100 * 16, 2, generator=g)
+        y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+        return model, torch.optim.SGD(model.parameters(), lr=1e-7, momentum=0.9), loader
+
+    model, optimizer, loader = setup()
+    finder = torch_lr_finder.LRFinder(model, optimizer, torch.nn.CrossEntropyLoss(), device="cpu")
+    finder.range_test(loader, start_lr=1e-7, end_lr=10, num_iter=100, step_mode="exp")
+    _, fig_ax = plt.subplots()
+    _, theirs = finder.plot(skip_start=10, skip_end=5, suggest_lr=True, ax=fig_ax)
+    plt.close("all")
+
+    model, optimizer, loader = setup()
+
+    def train_step(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    ours = range_test(model, optimizer, train_step, iter(loader))
+    grid_step = math.log(1e8) / 99
+    assert len(ours.lrs) == len(finder.history["lr"])  # the same batches, stopped at the same one
+    assert np.allclose(ours.smoothed, finder.history["loss"], rtol=1e-6)  # the same smoothed losses
+    assert abs(math.log(ours.steepest) - math.log(theirs)) <= grid_step * 1.0001, (ours.steepest, theirs)
+    capsys.readouterr()
