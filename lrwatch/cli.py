@@ -120,8 +120,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"lrwatch demo: {exc}") from None
     if args.find_lr:
         steepest, tenth = task.find_lr(run_dir)
-        show = lambda lr: f"{lr:.3g}" if lr is not None else "none"  # noqa: E731
-        print(f"suggested lr {show(steepest)} (steepest), {show(tenth)} (min/10); {run_dir}/lr_find.csv")
+        from lrwatch.console import lr_text
+
+        print(f"suggested lr {lr_text(steepest)} (steepest), {lr_text(tenth)} (min/10); {run_dir}/lr_find.csv")
         return 0
     if not args.spawned:
         cfg = task.config

@@ -202,12 +202,16 @@ def describe(event: Event) -> EventText | None:
     if kind == "warning":
         return EventText("warning", str(d["message"]), "bold yellow")
     if kind == "lr_find":
-        show = lambda lr: f"{lr:.3g}" if lr is not None else "none"  # noqa: E731
-        return EventText("lr range test", f"suggested lr {show(d['steepest'])} (steepest), "
-                         f"{show(d['min_over_10'])} (min/10) over {d['points']} batches", "bold cyan")  # fmt: skip
+        return EventText("lr range test", f"suggested lr {lr_text(d['steepest'])} (steepest), "
+                         f"{lr_text(d['min_over_10'])} (min/10) over {d['points']} batches", "bold cyan")  # fmt: skip
     if kind == "finish":
         return EventText(str(d["status"]), "", "cyan")
     return None
+
+
+def lr_text(lr: float | None) -> str:
+    """A suggested LR in 3 significant digits, or ``none`` when the range test could not give one."""
+    return f"{lr:.3g}" if lr is not None else "none"
 
 
 def plain_line(event: Event) -> str | None:

@@ -159,7 +159,6 @@ class DemoTask:
     def train(self) -> None:
         """The training loop, on the public API: :func:`lrwatch.watch` plus ``step`` and ``epoch_end``."""
         cfg = self.config
-        order = EpochOrder(cfg.seed)
         monitor = lrwatch.watch(
             self.optimizer,
             model=self.model,
@@ -170,22 +169,15 @@ class DemoTask:
             per_epoch=cfg.per_epoch,
             switches=cfg.switches,
             checkpoint_every=cfg.checkpoint_every,
-            extra_state={"data_order": order},
             train_step=self.train_step,
             batches=self.batches,
             config={"command": "demo", **self.config.as_fields(), "device": str(self.device), "steps": cfg.steps},
         )
-        n, bs = cfg.train_size, cfg.batch_size
+        batches = self.batches(monitor.start_step)  # from the seed and the step: a resume needs no data state
         for epoch in range(monitor.start_epoch, cfg.epochs):
-            indices = order.permutation(n).to(self.device)
             first = monitor.step_in_epoch if epoch == monitor.start_epoch else 0
-            for i in range(first, cfg.steps):
-                start = (i * bs) % n
-                idx = indices[start : start + bs]
-                loss = self.loss_fn(self.model(self.x_train[idx]), self.y_train[idx])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+            for _ in range(first, cfg.steps):
+                loss = self.train_step(next(batches))
                 if not monitor.step(loss):  # a tensor: on a GPU, read without a per-step sync
                     monitor.close()
                     return

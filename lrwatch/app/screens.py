@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from lrwatch.app.widgets import Chart
+from lrwatch.console import lr_text
 from lrwatch.plot import MARKER_COLOR, PALETTE, ChartSpec, Line
 from lrwatch.schedules import SpecError, parse_spec
 
@@ -161,15 +162,15 @@ class LrFindScreen(Modal):
 
     def compose(self) -> ComposeResult:
         d = self.result
-        show = lambda lr: f"{lr:.3g}" if lr is not None else "none"  # noqa: E731
         steepest = d.get("steepest")
-        apply = f"[b]enter[/b] switch to {self.kind} from lr {show(steepest)}   " if steepest else ""
+        apply = f"[b]enter[/b] switch to {self.kind} from lr {lr_text(steepest)}   " if steepest else ""
         stopped = ", stopped when the loss passed 5× its best" if d.get("diverged") else ""
         with Vertical(id="lr-find-box"):
             yield Static(f"[b]LR range test[/b]: {d.get('points', 0)} batches{stopped}. Smoothed loss over log₁₀ lr:")
             yield Chart(id="lr-find-chart")
             yield Static(
-                f"suggested lr [b]{show(steepest)}[/b] (steepest descent) · {show(d.get('min_over_10'))} (min/10)\n"
+                f"suggested lr [b]{lr_text(steepest)}[/b] (steepest descent) · "
+                f"{lr_text(d.get('min_over_10'))} (min/10)\n"
                 f"{apply}[b]escape[/b] leave the run as it is (it goes on from where it was either way)"
             )
 
