@@ -50,7 +50,8 @@ from lrwatch.host import serve as serve
 from lrwatch.host import using_host as using_host
 from lrwatch.losses import DeviceLosses, on_device
 from lrwatch.lrfind import RangeTest, range_test
-from lrwatch.protocol import Switch
+from lrwatch.protocol import Race, Switch
+from lrwatch.race import RaceRun
 from lrwatch.rundir import default_run_dir, read_metric_rows, write_lr_find
 from lrwatch.schedules import SpecError, parse_spec
 from lrwatch.timeline import Timeline
@@ -87,6 +88,7 @@ class Monitor:
         self._device_losses: DeviceLosses | None = None
         self.train_step: Callable[[Any], Any] | None = None  # watch(train_step=...): steps lrwatch can run
         self.batches: Callable[[int], Iterable[Any]] | None = None
+        self.evaluate: Callable[[], Any] | None = None  # watch(evaluate=...): a race's validation
 
     # -- the loop's side --------------------------------------------------------------------
     @property
@@ -97,6 +99,12 @@ class Monitor:
     @property
     def start_epoch(self) -> int:
         return self.engine.start_step // self.engine.timeline.steps_per_epoch
+
+    @property
+    def step_index(self) -> int:
+        """The next step to run. It moves by one per :meth:`step`, and by H when a race keeps a candidate
+        (lrwatch trained those steps): go on with ``batches(monitor.step_index)``."""
+        return self.engine.step_index
 
     @property
     def step_in_epoch(self) -> int:
@@ -170,11 +178,7 @@ class Monitor:
         ``start_lr`` (1e-7) to ``end_lr`` (10) over ``num_iter`` (100) of the run's next batches (see
         :mod:`lrwatch.lrfind`); model, optimizer and RNG states are restored after, so the run goes on
         as if it had not happened. Writes ``RUN_DIR/lr_find.csv``, logs an ``lr_find`` event, returns the test."""
-        missing = [name for name in ("train_step", "batches", "model") if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"find_lr needs lrwatch.watch(..., {', '.join(f'{m}=' for m in missing)})")
-        if self.engine.sync is not None:
-            raise ValueError("find_lr is not supported under DDP yet: every rank would have to run it together")
+        self._check_self_stepping("find_lr")
         self._drain_device_losses()
         engine = self.engine
         engine.control.suspended = True  # its optimizer hook must neither reset nor report the test's LRs
@@ -195,6 +199,51 @@ class Monitor:
             smoothed=test.smoothed.tolist(),
         )
         return test
+
+    def race(self, specs: Sequence[str] = (), *, steps: int | None = None, keep: str | int = "none") -> dict[str, Any]:
+        """Race candidate schedules from the run's current state (call it between steps; see
+        :mod:`lrwatch.race`): continuing, and ``specs`` (none: every kind with fitted defaults), each for
+        ``steps`` (default: one epoch or a tenth of the rest) on the same batches, then ``evaluate()``.
+        ``keep="best"`` goes on from the winner's end state (``step_index`` moves ahead by H), ``"none"``
+        restores the snapshot, an index keeps that candidate (0: continuing, then ``specs`` in order).
+        Returns the ``race`` event's data; its ``race_end`` says what was kept."""
+        index = keep if isinstance(keep, int) and not isinstance(keep, bool) else None
+        if index is None and keep not in ("none", "best"):
+            raise ValueError(f'keep must be "none", "best" or a candidate\'s index, not {keep!r}')
+        self._check_self_stepping("race")
+        first = len(self.engine.log)
+        self._race(Race(tuple(specs), steps, "none" if index is not None else str(keep)), ask=False, keep_index=index)
+        events = self.engine.events_since(first)
+        done = [e for e in events if e.kind == "race"]
+        if not done:
+            refused = [e for e in events if e.kind == "rejected"]
+            raise ValueError(refused[-1].data["reason"] if refused else "the race ended before every candidate ran")
+        return done[-1].data
+
+    def _check_self_stepping(self, what: str) -> None:
+        missing = [name for name in ("train_step", "batches", "model") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{what} needs lrwatch.watch(..., {', '.join(f'{m}=' for m in missing)})")
+        if self.engine.sync is not None:
+            raise ValueError(f"{what} is not supported under DDP yet: every rank would have to run it together")
+
+    def _race(self, command: Race, *, ask: bool, keep_index: int | None = None) -> None:
+        """The race, in the training thread: from a key or ``lrwatch send`` (``ask``: a monitor attached at
+        the end decides) or from :meth:`race`. A refusal is a ``rejected`` event."""
+        engine = self.engine
+        if engine.sync is not None or not engine.drive_lr:
+            engine.apply(command)  # the engine says why not
+            return
+        self._drain_device_losses()
+        try:
+            run = RaceRun(
+                engine, command, model=self.model, train_step=self.train_step, batches=self.batches,
+                evaluate=self.evaluate, ask=ask, keep_index=keep_index,
+            )  # fmt: skip
+        except SpecError as exc:
+            engine.reject(command, None, str(exc))
+            return
+        run.run()
 
     # -- checkpoints ------------------------------------------------------------------------
     def checkpoint(self) -> Path | None:
@@ -272,6 +321,7 @@ def watch(
     config: dict[str, Any] | None = None,
     train_step: Callable[[Any], Any] | None = None,
     batches: Callable[[int], Iterable[Any]] | None = None,
+    evaluate: Callable[[], Any] | None = None,
     on_divergence: str | None = None,
     spike_factor: float | None = None,
 ) -> Monitor:
@@ -296,7 +346,11 @@ def watch(
         extra_state: more things to checkpoint: ``torch.Generator`` or anything with ``state_dict``.
         train_step, batches: for lrwatch to run steps itself (:meth:`Monitor.find_lr`): ``train_step(batch)``
             does forward, backward and ``optimizer.step()`` and returns the loss; ``batches(start_step)``
-            yields the batches from that step on, in the order training sees them.
+            yields the batches from that step on, in the order training sees them. With them (and ``model``)
+            lrwatch can also race schedules (:meth:`Monitor.race`, the ``f`` key): after a race keeps a
+            candidate, ``monitor.step_index`` has moved ahead by its steps; continue from there.
+        evaluate: the validation a race ranks candidates by: returns ``val_loss`` (a float, a tuple that
+            starts with it, or a dict of metrics). Without it, candidates are ranked by train loss.
         on_divergence: ``pause`` (the monitor's default), ``stop`` (headless default) or ``rollback``, when a
             loss is NaN/Inf or above ``spike_factor`` (default 10) times its recent mean.
     """
@@ -337,9 +391,10 @@ def watch(
         snapshotter=WeightsSnapshot(model, optimizer) if model is not None else None,
     )
     monitor = Monitor(engine, model=model, extra_state=extra_state, checkpoint_every=checkpoint_every)
-    monitor.train_step, monitor.batches = train_step, batches
+    monitor.train_step, monitor.batches, monitor.evaluate = train_step, batches, evaluate
     if train_step is not None and batches is not None and model is not None and sync is None:
         engine.lr_finder = monitor.find_lr  # the F key and lrwatch send find-lr
+        engine.racer = lambda command: monitor._race(command, ask=True)  # the f key and lrwatch send race
     if model is not None and leader:
         engine.checkpointer = monitor._save  # saved once, by rank 0; --resume restores every rank
     k = steps_per_epoch

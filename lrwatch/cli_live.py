@@ -24,14 +24,31 @@ from lrwatch.launch import (
     source_for_child,
     spawn_run,
 )
-from lrwatch.protocol import Checkpoint, Command, EditParams, Event, FindLr, Pause, Resume, Stop, Switch
+from lrwatch.protocol import (
+    RACE_KEEP,
+    Checkpoint,
+    Command,
+    EditParams,
+    Event,
+    FindLr,
+    Pause,
+    Race,
+    RaceEnd,
+    Resume,
+    Stop,
+    Switch,
+)
+from lrwatch.schedules import parse_spec
 from lrwatch.sockets import is_stale, live_runs, unpublish
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_NO_RUN = 3
 SEND_TIMEOUT_SECONDS = 60.0
-SEND_COMMANDS = "switch SPEC | edit KEY=VALUE[,KEY=VALUE...] | pause | resume | stop | checkpoint | find-lr"
+SEND_COMMANDS = (
+    "switch SPEC | edit KEY=VALUE[,KEY=VALUE...] | pause | resume | stop | checkpoint | find-lr | "
+    "race [SPEC ...] [--keep none|best] [--race-steps N] | race-end [N]"
+)
 
 
 def add_live_commands(sub: Any) -> None:
@@ -47,6 +64,11 @@ def add_live_commands(sub: Any) -> None:
     send.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     send.add_argument("words", nargs="+", metavar="COMMAND", help=SEND_COMMANDS)
     send.add_argument("--timeout", type=float, default=SEND_TIMEOUT_SECONDS, help="seconds to wait for the answer")
+    send.add_argument(
+        "--keep", choices=RACE_KEEP, default=None,
+        help="race: when no monitor decides, none (default) restores the snapshot, best keeps the lowest val_loss",
+    )  # fmt: skip
+    send.add_argument("--race-steps", type=int, default=None, metavar="N", help="race: the horizon H in steps")
 
 
 def _say(text: str) -> None:
@@ -180,6 +202,12 @@ def parse_send(words: list[str]) -> Command:
         if len(rest) != 1:
             raise ValueError("switch takes one SPEC, e.g. switch cosine:T_max=20")
         return Switch(rest[0])
+    if name == "race":
+        return Race(tuple(str(parse_spec(word)) for word in rest))
+    if name == "race-end":
+        if len(rest) > 1 or (rest and not rest[0].lstrip("-").isdigit()):
+            raise ValueError("race-end takes the index of the candidate to keep (0: continuing), or nothing to restore")
+        return RaceEnd(int(rest[0]) if rest else -1)
     if name == "edit":
         if len(rest) != 1:
             raise ValueError("edit takes KEY=VALUE[,KEY=VALUE...], e.g. edit T_max=30,eta_min=1e-4")
@@ -199,6 +227,12 @@ def parse_send(words: list[str]) -> Command:
 def cmd_send(args: argparse.Namespace) -> int:
     try:
         command = parse_send(args.words)
+        if isinstance(command, Race):
+            if args.race_steps is not None and args.race_steps < 1:
+                raise ValueError("race: --race-steps needs a number of steps > 0")
+            command = Race(command.specs, args.race_steps, args.keep or "none")
+        elif args.keep is not None or args.race_steps is not None:
+            raise ValueError("--keep and --race-steps go with race")
     except ValueError as exc:
         _say(f"lrwatch send: {exc}")
         return EXIT_USAGE

@@ -204,9 +204,27 @@ def describe(event: Event) -> EventText | None:
     if kind == "lr_find":
         return EventText("lr range test", f"suggested lr {lr_text(d['steepest'])} (steepest), "
                          f"{lr_text(d['min_over_10'])} (min/10) over {d['points']} batches", "bold cyan")  # fmt: skip
+    if kind in ("race_start", "race", "race_end"):
+        return EventText(f"race {d.get('race')}", race_text(kind, d), "bold cyan")
     if kind == "finish":
         return EventText(str(d["status"]), "", "cyan")
     return None
+
+
+def race_text(kind: str, d: dict) -> str:
+    """A race's start, results (the winner against continuing) or end, in one line."""
+    if kind == "race_start":
+        return f"{len(d['candidates'])} candidates × {d['horizon']} steps from here (keep: {d['keep']})"
+    if kind == "race_end":
+        kept = f"kept {d['spec']}" if d.get("kept", -1) >= 0 else "snapshot restored"
+        return f"{kept} ({d['outcome']})"
+    best = d["candidates"][d["best"]] if d.get("best", -1) >= 0 else None
+    if best is None:
+        return "no candidate ended with a finite loss"
+    by = "val" if d.get("evaluated") else "train loss"
+    score = float(best["val_loss"] if d.get("evaluated") else best["train_loss"])  # "nan" may have travelled
+    delta = f", Δ {float(best['delta_val']):+.4g} vs continuing" if d.get("evaluated") else ""
+    return f"best {best['spec']} ({by} {score:.4g}{delta}) over {d['horizon']} steps"
 
 
 def lr_text(lr: float | None) -> str:

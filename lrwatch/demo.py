@@ -171,16 +171,18 @@ class DemoTask:
             checkpoint_every=cfg.checkpoint_every,
             train_step=self.train_step,
             batches=self.batches,
+            evaluate=lambda: dict(zip(("val_loss", "val_acc"), self.evaluate(), strict=True)),
             config={"command": "demo", **self.config.as_fields(), "device": str(self.device), "steps": cfg.steps},
         )
+        total, k = cfg.epochs * cfg.steps, cfg.steps
         batches = self.batches(monitor.start_step)  # from the seed and the step: a resume needs no data state
-        for epoch in range(monitor.start_epoch, cfg.epochs):
-            first = monitor.step_in_epoch if epoch == monitor.start_epoch else 0
-            for _ in range(first, cfg.steps):
-                loss = self.train_step(next(batches))
-                if not monitor.step(loss):  # a tensor: on a GPU, read without a per-step sync
-                    monitor.close()
-                    return
-            val_loss, val_acc = self.evaluate()
-            monitor.epoch_end(val_loss=val_loss, val_acc=val_acc)
+        while (step := monitor.step_index) < total:
+            loss = self.train_step(next(batches))
+            if not monitor.step(loss):  # a tensor: on a GPU, read without a per-step sync
+                break
+            if monitor.step_index != step + 1:  # a race kept a candidate: lrwatch trained up to here
+                batches = self.batches(monitor.step_index)
+            if monitor.step_index % k == 0:
+                val_loss, val_acc = self.evaluate()
+                monitor.epoch_end(val_loss=val_loss, val_acc=val_acc)
         monitor.close()

@@ -38,6 +38,8 @@ from lrwatch.protocol import (
     EventKind,
     FindLr,
     Pause,
+    Race,
+    RaceEnd,
     Resume,
     Rollback,
     RunState,
@@ -87,6 +89,9 @@ class Engine:
         self.config = dict(config or {})
         self.checkpointer = checkpointer
         self.lr_finder: Callable[[], Any] | None = None  # Monitor.find_lr when lrwatch can run steps itself
+        self.racer: Callable[[Race], Any] | None = None  # Monitor's race runner, likewise
+        self.race_progress: Callable[[], dict[str, Any]] | None = None  # set while a race runs
+        self._tell: Done = lambda _event: None
         self.divergence = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.stop_reason: str | None = None
         self._commands: queue.SimpleQueue[tuple[Command, Done | None]] = queue.SimpleQueue()
@@ -134,6 +139,7 @@ class Engine:
             device=str(self.config.get("device", "")),
             ranks=self.sync.world_size if self.sync is not None else 1,
             gpu=self.gpu.latest() if self.gpu is not None else None,
+            race=self.race_progress() if self.race_progress is not None else None,
         )
 
     @property
@@ -388,10 +394,59 @@ class Engine:
 
     def _apply(self, command: Command, on_done: Done | None = None) -> None:
         first = len(self.log)
+        told = on_done is None
+
+        def tell(event: Event) -> None:
+            nonlocal told
+            if not told:
+                told = True
+                on_done(event)
+
+        self._tell = tell  # a race tells its start (race_start) long before it ends
         self._apply_one(command)
+        if not told:
+            tell(self.log.event_at(first) or self._emit("rejected", command=command.to_dict(), reason="nothing to do"))
+
+    # -- a race (lrwatch.race) runs inside one command, in the training thread -------------------
+    def tell(self, event: Event) -> None:
+        """The command being applied has led to ``event`` (its sender may stop waiting)."""
+        self._tell(event)
+
+    def apply(self, command: Command, on_done: Done | None = None) -> None:
+        """Apply ``command`` now (a ``Stop`` that ended a race, after the snapshot was restored)."""
+        self._apply(command, on_done)
+
+    def reject(self, command: Command, on_done: Done | None, reason: str) -> None:
+        event = self._emit("rejected", command=command.to_dict(), reason=reason)
         if on_done is not None:
-            event = self.log.event_at(first)
-            on_done(event or self._emit("rejected", command=command.to_dict(), reason="nothing to do"))
+            on_done(event)
+
+    def race_command(self, wait: float = 0.0) -> tuple[Command, Done | None] | None:
+        """While a race runs: the next ``RaceEnd`` or ``Stop`` that came (waiting up to ``wait`` s);
+        any other command is rejected, as it would change the run under the race."""
+        while True:
+            try:
+                command, on_done = self._commands.get(timeout=wait) if wait else self._commands.get_nowait()
+            except queue.Empty:
+                return None
+            if isinstance(command, (RaceEnd, Stop)):
+                return command, on_done
+            self.reject(command, on_done, "a race is running: escape (or lrwatch send RUN_DIR race-end) ends it")
+
+    def keep_branch(self, timeline: Timeline | None, rows: list[tuple[float, float]], **why: Any) -> None:
+        """A race's kept candidate: from the fork (this step) on, ``timeline`` (None: unchanged, a logged
+        switch otherwise), and its ``(lr, loss)`` rows become the run's next steps. Switches scripted
+        inside them land at the step after (visibly, as one given for the past)."""
+        fork = self.step_index
+        if timeline is not None:
+            self._set_timeline(timeline)
+            self._emit_switch(**why)
+        for i, (lr, loss) in enumerate(rows):
+            self._record(fork + i, lr, loss, watch_loss=False)
+        self.step_index = end = fork + len(rows)
+        self.steps_taken += len(rows)
+        for step in [s for s in self._scripted if fork < s < end]:
+            self._scripted.setdefault(end, []).extend(self._scripted.pop(step))
 
     def _apply_one(self, command: Command) -> None:
         s = self.step_index
@@ -432,6 +487,16 @@ class Engine:
                 if self.lr_finder is None:
                     raise SpecError("no LR range test here: it needs lrwatch.watch(..., train_step=, batches=, model=)")
                 self.lr_finder()
+            elif isinstance(command, Race):
+                if self.sync is not None:
+                    raise SpecError("the race is not supported under DDP yet: every rank would have to fork together")
+                if not self.drive_lr:
+                    raise SpecError("no race: " + (TAKE_OVER if self.control.take_over else MONITOR_ONLY))
+                if self.racer is None:
+                    raise SpecError("no race here: it needs lrwatch.watch(..., train_step=, batches=, model=)")
+                self.racer(command)
+            elif isinstance(command, RaceEnd):
+                raise SpecError("no race is running")
             elif isinstance(command, Rollback):
                 if self.divergence is None or not self.divergence.can_roll_back:
                     raise SpecError("no rollback: pass model= to lrwatch.watch() and keep a divergence policy")

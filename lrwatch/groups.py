@@ -31,6 +31,13 @@ class GroupLrs:
         self._block_start = -1
         self._blocks: list[list[float]] = []
 
+    def with_timeline(self, timeline: Timeline) -> GroupLrs:
+        """Another setter of the same groups, from the same initial LRs, along ``timeline`` (a race's candidate)."""
+        other = GroupLrs.__new__(GroupLrs)
+        other.optimizer, other.initial = self.optimizer, list(self.initial)
+        other.set_timeline(timeline)
+        return other
+
     def set_timeline(self, timeline: Timeline) -> None:
         self._timeline = timeline
         self._block_start = -1

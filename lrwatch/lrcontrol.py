@@ -48,6 +48,10 @@ class LrControl:
     def set_timeline(self, timeline: Timeline) -> None:
         self._groups.set_timeline(timeline)
 
+    def groups_for(self, timeline: Timeline) -> GroupLrs:
+        """Every group's LR along ``timeline`` instead, set by the caller (a race's candidate)."""
+        return self._groups.with_timeline(timeline)
+
     def set(self, step: int) -> None:
         """The LR of ``step``, from the timeline, into every param group (when lrwatch drives)."""
         self._step = step

@@ -17,7 +17,7 @@ ENDED_STATES: tuple[RunState, ...] = ("finished", "stopped", "error")  # how a r
 
 EventKind = Literal[
     "start", "resumed", "switch", "edit", "pause", "resume", "stop", "checkpoint", "epoch", "warning",
-    "divergence", "rollback", "finish", "error", "rejected", "lr_find",
+    "divergence", "rollback", "finish", "error", "rejected", "lr_find", "race_start", "race", "race_end",
 ]  # fmt: skip
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
@@ -89,8 +89,39 @@ class FindLr(Command):
     name: ClassVar[str] = "find-lr"
 
 
+RACE_KEEP = ("none", "best")
+MAX_RACE_CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class Race(Command):
+    """Race candidate schedules from the run's current state at the next step boundary (``lrwatch.race``).
+
+    ``specs``: the candidates besides continuing the current schedule (none: every kind with fitted
+    defaults); ``steps``: the horizon H (None: one epoch or a tenth of what remains, the shorter);
+    ``keep``: what happens when no monitor decides: ``none`` restores the snapshot, ``best`` keeps the
+    lowest validation loss. Needs ``lrwatch.watch(..., train_step=, batches=, model=)``."""
+
+    specs: tuple[str, ...] = ()
+    steps: int | None = None
+    keep: str = "none"
+    name: ClassVar[str] = "race"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.name, "specs": list(self.specs), "steps": self.steps, "keep": self.keep}
+
+
+@dataclass(frozen=True)
+class RaceEnd(Command):
+    """End the race: keep candidate ``keep`` (its index in the race) and go on from its end state, or
+    (``keep=-1``) restore the snapshot; while the candidates still train, ``-1`` cancels the race."""
+
+    keep: int = -1
+    name: ClassVar[str] = "race-end"
+
+
 COMMANDS: dict[str, type[Command]] = {
-    c.name: c for c in (Switch, EditParams, Pause, Resume, Stop, Checkpoint, Rollback, FindLr)
+    c.name: c for c in (Switch, EditParams, Pause, Resume, Stop, Checkpoint, Rollback, FindLr, Race, RaceEnd)
 }
 
 
@@ -113,7 +144,10 @@ def command_from_wire(data: Any) -> Command:
     if name not in COMMANDS:
         raise CommandError(f"unknown command {name[:40]!r} (known: {', '.join(COMMANDS)})")
     fields = {k: v for k, v in data.items() if k != "command"}
-    allowed = {"switch": {"spec", "anchor"}, "edit": {"params"}, "stop": {"reason"}}.get(name, set())
+    allowed = {
+        "switch": {"spec", "anchor"}, "edit": {"params"}, "stop": {"reason"}, "race": {"specs", "steps", "keep"},
+        "race-end": {"keep"},
+    }.get(name, set())  # fmt: skip
     extra = set(fields) - allowed
     if extra:
         raise CommandError(f"{name}: unexpected field {sorted(extra)[0][:40]!r}")
@@ -141,7 +175,27 @@ def command_from_wire(data: Any) -> Command:
         if not isinstance(reason, str) or len(reason) > 200:
             raise CommandError("stop: 'reason' must be a short string")
         return Stop(reason)
+    if name == "race":
+        return _race_from_wire(fields)
+    if name == "race-end":
+        keep = fields.get("keep", -1)
+        if not isinstance(keep, int) or isinstance(keep, bool) or not -1 <= keep < MAX_RACE_CANDIDATES + 1:
+            raise CommandError(f"race-end: 'keep' must be a candidate's index (0 to {MAX_RACE_CANDIDATES}) or -1")
+        return RaceEnd(keep)
     return COMMANDS[name]()
+
+
+def _race_from_wire(fields: dict[str, Any]) -> Race:
+    specs, steps, keep = fields.get("specs", []), fields.get("steps"), fields.get("keep", "none")
+    if not isinstance(specs, list) or len(specs) > MAX_RACE_CANDIDATES - 1:
+        raise CommandError(f"race: 'specs' must be a list of at most {MAX_RACE_CANDIDATES - 1} spec strings")
+    if not all(isinstance(spec, str) and 0 < len(spec) <= 500 for spec in specs):
+        raise CommandError('race: every spec must be a spec string, e.g. "exp:gamma=0.9"')
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 0 < steps < 1 << 31):
+        raise CommandError("race: 'steps' must be a number of steps > 0")
+    if keep not in RACE_KEEP:
+        raise CommandError('race: \'keep\' must be "none" or "best"')
+    return Race(tuple(specs), steps, keep)
 
 
 def command_from_dict(data: dict[str, Any]) -> Command:
@@ -149,6 +203,8 @@ def command_from_dict(data: dict[str, Any]) -> Command:
     cls = COMMANDS[data.pop("command")]
     if cls is EditParams:
         data["params"] = tuple((str(k), float(v)) for k, v in data["params"])
+    if cls is Race:
+        data["specs"] = tuple(data.get("specs", ()))
     return cls(**data)
 
 
@@ -156,7 +212,8 @@ def command_from_dict(data: dict[str, Any]) -> Command:
 class Event:
     """Something that happened at a step: ``start``, ``resumed`` (from a checkpoint), ``switch``,
     ``edit``, ``pause``, ``resume``, ``stop``, ``checkpoint``, ``epoch``, ``warning``, ``divergence``,
-    ``rollback``, ``finish``, ``error``, ``rejected`` (a command that changed nothing, with the reason)."""
+    ``rollback``, ``finish``, ``error``, ``rejected`` (a command that changed nothing, with the reason),
+    ``lr_find`` (a range test's result), ``race_start``, ``race`` (every candidate's result), ``race_end``."""
 
     kind: EventKind
     step: int
@@ -196,6 +253,7 @@ class RunStatus:
     socket: str | None = None
     schedule: str | None = None  # the active spec
     clients: int = 0  # monitors attached to a live run
+    race: dict[str, Any] | None = None  # a race under way: lrwatch.race.RaceRun.progress()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

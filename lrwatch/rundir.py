@@ -31,6 +31,10 @@ def _json_safe(value: Any) -> Any:
     """Strict JSON has no NaN or Infinity: those become the strings "nan", "inf", "-inf"."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
     return value
 
 
@@ -166,6 +170,22 @@ def write_lr_find(run_dir: str | Path, rows: list[tuple[float, float, float]]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("lr,loss,smoothed\n" + "".join(f"{_num(a)},{_num(b)},{_num(c)}\n" for a, b, c in rows), "utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def race_path(run_dir: str | Path, number: int, name: str) -> Path:
+    """``RUN_DIR/races/<number>/<name>.csv``: a race candidate's rows."""
+    return Path(run_dir) / "races" / str(number) / f"{name}.csv"
+
+
+def write_race_rows(run_dir: str | Path, number: int, name: str, rows: list[tuple[int, float, float, float]]) -> Path:
+    """A race candidate's steps, as ``metrics.csv`` writes them: header ``step,epoch,lr,loss``."""
+    path = race_path(run_dir, number, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"{s},{_num(e) if math.isfinite(e) else ''},{_num(lr)},{_num(loss)}\n" for s, e, lr, loss in rows)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("step,epoch,lr,loss\n" + lines, "utf-8")
     os.replace(tmp, path)
     return path
 

@@ -28,6 +28,7 @@ LAYERS = [
     "engine",  # owns the LR, applies commands at step boundaries
     "distributed",  # DDP: ranks agree on commands, stops and divergence at sync steps
     "losses",  # GPU losses copied to the host without a per-step synchronisation
+    "race",  # race candidate schedules from one snapshot of the run
     "server",  # the run's socket
     "host",  # where a watched run goes: headless lines, the socket; run_loop
     "api",  # lrwatch.watch, Monitor

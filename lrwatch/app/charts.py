@@ -19,6 +19,7 @@ from lrwatch.timeline import Timeline
 APPLIED_COLOR = PALETTE[0]
 PREVIEW_COLOR = DIM
 CANDIDATE_COLORS = {"exp": 208, "cosine": 170, "cosine-restarts": 141, "step": 220}
+RACE_CONTINUE_COLOR = 39  # a race's "continue" candidate (the others take their kind's candidate colour)
 RAW_LOSS_COLOR = 240
 EMA_COLOR = 208
 VAL_COLOR = 170
@@ -167,8 +168,10 @@ def loss_chart(
     log_y: bool,
     recent: bool,
     ascii: bool,
+    races: list[RaceCurves] | None = None,
 ) -> ChartSpec:
-    """Raw training loss (faint), its EMA (bright) and validation loss per epoch.
+    """Raw training loss (faint), its EMA (bright), validation loss per epoch, and races' candidates
+    (each from its fork, in its colour: :func:`race_lines`).
 
     The whole-run window shares the LR chart's x axis (the planned run) and its switch
     markers, so a switch and the loss's answer to it line up.
@@ -192,8 +195,38 @@ def loss_chart(
     val_steps, val_loss = snap.val.get("val_loss", (np.empty(0), np.empty(0)))
     if len(val_steps):
         lines.append(Line(val_steps / k, val_loss, VAL_COLOR, marker="o" if ascii else None))
+    lines += race_lines(races or [], k, since, ascii)
     vlines = [(seg.start_step / k, MARKER_COLOR) for seg in timeline.segments[1:] if seg.start_step >= since]
     return ChartSpec(lines, width, height, log_y=log_y, xlim=(since / k, hi / k), vlines=vlines, ascii=ascii)
+
+
+def race_color(name: str) -> int:
+    return RACE_CONTINUE_COLOR if name == "continue" else CANDIDATE_COLORS.get(name, PALETTE[5])
+
+
+RaceCurves = tuple[int, int, list[tuple[str, list[int], list[float]]]]  # fork, horizon, (name, offsets, losses)
+
+
+def race_curves(race: dict) -> RaceCurves:
+    """A ``race`` event's candidates, or a race under way's so far (``RunStatus.race``: ``names``, ``curves``)."""
+    if "curves" in race:
+        named = [(name, x, y) for name, (x, y) in zip(race["names"], race["curves"], strict=False)]
+    else:
+        named = [(c["name"], c["curve_x"], c["curve"]) for c in race["candidates"]]
+    return int(race["fork"]), int(race["horizon"]), named
+
+
+def race_lines(races: list[RaceCurves], k: int, since: int, ascii: bool) -> list[Line]:
+    """Each race's candidates' losses from its fork step on (those that end before ``since`` are left out)."""
+    lines = []
+    for fork, horizon, named in races:
+        if fork + horizon < since:
+            continue
+        for name, x, y in named:
+            if len(x):
+                steps = fork + np.asarray(x, dtype=np.float64)
+                lines.append(Line(steps / k, np.asarray(y, dtype=np.float64), race_color(name), "x" if ascii else None))
+    return lines
 
 
 RATE_WINDOW_SECONDS = 3.0

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lrwatch.app.screens import LrFindScreen, SpecEditor
-from lrwatch.protocol import MONITOR_ONLY, EditParams, Event, FindLr, Switch
+from lrwatch.app.screens import LrFindScreen, RaceScreen, SpecEditor
+from lrwatch.protocol import MONITOR_ONLY, EditParams, Event, FindLr, Race, RaceEnd, Switch
 from lrwatch.schedules import KINDS, SpecError, parse_spec
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 KIND_KEYS = {"e": "exp", "c": "cosine", "r": "cosine-restarts", "s": "step"}
 MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size"}
 NUDGE = 1.25
+RACE_DECIDED = -2  # the race table closed because the race ended elsewhere: nothing to send
 
 
 def nudged(kind: str, value: float, up: bool) -> float:
@@ -44,6 +45,7 @@ class ScheduleKeys:
     notify: Any
     lr_find_requested = False  # F was pressed here: the range test's result opens in this monitor
     push_screen: Any
+    screen: Any
     _redraw_now: Any
 
     def _step(self) -> int:
@@ -90,6 +92,37 @@ class ScheduleKeys:
             self.source.submit(Switch(f"{kind}:lr={steepest:.6g}", anchor="continue"))
             self._redraw_now()
 
+    def action_race(self) -> None:
+        """f: race the candidates shown (or every kind, fitted) against continuing, from the next step
+        boundary, on the same batches; the results open in the monitors attached (``race_done``)."""
+        if not self._can_switch():
+            return
+        specs = tuple(str(c.segments[-1].spec) for c in self.candidates.values())
+        self.source.submit(Race(specs))
+        what = f"{len(specs)} candidate{'s' if len(specs) > 1 else ''}" if specs else "every kind"
+        self.notify(f"Race: continuing against {what}, from the next step boundary (escape cancels) …", timeout=4)
+
+    def race_running(self) -> bool:
+        """A race is training its candidates (escape cancels it rather than clearing candidates)."""
+        race = self.source.status().race if self.source is not None else None
+        return bool(race) and race.get("phase") == "training"
+
+    def action_cancel_race(self) -> None:
+        self.source.submit(RaceEnd(-1))
+        self.notify("Race cancelled: the snapshot is restored, the run goes on as before.", timeout=4)
+
+    def race_done(self, event: Event) -> None:
+        """A race's results, when the run waits for a monitor's choice: the table; ``race_end`` closes it
+        (another monitor chose, or the run did)."""
+        if event.kind == "race" and event.data.get("awaiting") and not self.source.status().read_only:
+            self.push_screen(RaceScreen(event.data), self._after_race)
+        elif event.kind == "race_end" and isinstance(self.screen, RaceScreen):
+            self.screen.close(RACE_DECIDED)
+
+    def _after_race(self, choice: int | None) -> None:
+        if choice != RACE_DECIDED and self.source is not None and not self.source.status().read_only:
+            self.source.submit(RaceEnd(-1 if choice is None else int(choice)))
+
     def action_switch(self, kind: str) -> None:
         if not self._can_switch():
             return
@@ -128,6 +161,9 @@ class ScheduleKeys:
             self.notify("Several candidates shown: press e, c, r or s to switch to one.")
 
     def action_clear_candidates(self) -> None:
+        if self.race_running():
+            self.action_cancel_race()
+            return
         self.candidates.clear()
         self._redraw_now()
 

@@ -66,6 +66,7 @@ class RunLink:
         changed = False
         if self.source is None and self.host is not None and self.host.engine is not None:
             self.source, changed = self.host.engine, True
+            self.source.monitors += 1  # this app watches the engine itself (no socket counts it)
         ready = getattr(self.source, "ready", None)  # a run over its socket
         if ready is not None:
             source: Any = self.source

@@ -21,10 +21,12 @@ from textual.reactive import reactive
 from lrwatch.app.charts import (
     LossView,
     PreviewCache,
+    RaceCurves,
     StepRate,
     loss_chart,
     lr_chart,
     planned_end,
+    race_curves,
 )
 from lrwatch.app.keys import ScheduleKeys
 from lrwatch.app.link import RunLink
@@ -93,6 +95,7 @@ class LRWatchApp(ScheduleKeys, App):
         Binding("a", "toggle_anchor", "anchor", show=False),
         Binding("k", "checkpoint", "checkpoint", show=False),
         Binding("F", "find_lr", "LR range test", show=False),
+        Binding("f", "race", "race", show=False),
         Binding("space", "pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("d", "detach", "detach"),
@@ -131,6 +134,7 @@ class LRWatchApp(ScheduleKeys, App):
         self.cpu_clock = cpu_clock
         self.chart_interval = CHART_MIN_INTERVAL
         self.candidates: dict[str, Timeline] = {}
+        self.races: list[RaceCurves] = []  # the races seen: their candidates' curves stay drawn
         self._candidate_step = -1
         self._preview = PreviewCache()
         self._loss_view = LossView(Ema(self._monitor_screen.smoothing))
@@ -223,7 +227,9 @@ class LRWatchApp(ScheduleKeys, App):
         status = self.source.status()
         now = self.clock()
         self.rate.add(now, status.step)
-        key = (self._chart_column(status.step), self.source.timeline, status.state)
+        race = status.race
+        racing = (race["index"], race["step"]) if race else None  # its curves grow while the step stands
+        key = (self._chart_column(status.step), self.source.timeline, status.state, racing)
         charts_due = now - self._drawn.get("at", -1e9) >= self.chart_interval - TIMER_SLACK
         draw_charts = self._dirty or (key != self._drawn.get("key") and charts_due)
         # The run panel's numbers move every step: once a second is enough to read them, and a change
@@ -252,6 +258,9 @@ class LRWatchApp(ScheduleKeys, App):
             return
         self.monitor_screen.add_event(event)
         self.lr_find_done(event)
+        self.race_done(event)
+        if event.kind == "race":
+            self.races.append(race_curves(event.data))
         if event.kind == "error":
             self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
         if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:
@@ -259,7 +268,7 @@ class LRWatchApp(ScheduleKeys, App):
             loss = float(d["loss"]) if d.get("loss") is not None else None
             alert = DivergenceScreen(d["at_step"], d["lr"], loss, d["cause"], d.get("rank"))
             self.push_screen(alert, self._after_divergence)
-        if event.kind in ("switch", "edit", "finish"):
+        if event.kind in ("switch", "edit", "finish", "race", "race_end"):
             self._redraw_now()
 
     def _chart_column(self, step: int) -> int:
@@ -276,12 +285,14 @@ class LRWatchApp(ScheduleKeys, App):
 
     def _draw_charts(self, status: RunStatus) -> None:
         started = self.cpu_clock()
-        self._build_charts(status.step, drives_lr=status.drives_lr)
+        self._build_charts(status.step, drives_lr=status.drives_lr, race=status.race)
         cost = self.cpu_clock() - started
         self.chart_interval = min(max(cost / CHART_CPU_BUDGET, CHART_MIN_INTERVAL), CHART_MAX_INTERVAL)
 
-    def _build_charts(self, step: int, *, drives_lr: bool) -> None:
+    def _build_charts(self, step: int, *, drives_lr: bool, race: dict | None = None) -> None:
         view = self.monitor_screen
+        training = race is not None and race.get("phase") == "training"  # then the race event draws it
+        races = [*self.races, race_curves(race)] if training else self.races
         timeline = self.source.timeline
         history = self.source.history
         if self.candidates and abs(step - self._candidate_step) * 200 > max(timeline.total_steps or 0, 1):
@@ -308,6 +319,7 @@ class LRWatchApp(ScheduleKeys, App):
                 log_y=view.log_loss,
                 recent=view.recent,
                 ascii=self.ascii_markers,
+                races=races,
             ),
         )
 

@@ -39,6 +39,15 @@ LOSS_LEGEND = f"[{color_hex(RAW_LOSS_COLOR)}]━ raw[/] [{color_hex(EMA_COLOR)}]
 MakeSpec = Callable[[int, int], ChartSpec]
 
 
+def race_line(race: dict[str, Any]) -> Text:
+    """``race 1: 2/5 exp · step 120/468 · ETA 0:42 · esc cancels``: a race under way, in one line."""
+    if race.get("phase") != "training":
+        return Text(f"race {race['race']}: results ready, waiting for a choice", style="bold #e0a000")
+    where = f"{race['index'] + 1}/{race['n']} {race['name']} · step {race['step']}/{race['horizon']}"
+    eta = format_duration(race["eta"])
+    return Text(f"race {race['race']}: {where} · ETA {eta} · esc cancels", style="bold #e0a000")
+
+
 class MonitorScreen(ViewScreen):
     """The main screen: the layout, the panels and the view keys (log axes, smoothing, the loss window).
 
@@ -140,6 +149,8 @@ class MonitorScreen(ViewScreen):
         eta = (total - step) / rate if total and rate > 0 else float("nan")
         lines.append(Text(f"{rate:,.0f} steps/s  ETA {format_duration(eta)}" if state == "running" else ""))
         lines.append(Text(f"lr {status.lr:.4g}  loss {last.get('loss', float('nan')):.4f}"))
+        if status.race:
+            lines.append(race_line(status.race))
         if len(val.get("val_loss", ())):
             acc = val.get("val_acc")
             acc_text = f"  acc {100 * acc[-1]:.1f}%" if acc is not None and len(acc) else ""
@@ -150,7 +161,7 @@ class MonitorScreen(ViewScreen):
         if self.has_class("tiny"):
             at = f"ep {step / k:.1f}/{epochs}" if status.epochs_known else f"step {step:,}"
             compact = Text.assemble((label, style), f"  {at}  lr {status.lr:.3g}  ")
-            compact.append(spec, style="bold")
+            compact.append_text(race_line(status.race) if status.race else Text(spec, style="bold"))
             self._set_panel("#statusline", compact)
 
     def show_schedule(

@@ -1,6 +1,9 @@
-"""Modal screens: help, the spec editor, the error report, the divergence alert, the LR range test."""
+"""Modal screens: help, the spec editor, the error report, the divergence alert, the LR range test,
+a race's results."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from textual import events
@@ -8,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from lrwatch.app.widgets import Chart
 from lrwatch.console import lr_text
@@ -31,6 +34,8 @@ HELP = """\
 [b]Run[/b]
   [b]space[/b] pause / resume    [b]k[/b] save a checkpoint (continue later with --resume RUN_DIR)
   [b]F[/b] LR range test from here (enter then starts the schedule from its suggestion)
+  [b]f[/b] race the candidates shown (or every kind) against continuing, from here, on the same batches;
+      escape cancels it; at the end enter keeps the selected one, escape restores the run as it was
   [b]q[/b] stop at a step boundary (saving a checkpoint when it can), flush the run directory and quit
       (in a monitor that attached to the run, q asks first: y stops the run)
   [b]d[/b] detach: the shell prompt comes back, training goes on (lrwatch attach brings the monitor back)
@@ -194,3 +199,68 @@ class LrFindScreen(Modal):
 
     def action_choose(self, choice: str) -> None:
         self.close(choice)
+
+
+class RaceScreen(Modal):
+    """A race's results: per candidate its train loss (EMA), val loss and Δ val against continuing, the
+    winner marked and selected. ``enter`` keeps the selected candidate (the run goes on from its end
+    state), ``escape`` restores the snapshot (the run goes on as if there had been no race)."""
+
+    BINDINGS = [Binding("enter", "keep", "keep"), Binding("escape", "close", "restore")]
+
+    def __init__(self, result: dict) -> None:
+        super().__init__()
+        self.result = result
+        self.candidates = result.get("candidates", [])
+
+    def compose(self) -> ComposeResult:
+        d = self.result
+        by = "val loss" if d.get("evaluated") else "train loss (no evaluate= given)"
+        with Vertical(id="race-box"):
+            yield Static(
+                f"[b]Race {d.get('race')}[/b]: {len(self.candidates)} candidates × {d.get('horizon')} steps from "
+                f"step {d.get('fork', 0):,}, on the same batches; ranked by {by}"
+            )
+            yield DataTable(id="race-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="race-torch")
+            yield Static(
+                "[dim]A short horizon favours lower LRs (short-horizon bias): weigh the Δ against H.[/dim]\n"
+                "[b]↑↓[/b] select  [b]enter[/b] keep it: go on from its end state  "
+                "[b]escape[/b] restore the run as it was"
+            )
+
+    def on_mount(self) -> None:
+        table = self.query_one("#race-table", DataTable)
+        table.add_columns("", "candidate", "train loss", "val loss", "Δ val")
+        best = self.result.get("best", -1)
+        for i, c in enumerate(self.candidates):
+            mark = "★" if i == best else ("✖" if c.get("diverged") else "")
+            name = c["spec"] if c["name"] != "continue" else f"continue ({c['spec']})"
+            delta = "" if i == 0 else _number(c.get("delta_val"), signed=True)
+            table.add_row(mark, name, _number(c.get("train_loss")), _number(c.get("val_loss")), delta)
+        if best >= 0:
+            table.move_cursor(row=best)
+        table.focus()
+        self._show_torch(table.cursor_row)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_torch(event.cursor_row)
+
+    def _show_torch(self, row: int) -> None:
+        if 0 <= row < len(self.candidates):
+            self.query_one("#race-torch", Static).update(f"[#8fbcbb]{self.candidates[row]['torch']}[/]")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()  # the table takes enter: keep the row it selected
+        self.close(event.cursor_row)
+
+    def action_keep(self) -> None:
+        self.close(self.query_one("#race-table", DataTable).cursor_row)
+
+
+def _number(value: float | str | None, signed: bool = False) -> str:
+    """A loss in the race table; "–" for none (a NaN may have travelled as the string "nan")."""
+    number = float(value) if value is not None else math.nan
+    if not math.isfinite(number):
+        return "–"
+    return f"{number:+.4f}" if signed else f"{number:.4f}"

@@ -1,0 +1,173 @@
+"""The race: candidate schedules trained from one snapshot of the live run, on the same batches.
+
+Proven the way a user would lean on it: keeping a candidate equals a fresh run scripted with that switch
+at the fork, step for step; not keeping leaves the run as if there had been no race; two races from one
+snapshot give the same numbers; the keys, ``lrwatch send`` and the refusals.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lrwatch
+from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.rundir import read_metric_rows
+
+CONFIG = DemoConfig(epochs=3, train_size=4000, val_size=500, hidden=32, device="cpu")
+
+
+def run_demo(run_dir: Path, mode: str, fork_epoch: float = 1.3, horizon: int = 17) -> np.ndarray:
+    """The demo's loop for 3 epochs: ``plain``; ``scripted`` (exp:gamma=0.5 from the fork); ``keep`` and
+    ``restore`` (a race at the fork keeping that candidate, or none). Its (step, lr, loss) rows."""
+    task = DemoTask(CONFIG)
+    k = CONFIG.steps
+    monitor = lrwatch.watch(
+        task.optimizer, model=task.model, epochs=3, steps_per_epoch=k, lr=CONFIG.lr, run_dir=run_dir,
+        switches=[f"{fork_epoch}:exp:gamma=0.5"] if mode == "scripted" else [],
+        train_step=task.train_step, batches=task.batches, evaluate=lambda: task.evaluate()[0],
+    )  # fmt: skip
+    batches, fork, raced = task.batches(0), round(fork_epoch * k), False
+    while (step := monitor.step_index) < 3 * k:
+        if step == fork and mode in ("keep", "restore") and not raced:
+            raced = True
+            result = monitor.race(["exp:gamma=0.5"], steps=horizon, keep=1 if mode == "keep" else "none")
+            assert [c["name"] for c in result["candidates"]] == ["continue", "exp"]
+            batches = task.batches(monitor.step_index)  # a kept candidate moved the run H steps on
+            continue
+        monitor.step(task.train_step(next(batches)))
+    monitor.close()
+    rows = [r for r in read_metric_rows(run_dir / "metrics.csv") if len(r) == 4]
+    return np.array([(r[0], r[2], r[3]) for r in rows])
+
+
+def test_keeping_a_candidate_equals_a_run_scripted_with_that_switch_and_restoring_equals_no_race(
+    tmp_path: Path,
+) -> None:
+    plain, scripted = run_demo(tmp_path / "plain", "plain"), run_demo(tmp_path / "scripted", "scripted")
+    kept, restored = run_demo(tmp_path / "keep", "keep"), run_demo(tmp_path / "restore", "restore")
+    assert len(kept) == len(plain) == 3 * CONFIG.steps
+    assert np.array_equal(kept[:, 0], np.arange(3 * CONFIG.steps))  # every step once, the race's in place
+    assert np.array_equal(kept, scripted)  # bit for bit: steps, LRs and losses
+    assert np.array_equal(restored, plain)
+    assert not np.array_equal(kept, plain)
+    race_dir = tmp_path / "keep" / "races" / "1"
+    assert sorted(p.name for p in race_dir.iterdir()) == ["0-continue.csv", "1-exp.csv"]
+    exp_rows = [r for r in read_metric_rows(race_dir / "1-exp.csv")]
+    fork = round(1.3 * CONFIG.steps)
+    assert [r[0] for r in exp_rows] == list(range(fork, fork + 17))
+    assert np.array_equal(np.array([(r[0], r[2], r[3]) for r in exp_rows]), scripted[fork : fork + 17])
+    events = (tmp_path / "keep" / "events.jsonl").read_text().splitlines()
+    kinds = [line.split('"')[3] for line in events]
+    assert kinds.index("race") < kinds.index("race_end") and "switch" in kinds[kinds.index("race") :]
+
+
+def test_two_races_from_one_snapshot_give_identical_numbers_and_weights_come_back_bit_for_bit(tmp_path: Path) -> None:
+    task = DemoTask(CONFIG)
+    monitor = lrwatch.watch(
+        task.optimizer, model=task.model, epochs=3, steps_per_epoch=CONFIG.steps, run_dir=tmp_path / "run",
+        train_step=task.train_step, batches=task.batches, evaluate=task.evaluate,
+    )  # fmt: skip
+    batches = task.batches(0)
+    for _ in range(25):
+        monitor.step(task.train_step(next(batches)))
+    weights = {k: v.clone() for k, v in task.model.state_dict().items()}
+    momentum = [s["momentum_buffer"].clone() for s in task.optimizer.state.values()]
+    rng = torch.get_rng_state()
+    first, second = monitor.race(steps=12), monitor.race(steps=12)
+    assert first["candidates"][0]["spec"] == "cosine:T_max=3" and len(first["candidates"]) == 5
+    for a, b in zip(first["candidates"], second["candidates"], strict=True):
+        assert a["curve"] == b["curve"] and a["val_loss"] == b["val_loss"] and a["train_loss"] == b["train_loss"]
+        assert math.isfinite(a["val_loss"]) and a["steps"] == 12
+    assert first["candidates"][0]["delta_val"] == 0.0
+    assert all(torch.equal(weights[k], v) for k, v in task.model.state_dict().items())
+    buffers = [s["momentum_buffer"] for s in task.optimizer.state.values()]
+    assert all(torch.equal(m, b) for m, b in zip(momentum, buffers, strict=True))
+    assert torch.equal(rng, torch.get_rng_state()) and monitor.step_index == 25
+    assert task.optimizer.param_groups[0]["lr"] == monitor.engine.timeline.lr_at(25)
+    best = monitor.race(steps=12, keep="best")
+    assert monitor.step_index == 37
+    chosen = best["candidates"][best["best"]]
+    assert chosen["val_loss"] == min(c["val_loss"] for c in best["candidates"])
+    assert str(monitor.engine.timeline.segment_at(37).spec) == chosen["spec"]
+    monitor.close()
+
+
+def test_refusals_say_why_and_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrwatch import race
+
+    task = DemoTask(CONFIG)
+    monitor = lrwatch.watch(task.optimizer, model=task.model, epochs=3, steps_per_epoch=CONFIG.steps,
+                            run_dir=tmp_path / "run", train_step=task.train_step, batches=task.batches)  # fmt: skip
+    monitor.step(task.train_step(next(task.batches(0))))
+    monkeypatch.setattr(race, "available_ram", lambda: 100_000)
+    with pytest.raises(ValueError, match=r"needs 6 snapshots × .* MB .* over the budget \(25% of 0.1 MB"):
+        monitor.race()
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="unknown schedule 'warp'"):
+        monitor.race(["warp:speed=9"])
+    assert monitor.step_index == 1 and not (tmp_path / "run" / "races").exists()
+    no_eval = monitor.race(["step"], steps=5, keep="best")  # no evaluate=: ranked by train loss
+    assert not no_eval["evaluated"] and math.isnan(no_eval["candidates"][0]["val_loss"])
+    monitor.close()
+    bare = lrwatch.watch(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), steps_per_epoch=1,
+                         run_dir=tmp_path / "bare")  # fmt: skip
+    with pytest.raises(ValueError, match="train_step=, batches=, model="):
+        bare.race()
+    bare.engine.submit(lrwatch.protocol.Race())
+    bare.step(1.0)
+    assert "train_step=, batches=, model=" in bare.engine.events_since(0)[-1].data["reason"]
+    bare.close()
+
+
+async def test_f_races_in_the_live_monitor_the_table_keeps_the_choice_and_escape_cancels(tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from lrwatch.api import Host
+    from lrwatch.app import LRWatchApp
+    from lrwatch.app.screens import RaceScreen
+    from lrwatch.protocol import Race
+
+    config = DemoConfig(train_size=2048, val_size=256, batch_size=64, hidden=32, device="cpu", epochs=100_000)
+    app = LRWatchApp(None, DemoTask(config).train, host=Host(headless=False, run_dir=tmp_path / "run", log=None), fps=4)
+
+    def events(kind: str) -> list:
+        return [e for e in app.source.events_since(0) if e.kind == kind]
+
+    async def until(predicate, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "not in time"
+            await pilot.pause(0.05)
+
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(lambda: app.source is not None and app.source.status().step > 40)
+        await pilot.press("C")  # one candidate shown: the race is continuing against it
+        await pilot.press("f")
+        await until(lambda: isinstance(app.screen, RaceScreen))
+        result = events("race")[-1].data
+        assert [c["name"] for c in result["candidates"]] == ["continue", "cosine"] and result["horizon"] == 32
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 2 and table.cursor_row == result["best"]
+        await pilot.press("up" if table.cursor_row else "down")
+        choice = table.cursor_row
+        await pilot.press("enter")
+        await until(lambda: events("race_end"))
+        end = events("race_end")[-1]
+        assert end.data["kept"] == choice and end.step == result["fork"] + 32
+        await until(lambda: app.source.status().step > end.step + 5)
+        steps = app.source.history.column("step")
+        assert np.array_equal(steps, np.arange(len(steps)))  # the kept steps are the run's, each once
+        await pilot.press("escape")  # clears the candidate shown
+        app.source.submit(Race(steps=1_000_000))
+        await until(lambda: "race 2: 1/5 continue · step" in str(app.monitor_screen.query_one("#status").render()))
+        await pilot.press("escape")
+        await until(lambda: len(events("race_end")) == 2)
+        assert events("race_end")[-1].data["outcome"] == "cancelled" and not events("race")[1:]
+        await pilot.press("q")
+        await until(lambda: app.return_code is not None, timeout=20)
