@@ -296,6 +296,13 @@ def live_figures(repeats: int, tmp: Path) -> None:
     report("attach_overhead", ratio, "x", ">=", 0.97, detail)
 
 
+def race_figures(repeats: int) -> None:
+    import race
+
+    race.race_restore_exact(report)
+    race.race_overhead(report, repeats)
+
+
 def ddp_sync_cost(tmp: Path, seconds: float = 15.0) -> None:
     """lrwatch's collective under DDP, per step, ÷ a training step of the demo model: two CPU ranks (gloo)
     of ``demo/ddp.py`` for ``seconds``, stopped by SIGTERM to torchrun (a stop at one sync step). Each rank
@@ -343,6 +350,7 @@ def main() -> None:
     tty_bandwidth(tmp)
     live_figures(args.repeats, tmp)
     ddp_sync_cost(tmp)
+    race_figures(args.repeats)
     ui_overhead(args.ui_processes)
     if args.whole_runs:
         ui_overhead_whole_runs(args.whole_runs, 4000)

@@ -51,10 +51,14 @@ class WeightsSnapshot:
         return model_state, copy.deepcopy(self.optimizer.state_dict())
 
     def restore(self, state: tuple[Any, Any]) -> None:
+        """Put ``state`` back; it stays intact for another restore (the optimizer gets a copy: its
+        ``load_state_dict`` keeps tensors already on the right device, and would train them in place)."""
+        import copy
+
         model_state, optimizer_state = state
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(optimizer_state)
+        self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr  # the LR stays the engine's to set
 

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     view = sub.add_parser("view", help="open runs read-only (following them as they grow); several: overlaid")
     view.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     view.add_argument("--summary", action="store_true", help="print a table and what was skipped, no UI")
-    _add_ui_args(view)
+    _add_ui_args(view, live=False)
 
     export = sub.add_parser("export", help="write a run where people already look: TensorBoard")
     export.add_argument("run_dir", type=_run_dir_arg, metavar="RUN_DIR")
@@ -205,9 +205,17 @@ def _add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--_spawned", action="store_true", dest="spawned", help=argparse.SUPPRESS)
 
 
-def _add_ui_args(p: argparse.ArgumentParser) -> None:
+def _add_ui_args(p: argparse.ArgumentParser, *, live: bool = True) -> None:
     p.add_argument("--fps", type=_positive(float), default=2.0, help="max redraws per second (default 2)")
     p.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
+    if live:
+        p.add_argument(
+            "--race-steps",
+            type=_positive(int),
+            default=None,
+            metavar="N",
+            help="f races candidates for N steps (default: one epoch or a tenth of the remaining run, the shorter)",
+        )
 
 
 def _run_dir_arg(text: str) -> Path:

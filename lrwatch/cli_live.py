@@ -56,6 +56,10 @@ def add_live_commands(sub: Any) -> None:
     attach.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR")
     attach.add_argument("--fps", type=float, default=2.0, help="max redraws per second (default 2)")
     attach.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
+    attach.add_argument(
+        "--race-steps", type=_steps, default=None, metavar="N",
+        help="f races candidates for N steps (default: one epoch or a tenth of the remaining run, the shorter)",
+    )  # fmt: skip
 
     ls = sub.add_parser("ls", help="this user's live runs: run dir, pid, state, step, schedule, clients")
     ls.add_argument("--json", action="store_true", help="one JSON array of objects")
@@ -68,7 +72,14 @@ def add_live_commands(sub: Any) -> None:
         "--keep", choices=RACE_KEEP, default=None,
         help="race: when no monitor decides, none (default) restores the snapshot, best keeps the lowest val_loss",
     )  # fmt: skip
-    send.add_argument("--race-steps", type=int, default=None, metavar="N", help="race: the horizon H in steps")
+    send.add_argument("--race-steps", type=_steps, default=None, metavar="N", help="race: the horizon H in steps")
+
+
+def _steps(text: str) -> int:
+    """A number of steps > 0, for argparse."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of steps > 0, got {text!r}")
+    return int(text)
 
 
 def _say(text: str) -> None:
@@ -90,7 +101,7 @@ def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir:
         _say(f"lrwatch: the run ended at once (status {code}):\n{log_tail(run_dir)}")
         return code or 1
     source = source_for_child(child, run_dir)
-    app = run_monitor(source, owner=True, fps=args.fps, ascii_markers=args.ascii)
+    app = run_monitor(source, owner=True, fps=args.fps, ascii_markers=args.ascii, race_steps=args.race_steps)
     if app.detached or app.hung_up:
         with contextlib.suppress(OSError, ValueError):  # after a hangup there may be no terminal to print to
             _detached(child.pid, run_dir)
@@ -124,7 +135,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         if record is None:
             return _view_ended(args)
     source = RemoteRunSource.of_path(record.socket, owner=False, connect_timeout=10.0)
-    app = run_monitor(source, owner=False, fps=args.fps, ascii_markers=args.ascii)
+    app = run_monitor(source, owner=False, fps=args.fps, ascii_markers=args.ascii, race_steps=args.race_steps)
     if app.detached:
         _detached(record.pid, Path(record.run_dir))
     return 0
@@ -228,8 +239,6 @@ def cmd_send(args: argparse.Namespace) -> int:
     try:
         command = parse_send(args.words)
         if isinstance(command, Race):
-            if args.race_steps is not None and args.race_steps < 1:
-                raise ValueError("race: --race-steps needs a number of steps > 0")
             command = Race(command.specs, args.race_steps, args.keep or "none")
         elif args.keep is not None or args.race_steps is not None:
             raise ValueError("--keep and --race-steps go with race")

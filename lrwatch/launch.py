@@ -171,12 +171,21 @@ def exit_after(seconds: float, status: int) -> None:
     threading.Thread(target=later, name="lrwatch-exit-deadline", daemon=True).start()
 
 
-def run_monitor(source: RemoteRunSource, *, owner: bool, fps: float, ascii_markers: bool, notes: Any = None) -> Any:
+def run_monitor(
+    source: RemoteRunSource,
+    *,
+    owner: bool,
+    fps: float,
+    ascii_markers: bool,
+    notes: Any = None,
+    race_steps: int | None = None,
+) -> Any:
     """The monitor on ``source`` in this terminal; returns the app (its ``return_code`` and ``detached``)."""
     from lrwatch.app import LRWatchApp
     from lrwatch.protocol import Stop
 
-    app = LRWatchApp.attached(source.start(), owner=owner, fps=fps, ascii_markers=ascii_markers, notes=notes)
+    view = {"fps": fps, "ascii_markers": ascii_markers, "notes": notes, "race_steps": race_steps}
+    app = LRWatchApp.attached(source.start(), owner=owner, **view)
 
     def hung_up() -> None:  # the terminal still answers: leave it as we found it
         app.hung_up = True

@@ -202,6 +202,8 @@ class RaceRun:
         end = timeline.total_steps
         if end is not None and self.fork >= end:
             raise SpecError("no race: the run is at its planned end")
+        if command.steps is not None and command.steps < 1:
+            raise SpecError(f"a race needs at least one step (got steps={command.steps})")
         horizon = command.steps or default_horizon(timeline, self.fork, engine.epochs_known)
         self.horizon = min(horizon, end - self.fork) if end is not None else horizon
         self.candidates = candidates_for(timeline, self.fork, command.specs)

@@ -171,3 +171,67 @@ async def test_f_races_in_the_live_monitor_the_table_keeps_the_choice_and_escape
         assert events("race_end")[-1].data["outcome"] == "cancelled" and not events("race")[1:]
         await pilot.press("q")
         await until(lambda: app.return_code is not None, timeout=20)
+
+
+def test_send_race_to_a_detached_demo_restores_keeps_best_and_sigterm_stops_from_the_snapshot(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+
+    from lrwatch.checkpoints import load_checkpoint
+    from tests.test_live import events, run_pid, wait_for
+    from tests.test_live import lrwatch as cli
+
+    run_dir = tmp_path / "run"
+    out = cli("demo", "--detach", "--epochs", "2000", "--steps-per-epoch", "100", "--run-dir", str(run_dir))
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: (run_dir / "live.json").exists(), "the run to serve")
+    pid = run_pid(run_dir)
+    try:
+        sent = cli("send", str(run_dir), "race", "exp:gamma=0.9", "--race-steps", "30")
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["event"] == "race_start" and "2 candidates × 30 steps" in sent.stderr
+        wait_for(lambda: [e for e in events(run_dir) if e["event"] == "race_end"], "the race to end")
+        race, end = (next(e for e in events(run_dir) if e["event"] == kind) for kind in ("race", "race_end"))
+        assert not race["awaiting"] and end["kept"] == -1 and end["step"] == race["fork"]  # no monitor: restored
+        assert len(list((run_dir / "races" / "1").iterdir())) == 2
+        assert cli("send", str(run_dir), "race", "--keep", "best", "--race-steps", "30").returncode == 0
+        wait_for(lambda: len([e for e in events(run_dir) if e["event"] == "race_end"]) == 2, "the second race")
+        race, end = ([e for e in events(run_dir) if e["event"] == kind][-1] for kind in ("race", "race_end"))
+        assert end["kept"] == race["best"] >= 0 and end["step"] == race["fork"] + 30
+        assert cli("send", str(run_dir), "race", "--keep", "all").returncode == 2
+        assert cli("send", str(run_dir), "pause", "--keep", "best").returncode == 2
+        assert cli("send", str(run_dir), "race", "warp").returncode == 2
+        assert cli("send", str(run_dir), "race-end").returncode == 1  # refused: no race is running
+        assert cli("send", str(run_dir), "race", "--race-steps", "1000000").returncode == 0
+        wait_for(lambda: len([e for e in events(run_dir) if e["event"] == "race_start"]) == 3, "the third race")
+        fork = [e for e in events(run_dir) if e["event"] == "race_start"][-1]["step"]
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not (run_dir / "live.json").exists(), "the run to end", 15)
+    finally:
+        if (run_dir / "live.json").exists():
+            os.kill(pid, signal.SIGKILL)
+    end = [e for e in events(run_dir) if e["event"] == "race_end"][-1]
+    assert end["outcome"] == "stop" and end["kept"] == -1
+    assert events(run_dir)[-1]["event"] == "finish" and events(run_dir)[-1]["step"] == fork
+    assert load_checkpoint(run_dir)["lrwatch"]["step"] == fork  # the snapshot's state, saved
+
+
+async def test_lrwatch_view_draws_the_races_candidates_from_their_fork(tmp_path: Path) -> None:
+    from lrwatch.app import LRWatchApp
+    from lrwatch.app.charts import RACE_COLORS
+    from lrwatch.reader import FileRunSource, RunReader
+
+    run_demo(tmp_path / "run", "keep")
+    app = LRWatchApp.read_only(FileRunSource(RunReader(tmp_path / "run")))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.5)
+        fork = round(1.3 * CONFIG.steps)
+        drawn = [(f, h, [name for name, _, _ in named]) for f, h, named in app.races]
+        assert drawn == [(fork, 17, ["continue", "exp"])]
+        chart = app.monitor_screen.query_one("#loss-chart")
+        colors = {seg.style.color.number for row in chart._rows for seg in row if seg.style and seg.style.color}
+        assert RACE_COLORS["exp"] in colors  # drawn over continuing's: 17 steps of this small run barely differ
+        assert all(f"━ {name}" in str(chart.border_subtitle) for name in ("continue", "exp"))
+        assert str(app.source.timeline.segment_at(fork).spec) == "exp:gamma=0.5"  # the kept switch, replayed

@@ -393,3 +393,28 @@ async def test_divergence_alert_offers_a_rollback(tmp_path: Path) -> None:
         assert weights.restored == [60] or weights.restored == [50]
         assert "rollback" in [e.kind for e in engine.events_since(0)]
         await pilot.press("q")
+
+
+def test_a_snapshot_survives_its_restore_for_a_second_rollback() -> None:
+    """Two rollbacks to one snapshot restore the same optimizer state: the first restore must not hand the
+    snapshot's own tensors to the optimizer, which would then train them in place."""
+    import torch
+
+    from lrwatch.checkpoints import WeightsSnapshot
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def train_step() -> None:
+        model(torch.randn(4, 3)).sum().backward()
+        optimizer.step()
+
+    train_step()
+    snapshots = WeightsSnapshot(model, optimizer)
+    saved = snapshots.snapshot()
+    momentum = saved[1]["state"][0]["momentum_buffer"].clone()
+    snapshots.restore(saved)
+    train_step()
+    snapshots.restore(saved)
+    assert torch.equal(optimizer.state[model.weight]["momentum_buffer"], momentum)

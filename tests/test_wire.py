@@ -19,7 +19,7 @@ from lrwatch.api import serve
 from lrwatch.client import RemoteRunSource, RunClient
 from lrwatch.divergence import DivergencePolicy
 from lrwatch.engine import Engine
-from lrwatch.protocol import CommandError, EditParams, Pause, Stop, Switch, command_from_wire
+from lrwatch.protocol import CommandError, EditParams, Pause, Race, RaceEnd, Stop, Switch, command_from_wire
 from lrwatch.server import RunServer
 from lrwatch.sockets import LiveRecord, socket_dir
 from lrwatch.timeline import Timeline
@@ -61,6 +61,9 @@ def test_line_buffer_joins_chunks_and_refuses_long_lines() -> None:
         None, 3, {"command": 3}, {"command": "frob"}, {"command": "switch"}, {"command": "switch", "spec": 5},
         {"command": "switch", "spec": "exp", "anchor": "middle"}, {"command": "edit", "params": {"T_max": "x"}},
         {"command": "edit", "params": [["T_max"]]}, {"command": "pause", "extra": 1}, {"command": "stop", "reason": 1},
+        {"command": "race", "specs": "exp"}, {"command": "race", "specs": [1]}, {"command": "race", "specs": ["x"] * 9},
+        {"command": "race", "steps": 0}, {"command": "race", "steps": True}, {"command": "race", "keep": "worst"},
+        {"command": "race-end", "keep": "1"}, {"command": "race-end", "keep": 99}, {"command": "race-end", "keep": -5},
     ],
 )  # fmt: skip
 def test_malformed_commands_are_refused_in_one_line(data: object) -> None:
@@ -76,6 +79,9 @@ def test_well_formed_commands_parse() -> None:
         (("T_max", 3.0),)
     )
     assert command_from_wire({"command": "pause"}) == Pause()
+    race = Race(("exp:gamma=0.9",), 500, "best")
+    assert command_from_wire(json.loads(json.dumps(race.to_dict()))) == race
+    assert command_from_wire({"command": "race"}) == Race() and command_from_wire({"command": "race-end"}) == RaceEnd()
 
 
 # -- a served run ---------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from lrwatch.timeline import Timeline
 APPLIED_COLOR = PALETTE[0]
 PREVIEW_COLOR = DIM
 CANDIDATE_COLORS = {"exp": 208, "cosine": 170, "cosine-restarts": 141, "step": 220}
-RACE_CONTINUE_COLOR = 39  # a race's "continue" candidate (the others take their kind's candidate colour)
+# A race's candidates on the loss chart: none of the loss chart's own colours (raw, EMA, val).
+RACE_COLORS = {"continue": 39, "exp": 203, "cosine": 114, "cosine-restarts": 141, "step": 220}
 RAW_LOSS_COLOR = 240
 EMA_COLOR = 208
 VAL_COLOR = 170
@@ -201,7 +202,7 @@ def loss_chart(
 
 
 def race_color(name: str) -> int:
-    return RACE_CONTINUE_COLOR if name == "continue" else CANDIDATE_COLORS.get(name, PALETTE[5])
+    return RACE_COLORS.get(name, PALETTE[6])
 
 
 RaceCurves = tuple[int, int, list[tuple[str, list[int], list[float]]]]  # fork, horizon, (name, offsets, losses)

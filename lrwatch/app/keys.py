@@ -43,6 +43,7 @@ class ScheduleKeys:
 
     # provided by the app
     notify: Any
+    race_steps: int | None = None
     lr_find_requested = False  # F was pressed here: the range test's result opens in this monitor
     push_screen: Any
     screen: Any
@@ -98,7 +99,7 @@ class ScheduleKeys:
         if not self._can_switch():
             return
         specs = tuple(str(c.segments[-1].spec) for c in self.candidates.values())
-        self.source.submit(Race(specs))
+        self.source.submit(Race(specs, self.race_steps))
         what = f"{len(specs)} candidate{'s' if len(specs) > 1 else ''}" if specs else "every kind"
         self.notify(f"Race: continuing against {what}, from the next step boundary (escape cancels) …", timeout=4)
 

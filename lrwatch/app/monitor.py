@@ -118,11 +118,14 @@ class LRWatchApp(ScheduleKeys, App):
         cpu_clock: Callable[[], float] = time.thread_time,
         notes: list[str] | None = None,
         owner: bool = True,
+        race_steps: int | None = None,
     ) -> None:
-        """``owner``: this monitor started the run (``q`` stops it at once); an attached one asks first."""
+        """``owner``: this monitor started the run (``q`` stops it at once); an attached one asks first.
+        ``race_steps``: the horizon of the races ``f`` starts (None: the run's default)."""
         super().__init__()
         self._monitor_screen = MonitorScreen()
         self.owner = owner
+        self.race_steps = race_steps
         self.detached = False  # d: the run goes on without us
         self.hung_up = False  # the terminal hung up: the same, unless the run was started with --on-hangup stop
         self.notes = list(notes or [])
@@ -135,6 +138,7 @@ class LRWatchApp(ScheduleKeys, App):
         self.chart_interval = CHART_MIN_INTERVAL
         self.candidates: dict[str, Timeline] = {}
         self.races: list[RaceCurves] = []  # the races seen: their candidates' curves stay drawn
+        self._racing: list[str] = []  # the candidates of a race under way
         self._candidate_step = -1
         self._preview = PreviewCache()
         self._loss_view = LossView(Ema(self._monitor_screen.smoothing))
@@ -259,8 +263,12 @@ class LRWatchApp(ScheduleKeys, App):
         self.monitor_screen.add_event(event)
         self.lr_find_done(event)
         self.race_done(event)
-        if event.kind == "race":
-            self.races.append(race_curves(event.data))
+        if event.kind in ("race", "race_start"):  # a race under way draws its candidates too: name them
+            specs = event.data["candidates"] if event.kind == "race_start" else []
+            self._racing = ["continue", *(spec.partition(":")[0] for spec in specs[1:])] if specs else []
+            if event.kind == "race":
+                self.races.append(race_curves(event.data))
+            self._titles()
         if event.kind == "error":
             self.push_screen(ErrorScreen(event.data["message"], event.data.get("traceback", "")))
         if event.kind == "divergence" and event.data.get("action") == "pause" and not self._quitting:
@@ -324,7 +332,8 @@ class LRWatchApp(ScheduleKeys, App):
         )
 
     def _titles(self) -> None:
-        self.monitor_screen.titles(self.candidates)
+        names = dict.fromkeys([*(name for _, _, named in self.races for name, _, _ in named), *self._racing])
+        self.monitor_screen.titles(self.candidates, list(names))
 
     def _update_status(self, status: RunStatus) -> None:
         history = self.source.history

@@ -24,6 +24,7 @@ from lrwatch.app.charts import (
     RAW_LOSS_COLOR,
     VAL_COLOR,
     plot_columns,
+    race_color,
 )
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewScreen, format_duration, progress_bar
 from lrwatch.gpu import gpu_lines
@@ -116,8 +117,8 @@ class MonitorScreen(ViewScreen):
         self.query_one("#lr-chart", Chart).draw(lr)
         self.query_one("#loss-chart", Chart).draw(loss)
 
-    def titles(self, candidates: Any) -> None:
-        """The charts' titles: the view options, and the legend (or the candidates shown)."""
+    def titles(self, candidates: Any, race_names: list[str] | None = None) -> None:
+        """The charts' titles: the view options, and the legend (or the candidates shown; a race's)."""
         lr = self.query_one("#lr-chart", Chart)
         lr.border_title = "learning rate" + (" · log" if self.log_lr else "")
         shown = " ".join(f"[{color_hex(CANDIDATE_COLORS[k])}]━ {k}[/]" for k in candidates)
@@ -125,7 +126,8 @@ class MonitorScreen(ViewScreen):
         loss = self.query_one("#loss-chart", Chart)
         window = "recent" if self.recent else "whole run"
         loss.border_title = f"loss · ema {self.smoothing:g} · {window}" + (" · log" if self.log_loss else "")
-        loss.border_subtitle = LOSS_LEGEND
+        race = " ".join(f"[{color_hex(race_color(name))}]━ {name}[/]" for name in race_names or ())
+        loss.border_subtitle = f"{LOSS_LEGEND} · race {race}" if race else LOSS_LEGEND
 
     def show_status(
         self, status: RunStatus, *, rate: float, device: str, last: dict[str, float], val: dict[str, Any], spec: str
