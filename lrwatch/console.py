@@ -216,8 +216,9 @@ def race_text(kind: str, d: dict) -> str:
     if kind == "race_start":
         return f"{len(d['candidates'])} candidates × {d['horizon']} steps from here (keep: {d['keep']})"
     if kind == "race_end":
-        kept = f"kept {d['spec']}" if d.get("kept", -1) >= 0 else "snapshot restored"
-        return f"{kept} ({d['outcome']})"
+        if d.get("kept", -1) >= 0:
+            return f"kept {d['spec']}"
+        return "snapshot restored" + ("" if d.get("outcome") == "restored" else f" ({d.get('outcome')})")
     best = d["candidates"][d["best"]] if d.get("best", -1) >= 0 else None
     if best is None:
         return "no candidate ended with a finite loss"

@@ -37,3 +37,24 @@ def test_main_screen_80x24_with_candidate_preview(snap_compare) -> None:
 
 def test_tiny_terminal_status_line(snap_compare) -> None:
     assert snap_compare(deterministic_app(), terminal_size=(60, 16))
+
+
+def test_race_results_table_80x24(snap_compare) -> None:
+    """A race's results over the main screen: the table (winner marked and selected), its candidates'
+    losses drawn on the loss chart from the fork, named in its legend."""
+    app = deterministic_app()
+    engine = app.source
+    fork, horizon = engine.step_index, 2 * K
+    names = [("continue", "cosine:T_max=30", 0.0), ("exp", "exp:gamma=0.8", -0.02), ("step", "step:step_size=6", 0.03)]
+    candidates = []
+    for i, (name, spec, delta) in enumerate(names):
+        curve = [0.8 + delta * 3 - 0.001 * j * (i + 1) for j in range(horizon)]
+        candidates.append({
+            "name": name, "spec": spec, "torch": f"{name}(optimizer)", "train_loss": curve[-1], "val_loss": 0.9 + delta,
+            "delta_val": delta, "val": {}, "diverged": False, "steps": horizon, "seconds": 1.0,
+            "curve_x": list(range(horizon)), "curve": curve,
+        })  # fmt: skip
+    engine.record("race_start", race=1, horizon=horizon, keep="none", candidates=[c["spec"] for c in candidates])
+    engine.record("race", race=1, fork=fork, horizon=horizon, keep="none", evaluated=True, best=1, awaiting=True,
+                  candidates=candidates)  # fmt: skip
+    assert snap_compare(app, terminal_size=(80, 24))

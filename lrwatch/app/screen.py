@@ -41,10 +41,10 @@ MakeSpec = Callable[[int, int], ChartSpec]
 
 
 def race_line(race: dict[str, Any]) -> Text:
-    """``race 1: 2/5 exp · step 120/468 · ETA 0:42 · esc cancels``: a race under way, in one line."""
+    """``race 1: 2/5 exp 120/468 · ETA 0:42 · esc cancels``: a race under way (two lines in a side panel)."""
     if race.get("phase") != "training":
         return Text(f"race {race['race']}: results ready, waiting for a choice", style="bold #e0a000")
-    where = f"{race['index'] + 1}/{race['n']} {race['name']} · step {race['step']}/{race['horizon']}"
+    where = f"{race['index'] + 1}/{race['n']} {race['name']} {race['step']}/{race['horizon']}"
     eta = format_duration(race["eta"])
     return Text(f"race {race['race']}: {where} · ETA {eta} · esc cancels", style="bold #e0a000")
 

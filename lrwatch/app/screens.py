@@ -224,7 +224,8 @@ class RaceScreen(Modal):
             yield DataTable(id="race-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="race-torch")
             yield Static(
-                "[dim]A short horizon favours lower LRs (short-horizon bias): weigh the Δ against H.[/dim]\n"
+                f"[dim]Short horizons favour lower LRs (Wu et al. 2018): weigh a small Δ against H = "
+                f"{d.get('horizon')} steps.[/dim]\n"
                 "[b]↑↓[/b] select  [b]enter[/b] keep it: go on from its end state  "
                 "[b]escape[/b] restore the run as it was"
             )
