@@ -96,6 +96,8 @@ def test_a_scripted_and_a_sent_switch_land_on_both_ranks_at_the_same_step(tmp_pa
     wait_for(lambda: any(e["event"] == "switch" for e in events(run_dir)), "the scripted switch")
     sent = lrwatch("send", str(run_dir), "switch", "step:step_size=1,gamma=0.7")
     assert sent.returncode == 0, sent.stderr
+    raced = lrwatch("send", str(run_dir), "race")  # refused alike on every rank (rank 0 answers), not forked on one
+    assert raced.returncode == 1 and "not supported under DDP" in raced.stderr
     assert lrwatch("send", str(run_dir), "stop").returncode == 0
     assert run.wait(60) == 0, run.output[-3000:]
     steps, lr_hash, _ = agreeing_ranks(run)

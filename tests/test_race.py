@@ -235,3 +235,18 @@ async def test_lrwatch_view_draws_the_races_candidates_from_their_fork(tmp_path:
         assert RACE_COLORS["exp"] in colors  # drawn over continuing's: 17 steps of this small run barely differ
         assert all(f"━ {name}" in str(chart.border_subtitle) for name in ("continue", "exp"))
         assert str(app.source.timeline.segment_at(fork).spec) == "exp:gamma=0.5"  # the kept switch, replayed
+
+
+async def test_f_without_train_step_says_what_is_missing_in_one_line() -> None:
+    from tests.test_snapshots import deterministic_app
+
+    app = deterministic_app()
+    said: list[str] = []
+    app.notify = lambda message, **_options: said.append(message)  # what the user is told, in order
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f")
+        app.source.step(1.0)  # the step boundary where the run answers
+        await pilot.pause(1.0)
+        missing = "no race here: it needs lrwatch.watch(..., train_step=, batches=, model=)"
+        assert said[0].startswith("Race: continuing against every kind") and said[-1] == missing
+        assert not app.source.events_since(0)[-1].data.get("race") and app.source.step_index == 12 * 40 + 1

@@ -44,6 +44,8 @@ class ScheduleKeys:
     # provided by the app
     notify: Any
     race_steps: int | None = None
+    race_asked = False  # f was pressed here: a refusal is told here
+    races_ended: set[int]
     lr_find_requested = False  # F was pressed here: the range test's result opens in this monitor
     push_screen: Any
     screen: Any
@@ -99,6 +101,7 @@ class ScheduleKeys:
         if not self._can_switch():
             return
         specs = tuple(str(c.segments[-1].spec) for c in self.candidates.values())
+        self.race_asked = True
         self.source.submit(Race(specs, self.race_steps))
         what = f"{len(specs)} candidate{'s' if len(specs) > 1 else ''}" if specs else "every kind"
         self.notify(f"Race: continuing against {what}, from the next step boundary (escape cancels) …", timeout=4)
@@ -115,7 +118,14 @@ class ScheduleKeys:
     def race_done(self, event: Event) -> None:
         """A race's results, when the run waits for a monitor's choice: the table; ``race_end`` closes it
         (another monitor chose, or the run did)."""
-        if event.kind == "race" and event.data.get("awaiting") and not self.source.status().read_only:
+        if event.kind == "rejected" and event.data.get("command", {}).get("command") == "race" and self.race_asked:
+            self.race_asked = False
+            self.notify(str(event.data.get("reason")), severity="warning", timeout=8)  # f: what is missing
+        elif event.kind == "race_start":
+            self.race_asked = False
+        elif event.kind == "race" and event.data.get("awaiting") and event.data.get("race") not in self.races_ended:
+            if self.source.status().read_only:
+                return
             self.push_screen(RaceScreen(event.data), self._after_race)
         elif event.kind == "race_end" and isinstance(self.screen, RaceScreen):
             self.screen.close(RACE_DECIDED)

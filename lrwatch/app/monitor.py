@@ -139,6 +139,7 @@ class LRWatchApp(ScheduleKeys, App):
         self.candidates: dict[str, Timeline] = {}
         self.races: list[RaceCurves] = []  # the races seen: their candidates' curves stay drawn
         self._racing: list[str] = []  # the candidates of a race under way
+        self.races_ended: set[int] = set()
         self._candidate_step = -1
         self._preview = PreviewCache()
         self._loss_view = LossView(Ema(self._monitor_screen.smoothing))
@@ -227,6 +228,8 @@ class LRWatchApp(ScheduleKeys, App):
             poll()
         for event in self.source.events_since(self._events_seen):
             self._events_seen += 1
+            if event.kind == "race_end":  # known before the race's event is shown: a replay opens no table
+                self.races_ended.add(event.data.get("race"))
             self.post_message(RunEvent(event))
         status = self.source.status()
         now = self.clock()
