@@ -7,7 +7,9 @@ reads it. Format 1 (lrwatch's state at the top level) still loads.
 
 from __future__ import annotations
 
+import copy
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +47,63 @@ class WeightsSnapshot:
         self.optimizer = optimizer
 
     def snapshot(self) -> tuple[Any, Any]:
-        import copy
-
         model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         return model_state, copy.deepcopy(self.optimizer.state_dict())
 
     def restore(self, state: tuple[Any, Any]) -> None:
         """Put ``state`` back; it stays intact for another restore (the optimizer gets a copy: its
         ``load_state_dict`` keeps tensors already on the right device, and would train them in place)."""
-        import copy
-
         model_state, optimizer_state = state
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr  # the LR stays the engine's to set
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj`` (a state dict, nested)."""
+    if hasattr(obj, "element_size") and hasattr(obj, "nelement"):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _to_host(obj: Any) -> Any:
+    """A deep copy with every tensor cloned to the CPU (a snapshot the training cannot touch)."""
+    if hasattr(obj, "detach") and hasattr(obj, "to"):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_host(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+@dataclass
+class HostState:
+    """Model, optimizer and RNG states, copied to host memory, for the race and the range test (a rollback's
+    :class:`WeightsSnapshot` stays on the device: it is taken often); :meth:`load` puts them back exactly
+    (the optimizer gets a copy: it would otherwise train its state tensors in place)."""
+
+    weights: dict[str, Any]
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]
+
+    @classmethod
+    def take(cls, model: Any, optimizer: Any) -> HostState:
+        return cls(_to_host(model.state_dict()), _to_host(optimizer.state_dict()), rng_state())
+
+    def load(self, model: Any, optimizer: Any) -> None:
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        model.load_state_dict(self.weights)
+        optimizer.load_state_dict(_to_host(self.optimizer))
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr  # the LR is set per step from a timeline
+        set_rng_state(self.rng)
 
 
 def state_of(obj: Any) -> Any:

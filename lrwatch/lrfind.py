@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lrwatch.checkpoints import WeightsSnapshot, rng_state, set_rng_state
+from lrwatch.checkpoints import HostState
 
 START_LR, END_LR, NUM_ITER, SMOOTH, DIVERGE = 1e-7, 10.0, 100, 0.05, 5.0
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's plot(skip_start=10, skip_end=5), where it suggests
@@ -98,8 +98,7 @@ def range_test(
     """Run the test: ``train_step(batch) -> loss`` trains one batch (forward, backward, ``optimizer.step()``)
     at the LR set here; ``batches`` gives at least ``num_iter`` of them. Everything is restored after."""
     lrs = lr_schedule(start_lr, end_lr, num_iter)
-    weights = WeightsSnapshot(model, optimizer)
-    saved, saved_lrs, saved_rng = weights.snapshot(), [g["lr"] for g in optimizer.param_groups], rng_state()
+    saved, saved_lrs = HostState.take(model, optimizer), [g["lr"] for g in optimizer.param_groups]
     used: list[float] = []
     raw: list[float] = []
 
@@ -121,8 +120,7 @@ def range_test(
                 diverged = True
                 break
     finally:
-        weights.restore(saved)
+        saved.load(model, optimizer)
         for group, lr in zip(optimizer.param_groups, saved_lrs, strict=True):
             group["lr"] = lr
-        set_rng_state(saved_rng)
     return RangeTest(np.array(used), np.array(raw), np.array(smoothed), diverged)

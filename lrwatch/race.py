@@ -17,7 +17,6 @@ remains, whichever is shorter, and is shown with the results.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lrwatch.checkpoints import rng_state, set_rng_state
+from lrwatch.checkpoints import HostState, tensor_bytes
 from lrwatch.protocol import MAX_RACE_CANDIDATES, Command, Race, RaceEnd, Stop
 from lrwatch.rundir import write_race_rows
 from lrwatch.schedules import KINDS, SpecError, parse_spec
@@ -54,49 +53,6 @@ def available_ram() -> int:
     except OSError:
         pass
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def _tensor_bytes(obj: Any) -> int:
-    if hasattr(obj, "element_size") and hasattr(obj, "nelement"):
-        return obj.element_size() * obj.nelement()
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
-
-
-def _to_host(obj: Any) -> Any:
-    """A deep copy with every tensor cloned to the CPU (a snapshot the training cannot touch)."""
-    if hasattr(obj, "detach") and hasattr(obj, "to"):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_host(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_host(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-@dataclass
-class HostState:
-    """Model, optimizer and RNG states, copied to host memory; :meth:`load` puts them back exactly
-    (the optimizer gets a copy: it would otherwise train its state tensors in place)."""
-
-    weights: dict[str, Any]
-    optimizer: dict[str, Any]
-    rng: dict[str, Any]
-
-    @classmethod
-    def take(cls, model: Any, optimizer: Any) -> HostState:
-        return cls(_to_host(model.state_dict()), _to_host(optimizer.state_dict()), rng_state())
-
-    def load(self, model: Any, optimizer: Any) -> None:
-        lrs = [group["lr"] for group in optimizer.param_groups]
-        model.load_state_dict(self.weights)
-        optimizer.load_state_dict(_to_host(self.optimizer))
-        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr  # the LR is set per step from a timeline
-        set_rng_state(self.rng)
 
 
 def default_horizon(timeline: Timeline, step: int, epochs_known: bool = True) -> int:
@@ -166,7 +122,7 @@ def _megabytes(n: float) -> str:
 def check_budget(model: Any, optimizer: Any, candidates: int, available: int) -> None:
     """Refuse (:class:`SpecError`, with the numbers) when the snapshot and every candidate's end state
     would take more than ``RAM_FRACTION`` of the available host memory."""
-    one = _tensor_bytes(model.state_dict()) + _tensor_bytes(optimizer.state_dict()["state"])
+    one = tensor_bytes(model.state_dict()) + tensor_bytes(optimizer.state_dict()["state"])
     need, budget = (candidates + 1) * one, RAM_FRACTION * available
     if need > budget:
         raise SpecError(
