@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,12 @@ def run_rows(run_dir: Path) -> tuple[list[tuple], list[tuple], list]:
     rows = list(read_metric_rows(run_dir / "metrics.csv"))
     events = [parse_event_line(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     return [r for r in rows if len(r) == 4], [r for r in rows if len(r) == 3], events
+
+
+async def app_wait_for(predicate: Callable[[], bool], pilot: Any, timeout: float = 5.0) -> None:
+    """Let a Pilot-driven app run until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.02)

@@ -15,7 +15,7 @@ from lrwatch.app.screens import ErrorScreen, HelpScreen, SpecEditor
 from lrwatch.app.widgets import Chart
 from lrwatch.engine import Engine
 from lrwatch.timeline import Timeline
-from tests.conftest import FakeOptimizer
+from tests.conftest import FakeOptimizer, app_wait_for
 
 K = 50
 
@@ -38,18 +38,10 @@ def make_app(spec: str = "cosine", epochs: int = 400, train: Callable | None = s
     return LRWatchApp(engine, train, device="cpu", fps=4)
 
 
-async def wait_for(predicate: Callable[[], bool], pilot, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.02)
-
-
 async def quit_app(app: LRWatchApp, pilot) -> None:
     """``q``, then wait: the app exits once the training thread has stopped at a step boundary."""
     await pilot.press("q")
-    await wait_for(lambda: not app.is_running or app.return_code is not None, pilot, timeout=15)
+    await app_wait_for(lambda: not app.is_running or app.return_code is not None, pilot, timeout=15)
 
 
 def events(app: LRWatchApp, kind: str) -> list:
@@ -60,15 +52,15 @@ def events(app: LRWatchApp, kind: str) -> list:
 async def test_switch_keys_reach_the_engine_and_the_lr_follows(key: str, kind: str) -> None:
     app = make_app(spec="exp:gamma=0.99" if kind != "exp" else "cosine")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 20, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 20, pilot)
         await pilot.press(key)
-        await wait_for(lambda: bool(events(app, "switch")), pilot)
+        await app_wait_for(lambda: bool(events(app, "switch")), pilot)
         switch = events(app, "switch")[0]
         assert app.source.timeline.segments[-1].schedule.kind == kind
-        await wait_for(lambda: len(app.source.history) > switch.step + 30, pilot)
+        await app_wait_for(lambda: len(app.source.history) > switch.step + 30, pilot)
         lr = app.source.history.column("lr")
         assert np.array_equal(lr, app.source.timeline.lrs(np.arange(len(lr))))
-        await wait_for(lambda: kind in str(app.screen.query_one("#schedule").render()), pilot)  # next frame
+        await app_wait_for(lambda: kind in str(app.screen.query_one("#schedule").render()), pilot)  # next frame
         await quit_app(app, pilot)
     assert app.return_code == 0
 
@@ -76,7 +68,7 @@ async def test_switch_keys_reach_the_engine_and_the_lr_follows(key: str, kind: s
 async def test_candidate_preview_then_apply_with_enter() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 10, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 10, pilot)
         chart = app.screen.query_one("#lr-chart", Chart)
         frames, shown = chart.frames, chart.text
         await pilot.press("S")
@@ -85,7 +77,7 @@ async def test_candidate_preview_then_apply_with_enter() -> None:
         assert chart.text != shown and any("\u2801" <= c <= "\u28ff" for c in chart.text)  # braille lines
         assert not events(app, "switch")
         await pilot.press("enter")
-        await wait_for(lambda: bool(events(app, "switch")), pilot)
+        await app_wait_for(lambda: bool(events(app, "switch")), pilot)
         assert events(app, "switch")[0].data["spec"].startswith("step:")
         assert app.candidates == {}
         await pilot.press("v")
@@ -100,7 +92,7 @@ async def test_candidate_preview_then_apply_with_enter() -> None:
 async def test_spec_editor_refuses_bad_specs_and_applies_good_ones() -> None:
     app = make_app(spec="cosine:T_max=100")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 10, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("colon")
         assert isinstance(app.screen, SpecEditor)
         editor = app.screen
@@ -110,13 +102,13 @@ async def test_spec_editor_refuses_bad_specs_and_applies_good_ones() -> None:
         assert "T_max must be > 0" in str(editor.query_one("#spec-error").render())
         editor.query_one("#spec-input").value = "cosine:T_max=50"
         await pilot.press("enter")
-        await wait_for(lambda: bool(events(app, "edit")), pilot)
+        await app_wait_for(lambda: bool(events(app, "edit")), pilot)
         assert events(app, "edit")[0].data["spec"] == "cosine:T_max=50"
         assert app.source.timeline.segments[-1].origin_step == 0  # same kind: an edit, not a switch
         await pilot.press("slash")
         app.screen.query_one("#spec-input").value = "step:step_size=3,gamma=0.5"
         await pilot.press("enter")
-        await wait_for(lambda: bool(events(app, "switch")), pilot)
+        await app_wait_for(lambda: bool(events(app, "switch")), pilot)
         assert events(app, "switch")[0].data["spec"] == "step:step_size=3,gamma=0.5"
         await pilot.press("colon")
         await pilot.press("escape")
@@ -128,11 +120,11 @@ async def test_spec_editor_refuses_bad_specs_and_applies_good_ones() -> None:
 async def test_nudges_edit_the_main_parameter() -> None:
     app = make_app(spec="cosine:T_max=100")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 10, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("plus")
-        await wait_for(lambda: len(events(app, "edit")) == 1, pilot)
+        await app_wait_for(lambda: len(events(app, "edit")) == 1, pilot)
         await pilot.press("minus")
-        await wait_for(lambda: len(events(app, "edit")) == 2, pilot)
+        await app_wait_for(lambda: len(events(app, "edit")) == 2, pilot)
         assert [e.data["spec"] for e in events(app, "edit")] == ["cosine:T_max=125", "cosine:T_max=100"]
         await pilot.press("q")
 
@@ -147,11 +139,11 @@ def test_nudged_values() -> None:
 async def test_anchor_toggle_makes_switches_restart_from_the_initial_lr() -> None:
     app = make_app(spec="exp:gamma=0.5")
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 120, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 120, pilot)
         await pilot.press("a")
         assert app.anchor == "base"
         await pilot.press("c")
-        await wait_for(lambda: bool(events(app, "switch")), pilot)
+        await app_wait_for(lambda: bool(events(app, "switch")), pilot)
         switch = events(app, "switch")[0]
         assert switch.data["anchor"] == "base" and switch.data["base_lr"] == 0.1
         await pilot.press("a")
@@ -162,7 +154,7 @@ async def test_anchor_toggle_makes_switches_restart_from_the_initial_lr() -> Non
 async def test_view_toggles_redraw_and_change_titles() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 100, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 100, pilot)
         lr_chart, loss_chart = app.screen.query_one("#lr-chart", Chart), app.screen.query_one("#loss-chart", Chart)
         for key, check in [
             ("l", lambda: app.monitor_screen.log_lr and "log" in str(lr_chart.border_title)),
@@ -184,15 +176,15 @@ async def test_view_toggles_redraw_and_change_titles() -> None:
 async def test_pause_and_resume_with_space() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 10, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("space")
-        await wait_for(lambda: app.source.status().state == "paused", pilot)
+        await app_wait_for(lambda: app.source.status().state == "paused", pilot)
         paused_at = len(app.source.history)
         await pilot.pause(0.3)
         assert len(app.source.history) == paused_at
-        await wait_for(lambda: "paused" in str(app.screen.query_one("#status").render()), pilot)
+        await app_wait_for(lambda: "paused" in str(app.screen.query_one("#status").render()), pilot)
         await pilot.press("space")
-        await wait_for(lambda: len(app.source.history) > paused_at, pilot)
+        await app_wait_for(lambda: len(app.source.history) > paused_at, pilot)
         assert [e.kind for e in app.source.events_since(0) if e.kind in ("pause", "resume")] == ["pause", "resume"]
         await pilot.press("q")
 
@@ -200,11 +192,11 @@ async def test_pause_and_resume_with_space() -> None:
 async def test_quit_while_paused_stops_at_a_boundary_and_exits_0() -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 10, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("space")
-        await wait_for(lambda: app.source.status().state == "paused", pilot)
+        await app_wait_for(lambda: app.source.status().state == "paused", pilot)
         await quit_app(app, pilot)
-        await wait_for(lambda: not app.is_running, pilot)
+        await app_wait_for(lambda: not app.is_running, pilot)
     assert app.return_code == 0
     assert app.source.status().state == "stopped"
     assert [e.kind for e in app.source.events_since(0)][-2:] == ["stop", "finish"]
@@ -222,10 +214,10 @@ async def test_help_screen() -> None:
 async def test_finished_run_stays_open_until_q() -> None:
     app = make_app(epochs=2, train=lambda e: slow_train(e, steps=2 * K, delay=0))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: app.source.status().state == "finished", pilot)
+        await app_wait_for(lambda: app.source.status().state == "finished", pilot)
         await pilot.pause(0.2)
         assert app.is_running
-        await wait_for(lambda: "finished" in str(app.screen.query_one("#status").render()), pilot)
+        await app_wait_for(lambda: "finished" in str(app.screen.query_one("#status").render()), pilot)
         await quit_app(app, pilot)
     assert app.return_code == 0
 
@@ -237,11 +229,11 @@ async def test_crash_in_training_is_shown_and_the_app_stays_up() -> None:
 
     app = make_app(train=crashing)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: isinstance(app.screen, ErrorScreen), pilot)
+        await app_wait_for(lambda: isinstance(app.screen, ErrorScreen), pilot)
         assert "ValueError: loss went sideways" in app.screen.message
         assert "Traceback" in app.screen.traceback
         await pilot.press("escape")
-        await wait_for(lambda: "error" in str(app.screen.query_one("#status").render()), pilot)
+        await app_wait_for(lambda: "error" in str(app.screen.query_one("#status").render()), pilot)
         await quit_app(app, pilot)
     assert app.return_code == 1
 
@@ -250,7 +242,7 @@ async def test_crash_in_training_is_shown_and_the_app_stays_up() -> None:
 async def test_layouts_from_small_to_large(size: tuple[int, int]) -> None:
     app = make_app()
     async with app.run_test(size=size) as pilot:
-        await wait_for(lambda: len(app.source.history) > 50, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 50, pilot)
         await pilot.pause(0.2)
         for widget_id in ("#lr-chart", "#loss-chart", "#status", "#schedule", "#events"):
             region = app.screen.query_one(widget_id).region
@@ -273,11 +265,11 @@ async def test_frames_keep_coming_while_a_modal_is_open() -> None:
     """Ticks address the main screen's widgets; with help on top they must neither crash nor stall."""
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(lambda: len(app.source.history) > 10, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 10, pilot)
         await pilot.press("question_mark")
         status = app.monitor_screen.query_one("#status")
         shown = str(status.render())
-        await wait_for(lambda: str(status.render()) != shown, pilot)  # the status panel still updates
+        await app_wait_for(lambda: str(status.render()) != shown, pilot)  # the status panel still updates
         assert isinstance(app.screen, HelpScreen)
         await pilot.resize_terminal(60, 16)
         await pilot.pause(0.6)
@@ -307,7 +299,7 @@ async def test_charts_redraw_less_often_when_a_redraw_costs_more() -> None:
     app = LRWatchApp(engine, None, clock=lambda: now[0], cpu_clock=cpu_clock)
     async with app.run_test(size=(100, 30)) as pilot:
         chart = app.screen.query_one("#lr-chart", Chart)
-        await wait_for(lambda: chart.frames > 0, pilot)
+        await app_wait_for(lambda: chart.frames > 0, pilot)
         assert app.chart_interval == pytest.approx(3.0)
         frames, status = chart.frames, str(app.screen.query_one("#status").render())
         advance(1.5, 3 * K)  # three epochs: the run is columns further on

@@ -10,8 +10,8 @@ from lrwatch.app import LRWatchApp
 from lrwatch.engine import Engine
 from lrwatch.gpu import GpuProbe, gpu_lines
 from lrwatch.timeline import Timeline
-from tests.conftest import FakeOptimizer
-from tests.test_app import slow_train, wait_for
+from tests.conftest import FakeOptimizer, app_wait_for
+from tests.test_app import slow_train
 
 GIB = 2**30
 
@@ -116,7 +116,7 @@ async def test_the_run_panel_shows_the_gpu() -> None:
     app = LRWatchApp(engine, slow_train, device="cuda:0", fps=4)
     async with app.run_test(size=(100, 30)) as pilot:
         panel = app.screen.query_one("#status")
-        await wait_for(lambda: "util 90%" in str(panel.render()), pilot)
+        await app_wait_for(lambda: "util 90%" in str(panel.render()), pilot)
         text = str(panel.render())
         assert "NVIDIA H100" in text and "mem 3.0/4.0 GiB" in text and "ranks util 90–91%" in text
         await pilot.press("q")

@@ -14,6 +14,7 @@ from lrwatch.cli import main
 from lrwatch.demo import DemoConfig, DemoTask
 from lrwatch.lrfind import RangeTest, lr_schedule, range_test, smooth_until_divergence
 from lrwatch.rundir import read_lr_find
+from tests.conftest import app_wait_for
 
 
 def test_the_schedule_and_the_smoothing_are_the_lr_finders() -> None:
@@ -110,7 +111,6 @@ def test_monitor_find_lr_mid_run_leaves_the_run_as_it_was(tmp_path: Path) -> Non
 async def test_F_runs_the_test_in_the_live_run_and_enter_starts_from_its_suggestion(
     tmp_path: Path,
 ) -> None:
-    import time
 
     from lrwatch.api import Host
     from lrwatch.app import LRWatchApp
@@ -120,28 +120,22 @@ async def test_F_runs_the_test_in_the_live_run_and_enter_starts_from_its_suggest
     task = DemoTask(config)
     app = LRWatchApp(None, task.train, host=Host(headless=False, run_dir=tmp_path / "run", log=None), fps=4)
 
-    async def until(predicate, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, "not in time"
-            await pilot.pause(0.05)
-
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(lambda: app.source is not None and app.source.status().step > 50)
+        await app_wait_for(lambda: app.source is not None and app.source.status().step > 50, pilot, timeout=30.0)
         weights_seen = app.source.status().step
         await pilot.press("F")
-        await until(lambda: isinstance(app.screen, LrFindScreen))
+        await app_wait_for(lambda: isinstance(app.screen, LrFindScreen), pilot, timeout=30.0)
         found = [e for e in app.source.events_since(0) if e.kind == "lr_find"][-1]
         assert found.step >= weights_seen and found.data["steepest"] > 0 and len(found.data["lrs"]) > 2
         assert "suggested lr" in str(app.screen.query_one("#lr-find-box Static:last-of-type").render())
         await pilot.press("enter")
-        await until(lambda: any(e.kind == "switch" for e in app.source.events_since(0)))
+        await app_wait_for(lambda: any(e.kind == "switch" for e in app.source.events_since(0)), pilot, timeout=30.0)
         switch = next(e for e in app.source.events_since(0) if e.kind == "switch")
         assert switch.step > found.step and switch.data["spec"].startswith("cosine")
         assert switch.data["base_lr"] == float(f"{found.data['steepest']:.6g}")
         assert (tmp_path / "run" / "lr_find.csv").exists()
         await pilot.press("q")
-        await until(lambda: app.return_code is not None, timeout=20)
+        await app_wait_for(lambda: app.return_code is not None, pilot, timeout=20)
 
 
 def test_send_find_lr_to_a_detached_demo_and_refusals(tmp_path: Path) -> None:

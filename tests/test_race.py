@@ -18,6 +18,7 @@ import torch
 import lrwatch
 from lrwatch.demo import DemoConfig, DemoTask
 from lrwatch.rundir import read_metric_rows
+from tests.conftest import app_wait_for
 
 CONFIG = DemoConfig(epochs=3, train_size=4000, val_size=500, hidden=32, device="cpu")
 
@@ -139,17 +140,12 @@ async def test_f_races_in_the_live_monitor_the_table_keeps_the_choice_and_escape
     def events(kind: str) -> list:
         return [e for e in app.source.events_since(0) if e.kind == kind]
 
-    async def until(predicate, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, "not in time"
-            await pilot.pause(0.05)
-
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(lambda: app.source is not None and app.source.status().step > 40)
+        await app_wait_for(lambda: app.source is not None and app.source.status().step > 40, pilot, timeout=60.0)
         await pilot.press("C")  # one candidate shown: the race is continuing against it
         await pilot.press("f")
-        await until(lambda: isinstance(app.screen, RaceScreen))
+        await app_wait_for(lambda: isinstance(app.screen, RaceScreen), pilot, timeout=60.0)
+        await app_wait_for(lambda: app.screen.query(DataTable) and app.screen.query_one(DataTable).row_count, pilot)
         result = events("race")[-1].data
         assert [c["name"] for c in result["candidates"]] == ["continue", "cosine"] and result["horizon"] == 32
         table = app.screen.query_one(DataTable)
@@ -157,20 +153,24 @@ async def test_f_races_in_the_live_monitor_the_table_keeps_the_choice_and_escape
         await pilot.press("up" if table.cursor_row else "down")
         choice = table.cursor_row
         await pilot.press("enter")
-        await until(lambda: events("race_end"))
+        await app_wait_for(lambda: events("race_end"), pilot, timeout=60.0)
         end = events("race_end")[-1]
         assert end.data["kept"] == choice and end.step == result["fork"] + 32
-        await until(lambda: app.source.status().step > end.step + 5)
+        await app_wait_for(lambda: app.source.status().step > end.step + 5, pilot, timeout=60.0)
         steps = app.source.history.column("step")
         assert np.array_equal(steps, np.arange(len(steps)))  # the kept steps are the run's, each once
         await pilot.press("escape")  # clears the candidate shown
         app.source.submit(Race(steps=1_000_000))
-        await until(lambda: "race 2: 1/5 continue " in str(app.monitor_screen.query_one("#status").render()))
+        await app_wait_for(
+            lambda: "race 2: 1/5 continue " in str(app.monitor_screen.query_one("#status").render()),
+            pilot,
+            timeout=60.0,
+        )
         await pilot.press("escape")
-        await until(lambda: len(events("race_end")) == 2)
+        await app_wait_for(lambda: len(events("race_end")) == 2, pilot, timeout=60.0)
         assert events("race_end")[-1].data["outcome"] == "cancelled" and not events("race")[1:]
         await pilot.press("q")
-        await until(lambda: app.return_code is not None, timeout=20)
+        await app_wait_for(lambda: app.return_code is not None, pilot, timeout=20)
 
 
 def test_send_race_to_a_detached_demo_restores_keeps_best_and_sigterm_stops_from_the_snapshot(tmp_path: Path) -> None:

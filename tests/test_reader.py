@@ -140,9 +140,9 @@ async def test_view_one_run_read_only(tmp_path: Path) -> None:
     source.submit = submitted.append  # what the keys would send, were the app not read-only
     app = LRWatchApp(source, None, fps=4)
     async with app.run_test(size=(100, 30)) as pilot:
-        from tests.test_app import wait_for
+        from tests.conftest import app_wait_for
 
-        await wait_for(lambda: "finished" in str(app.screen.query_one("#status").render()), pilot)
+        await app_wait_for(lambda: "finished" in str(app.screen.query_one("#status").render()), pilot)
         assert "exp:gamma=0.8" in str(app.screen.query_one("#schedule").render())
         for key in ("e", "c", "space", "k", "plus", "a"):
             await pilot.press(key)
