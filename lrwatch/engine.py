@@ -13,9 +13,7 @@ the preview makes). Under DDP (``sync``) the commands are rank 0's, agreed at sy
 
 from __future__ import annotations
 
-import contextlib
 import math
-import queue
 import threading
 import time
 import traceback
@@ -25,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lrwatch.commands import CommandQueue, Done
 from lrwatch.divergence import DivergencePolicy, DivergenceWatch, Snapshotter
 from lrwatch.lrcontrol import LrControl
 from lrwatch.protocol import (
@@ -53,8 +52,6 @@ from lrwatch.schedules import SpecError, parse_spec
 from lrwatch.timeline import Timeline
 
 PAUSE_POLL_SECONDS = 0.25
-
-Done = Callable[[Event], None]  # told the event a submitted command led to (applied, or rejected)
 
 
 class Engine:
@@ -94,8 +91,7 @@ class Engine:
         self._tell: Done = lambda _event: None
         self.divergence = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.stop_reason: str | None = None
-        self._commands: queue.SimpleQueue[tuple[Command, Done | None]] = queue.SimpleQueue()
-        self._scripted: dict[int, list[Command]] = {}
+        self.commands = CommandQueue()
         self.step_index = start_step
         self.start_step = start_step
         self.steps_taken = 0  # in this process
@@ -117,7 +113,7 @@ class Engine:
     def submit(self, command: Command, on_done: Done | None = None) -> None:
         """Queue a command; it takes effect at the next step boundary, where ``on_done`` (if given) is
         called in the training thread with the event it led to (``switch``, ``rejected``, ...)."""
-        self._commands.put((command, on_done))
+        self.commands.submit(command, on_done)
 
     def events_since(self, index: int) -> list[Event]:
         return self.log.events_since(index)
@@ -153,7 +149,7 @@ class Engine:
 
     def schedule_command(self, step: int, command: Command) -> None:
         """Queue ``command`` when the run reaches ``step`` (``--switch EPOCH:SPEC``), as a key press would."""
-        self._scripted.setdefault(int(step), []).append(command)
+        self.commands.schedule(step, command)
 
     def restore(self, step: int, timeline: Timeline, scheduled: list[tuple[int, Command]]) -> None:
         """Continue a saved run: at ``step``, under ``timeline``, with ``scheduled`` commands still to come.
@@ -162,15 +158,13 @@ class Engine:
             raise RuntimeError("load lrwatch's state before the first monitor.step(), not after")
         self.step_index = self.start_step = int(step)
         self._set_timeline(timeline)
-        self._scripted = {}
-        for at, command in scheduled:
-            self.schedule_command(at, command)
+        self.commands.replace_scheduled(scheduled)
         self._emit("resumed", timeline=timeline.to_dict(), drives_lr=self.drive_lr)
         self._set_lr(self.step_index)
 
     def scheduled_commands(self) -> list[tuple[int, Command]]:
         """The commands still waiting for their step, in step order (a checkpoint keeps them)."""
-        return [(step, command) for step, commands in sorted(self._scripted.items()) for command in commands]
+        return self.commands.scheduled()
 
     # -- the training side ------------------------------------------------------------------
     def _emit(self, kind: str, **data: Any) -> Event:
@@ -338,11 +332,11 @@ class Engine:
     def _at_boundary(self) -> bool:
         if self._diverged is not None and self.sync is None:
             self._act_on_divergence(self._divergence_action())
-        for command in self._scripted.pop(self.step_index, ()):
+        for command in self.commands.due(self.step_index):
             self._apply(command)  # the same on every rank: each was given the same switches
         if self.sync is None:
-            while not self._commands.empty():
-                self._apply(*self._commands.get_nowait())
+            for command, on_done in self.commands.take_all():
+                self._apply(command, on_done)
         elif self.sync.due(self.step_index):
             self._agree()
         while self.state == "paused":
@@ -353,14 +347,13 @@ class Engine:
                     self._stop(reason, checkpoint=False)
                     break
                 if self.sync.leader:
-                    self._commands.put((Stop(reason), None))
+                    self.commands.submit(Stop(reason))
             if self.sync is not None:
                 self._agree(wait=PAUSE_POLL_SECONDS)
                 continue
-            try:
-                self._apply(*self._commands.get(timeout=PAUSE_POLL_SECONDS))
-            except queue.Empty:
-                pass
+            pending = self.commands.take(wait=PAUSE_POLL_SECONDS)
+            if pending is not None:
+                self._apply(*pending)
         if self.state == "stopping":
             return False
         self._set_lr(self.step_index)
@@ -369,13 +362,7 @@ class Engine:
     def _agree(self, wait: float = 0.0) -> None:
         """A sync step (DDP): rank 0's queued commands, any rank's stop and divergence, applied alike on
         every rank. ``wait``: rank 0 waits that long for a command first (while paused)."""
-        local: list[tuple[Command, Done | None]] = []
-        if self.sync.leader:
-            if wait and self._commands.empty():
-                with contextlib.suppress(queue.Empty):
-                    local.append(self._commands.get(timeout=wait))
-            while not self._commands.empty():
-                local.append(self._commands.get_nowait())
+        local = self.commands.take_all(wait) if self.sync.leader else []
         agreed = self.sync.exchange(
             self.step_index,
             [command for command, _ in local],
@@ -424,14 +411,12 @@ class Engine:
     def race_command(self, wait: float = 0.0) -> tuple[Command, Done | None] | None:
         """While a race runs: the next ``RaceEnd`` or ``Stop`` that came (waiting up to ``wait`` s);
         any other command is rejected, as it would change the run under the race."""
-        while True:
-            try:
-                command, on_done = self._commands.get(timeout=wait) if wait else self._commands.get_nowait()
-            except queue.Empty:
-                return None
+        while (pending := self.commands.take(wait)) is not None:
+            command, on_done = pending
             if isinstance(command, (RaceEnd, Stop)):
                 return command, on_done
             self.reject(command, on_done, "a race is running: escape (or lrwatch send RUN_DIR race-end) ends it")
+        return None
 
     def keep_branch(self, timeline: Timeline | None, rows: list[tuple[float, float]], **why: Any) -> None:
         """A race's kept candidate: from the fork (this step) on, ``timeline`` (None: unchanged, a logged
@@ -445,8 +430,7 @@ class Engine:
             self._record(fork + i, lr, loss, watch_loss=False)
         self.step_index = end = fork + len(rows)
         self.steps_taken += len(rows)
-        for step in [s for s in self._scripted if fork < s < end]:
-            self._scripted.setdefault(end, []).extend(self._scripted.pop(step))
+        self.commands.postpone(fork, end)
 
     def _apply_one(self, command: Command) -> None:
         s = self.step_index

@@ -212,3 +212,30 @@ def test_stop_before_the_first_step() -> None:
     assert applied == [0.1] and engine.state == "stopped"
     events = engine.events_since(0)
     assert [e.kind for e in events] == ["start", "stop", "finish"] and events[1].step == 0
+
+
+def test_command_queue_takes_in_order_and_postpones_a_kept_races_steps() -> None:
+    import time
+
+    from lrwatch.commands import CommandQueue
+    from lrwatch.protocol import Pause, Resume, Stop, Switch
+
+    commands = CommandQueue()
+    started = time.monotonic()
+    assert commands.take_all(wait=0.1) == [] and commands.take() is None
+    assert 0.08 < time.monotonic() - started < 2
+    commands.submit(Pause())
+    commands.submit(Resume())
+    assert [c for c, _ in commands.take_all()] == [Pause(), Resume()]
+    for step, spec in ((5, "exp"), (7, "step"), (10, "cosine"), (12, "exp:gamma=0.5")):
+        commands.schedule(step, Switch(spec))
+    commands.schedule(5, Stop())
+    commands.postpone(4, 10)  # a race trained steps 4 … 9 itself: their switches land at 10, in order
+    assert [(s, c.name) for s, c in commands.scheduled()][:4] == [
+        (10, "switch"),
+        (10, "stop"),
+        (10, "switch"),
+        (10, "switch"),
+    ]
+    assert [c.spec for c in commands.due(10) if isinstance(c, Switch)] == ["exp", "step", "cosine"]
+    assert commands.due(10) == [] and [s for s, _ in commands.scheduled()] == [12]

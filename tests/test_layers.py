@@ -25,6 +25,7 @@ LAYERS = [
     "checkpoints",  # checkpoint.pt: saved and loaded (weights_only), RNG states, weight snapshots
     "lrfind",  # the LR range test, from a snapshot restored afterwards
     "gpu",  # the GPU in the run panel: torch.cuda and NVML, sampled off the training thread
+    "commands",  # what waits for a step boundary: submitted and scripted commands
     "engine",  # owns the LR, applies commands at step boundaries
     "distributed",  # DDP: ranks agree on commands, stops and divergence at sync steps
     "losses",  # GPU losses copied to the host without a per-step synchronisation
