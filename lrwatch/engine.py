@@ -335,8 +335,8 @@ class Engine:
         for command in self.commands.due(self.step_index):
             self._apply(command)  # the same on every rank: each was given the same switches
         if self.sync is None:
-            for command, on_done in self.commands.take_all():
-                self._apply(command, on_done)
+            while (pending := self.commands.take()) is not None:  # one at a time: a race takes its own ends
+                self._apply(*pending)
         elif self.sync.due(self.step_index):
             self._agree()
         while self.state == "paused":

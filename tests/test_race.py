@@ -250,3 +250,19 @@ async def test_f_without_train_step_says_what_is_missing_in_one_line() -> None:
         missing = "no race here: it needs lrwatch.watch(..., train_step=, batches=, model=)"
         assert said[0].startswith("Race: continuing against every kind") and said[-1] == missing
         assert not app.source.events_since(0)[-1].data.get("race") and app.source.step_index == 12 * 40 + 1
+
+
+def test_a_race_end_queued_behind_its_race_cancels_it_at_the_first_step(tmp_path: Path) -> None:
+    """Commands are applied one at a time at a boundary: a race-end sent right after its race reaches the race."""
+    from lrwatch.protocol import Race, RaceEnd
+
+    task = DemoTask(CONFIG)
+    monitor = lrwatch.watch(task.optimizer, model=task.model, epochs=3, steps_per_epoch=CONFIG.steps,
+                            run_dir=tmp_path / "run", train_step=task.train_step, batches=task.batches)  # fmt: skip
+    monitor.engine.submit(Race(steps=3000))  # were the race-end not seen, it would end by itself: "restored"
+    monitor.engine.submit(RaceEnd(-1))
+    started = time.monotonic()
+    assert monitor.step(task.train_step(next(task.batches(0))))
+    end = [e for e in monitor.engine.events_since(0) if e.kind == "race_end"]
+    assert end and end[0].data["outcome"] == "cancelled" and time.monotonic() - started < 30
+    monitor.close()
