@@ -84,16 +84,23 @@ def read_until(master: int, needle: bytes, timeout: float = 60.0) -> bytes:
     return seen
 
 
-@pytest.fixture(scope="module")
-def detached(tmp_path_factory: pytest.TempPathFactory):
-    """One demo run in the background for the whole module, long enough to outlive it; stopped at the end."""
-    run_dir = tmp_path_factory.mktemp("live") / "run"
+def detached_demo(run_dir: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """``lrwatch demo --detach`` long enough to outlive a test (2000 epochs of 100 steps), serving once this
+    returns: the command's output (the run dir, the attach line) and the seconds it took."""
     started = time.monotonic()
     out = lrwatch("demo", "--detach", "--epochs", "2000", "--steps-per-epoch", "100", "--run-dir", str(run_dir))
     took = time.monotonic() - started
     assert out.returncode == 0, out.stderr
-    assert f"lrwatch attach {run_dir}" in out.stdout and took < 3.0  # interpreter start included
     wait_for(lambda: (run_dir / "live.json").exists() and len(events(run_dir)) > 0, "the run to serve")
+    return out, took
+
+
+@pytest.fixture(scope="module")
+def detached(tmp_path_factory: pytest.TempPathFactory):
+    """One demo run in the background for the whole module, long enough to outlive it; stopped at the end."""
+    run_dir = tmp_path_factory.mktemp("live") / "run"
+    out, took = detached_demo(run_dir)
+    assert f"lrwatch attach {run_dir}" in out.stdout and took < 3.0  # interpreter start included
     yield run_dir
     if (run_dir / "live.json").exists():
         os.kill(run_pid(run_dir), signal.SIGTERM)

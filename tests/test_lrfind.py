@@ -143,12 +143,10 @@ def test_send_find_lr_to_a_detached_demo_and_refusals(tmp_path: Path) -> None:
     import os
     import signal
 
-    from tests.test_live import lrwatch, run_pid, wait_for
+    from tests.test_live import detached_demo, lrwatch, run_pid, wait_for
 
     run_dir = tmp_path / "run"
-    out = lrwatch("demo", "--detach", "--epochs", "2000", "--steps-per-epoch", "100", "--run-dir", str(run_dir))
-    assert out.returncode == 0, out.stderr
-    wait_for(lambda: (run_dir / "live.json").exists(), "the run to serve")
+    detached_demo(run_dir)
     try:
         sent = lrwatch("send", str(run_dir), "find-lr", timeout=120)
         assert sent.returncode == 0, sent.stderr

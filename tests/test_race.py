@@ -179,13 +179,11 @@ def test_send_race_to_a_detached_demo_restores_keeps_best_and_sigterm_stops_from
     import signal
 
     from lrwatch.checkpoints import load_checkpoint
-    from tests.test_live import events, run_pid, wait_for
+    from tests.test_live import detached_demo, events, run_pid, wait_for
     from tests.test_live import lrwatch as cli
 
     run_dir = tmp_path / "run"
-    out = cli("demo", "--detach", "--epochs", "2000", "--steps-per-epoch", "100", "--run-dir", str(run_dir))
-    assert out.returncode == 0, out.stderr
-    wait_for(lambda: (run_dir / "live.json").exists(), "the run to serve")
+    detached_demo(run_dir)
     pid = run_pid(run_dir)
     try:
         sent = cli("send", str(run_dir), "race", "exp:gamma=0.9", "--race-steps", "30")

@@ -16,7 +16,7 @@ import pytest
 aiohttp = pytest.importorskip("aiohttp")  # textual-serve's own dependency; make test installs the extra
 
 from lrwatch.serve import public_url  # noqa: E402
-from tests.test_live import CLI, ENV, events, lrwatch, run_pid, wait_for  # noqa: E402
+from tests.test_live import CLI, ENV, detached_demo, events, lrwatch, run_pid, wait_for  # noqa: E402
 
 
 def free_port() -> int:
@@ -62,9 +62,7 @@ async def first_frame(port: int, needle: bytes, timeout: float = 60.0) -> bytes:
 
 def test_a_browser_tab_shows_the_monitor_and_closing_it_leaves_the_run_training(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    out = lrwatch("demo", "--detach", "--epochs", "2000", "--steps-per-epoch", "100", "--run-dir", str(run_dir))
-    assert out.returncode == 0, out.stderr
-    wait_for(lambda: (run_dir / "live.json").exists(), "the run to serve")
+    detached_demo(run_dir)
     port = free_port()
     server, first = start_serve(str(run_dir), "--port", str(port))
     try:
