@@ -201,7 +201,7 @@ class RaceRun:
         self.snapshot = HostState.take(self.model, self.optimizer)
         started = engine.record(
             "race_start", race=self.number, horizon=self.horizon, keep=self.command.keep,
-            candidates=[c.spec for c in self.candidates],
+            candidates=[c.spec for c in self.candidates], names=[c.name for c in self.candidates],
         )  # fmt: skip
         engine.tell(started)
         engine.race_progress = self.progress

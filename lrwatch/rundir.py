@@ -42,6 +42,12 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
+def _step_row(step: int, epoch: float, lr: float, loss: float) -> str:
+    """``step,epoch,lr,loss`` of one optimizer step (``metrics.csv``, a race's candidate); the epoch is
+    empty when the run's epochs are unknown."""
+    return f"{step},{_num(epoch) if math.isfinite(epoch) else ''},{_num(lr)},{_num(loss)}"
+
+
 class RunWriter:
     def __init__(
         self, run_dir: str | Path, val_names: tuple[str, ...] = ("val_loss", "val_acc"), resume_at: int | None = None
@@ -74,8 +80,7 @@ class RunWriter:
         os.replace(tmp, self.path / "run.json")
 
     def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
-        epoch_text = _num(epoch) if math.isfinite(epoch) else ""  # empty: the run's epochs are unknown
-        self._rows.append(f"{step},{epoch_text},{_num(lr)},{_num(loss)}{self._empty_val}\n")
+        self._rows.append(f"{_step_row(step, epoch, lr, loss)}{self._empty_val}\n")
         now = time.monotonic()
         if now - self._last_flush >= FLUSH_SECONDS:
             self.flush(now)
@@ -183,7 +188,7 @@ def write_race_rows(run_dir: str | Path, number: int, name: str, rows: list[tupl
     """A race candidate's steps, as ``metrics.csv`` writes them: header ``step,epoch,lr,loss``."""
     path = race_path(run_dir, number, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = "".join(f"{s},{_num(e) if math.isfinite(e) else ''},{_num(lr)},{_num(loss)}\n" for s, e, lr, loss in rows)
+    lines = "".join(f"{_step_row(*row)}\n" for row in rows)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("step,epoch,lr,loss\n" + lines, "utf-8")
     os.replace(tmp, path)

@@ -54,7 +54,8 @@ def test_race_results_table_80x24(snap_compare) -> None:
             "delta_val": delta, "val": {}, "diverged": False, "steps": horizon, "seconds": 1.0,
             "curve_x": list(range(horizon)), "curve": curve,
         })  # fmt: skip
-    engine.record("race_start", race=1, horizon=horizon, keep="none", candidates=[c["spec"] for c in candidates])
+    engine.record("race_start", race=1, horizon=horizon, keep="none", candidates=[c["spec"] for c in candidates],
+                  names=[c["name"] for c in candidates])  # fmt: skip
     engine.record("race", race=1, fork=fork, horizon=horizon, keep="none", evaluated=True, best=1, awaiting=True,
                   candidates=candidates)  # fmt: skip
     assert snap_compare(app, terminal_size=(80, 24))

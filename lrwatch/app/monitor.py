@@ -267,8 +267,7 @@ class LRWatchApp(ScheduleKeys, App):
         self.lr_find_done(event)
         self.race_done(event)
         if event.kind in ("race", "race_start"):  # a race under way draws its candidates too: name them
-            specs = event.data["candidates"] if event.kind == "race_start" else []
-            self._racing = ["continue", *(spec.partition(":")[0] for spec in specs[1:])] if specs else []
+            self._racing = list(event.data.get("names", [])) if event.kind == "race_start" else []
             if event.kind == "race":
                 self.races.append(race_curves(event.data))
             self._titles()
