@@ -26,10 +26,10 @@ LOGGED = 1_000_000
 def serve_long_run(run_dir: str) -> None:
     """A served run with 10⁶ steps of history (built at once, not trained), then a step every 2 ms."""
     sys.path.insert(0, str(ROOT))
-    from lrwatch.api import serve
-    from lrwatch.engine import Engine
-    from lrwatch.protocol import Stop
-    from lrwatch.timeline import Timeline
+    from lrwatch.live.host import serve
+    from lrwatch.protocol.commands import Stop
+    from lrwatch.run.engine import Engine
+    from lrwatch.schedule.timeline import Timeline
     from tests.conftest import FakeOptimizer
 
     k = 1000
@@ -99,7 +99,7 @@ def _drain(sock: socket.socket, stop: threading.Event) -> None:
 
 def attach_overhead(tmp: Path, groups: int = 5, window: float = 2.0) -> tuple[float, str]:
     """Training steps/s of a detached demo with two subscribed clients ÷ with none, ABBA 2 s windows."""
-    from lrwatch.client import RunClient
+    from lrwatch.live.client import RunClient
 
     run_dir = tmp / "overhead"
     subprocess.run([PY, "-m", "lrwatch.cli", "demo", "--detach", "--epochs", "1000", "--run-dir", str(run_dir)],

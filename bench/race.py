@@ -16,7 +16,7 @@ import torch
 
 import lrwatch
 from lrwatch.demo import DemoConfig, DemoTask
-from lrwatch.protocol import Race, RaceEnd
+from lrwatch.protocol.commands import Race, RaceEnd
 
 RACE_SECONDS = 2.0  # each race's planned length: H follows the machine's speed, not a fixed step count
 

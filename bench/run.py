@@ -87,9 +87,9 @@ def _chart_run(n_steps: int):
     """A run of ``n_steps`` (the same picture at every length) and a function that draws one frame of it:
     50 new steps, then both charts built from the history as the app builds them."""
     from lrwatch.app.charts import LossView, PreviewCache, loss_chart, lr_chart
-    from lrwatch.history import Ema, MetricHistory
-    from lrwatch.plot import render_rows
-    from lrwatch.timeline import Timeline
+    from lrwatch.charts.plot import render_rows
+    from lrwatch.record.history import Ema, MetricHistory
+    from lrwatch.schedule.timeline import Timeline
 
     k = max(n_steps // 50, 1)  # 50 epochs done of 100, SGDR cycles of 20 epochs
     timeline = Timeline.start("cosine-restarts:T_0=20", lr=0.1, steps_per_epoch=k, total_steps=2 * n_steps)
@@ -144,8 +144,8 @@ def frame_cost(repeats: int) -> None:
 def lr_step_cost(repeats: int, n: int = 100_000) -> None:
     import torch
 
-    from lrwatch.engine import Engine
-    from lrwatch.timeline import Timeline
+    from lrwatch.run.engine import Engine
+    from lrwatch.schedule.timeline import Timeline
 
     ratios = []
     for _ in range(repeats):
@@ -169,9 +169,9 @@ def lr_step_cost(repeats: int, n: int = 100_000) -> None:
 # -- switch latency ----------------------------------------------------------------------------
 def switch_latency(trials: int = 30) -> None:
     """Steps between a switch reaching the engine (a key press's command) and the new schedule applied."""
-    from lrwatch.engine import Engine
-    from lrwatch.protocol import Switch
-    from lrwatch.timeline import Timeline
+    from lrwatch.protocol.commands import Switch
+    from lrwatch.run.engine import Engine
+    from lrwatch.schedule.timeline import Timeline
 
     class Groups:
         param_groups = [{"lr": 0.1}]
@@ -208,7 +208,7 @@ def _rss_mb() -> float:
 
 
 def history_memory() -> None:
-    from lrwatch.history import MetricHistory
+    from lrwatch.record.history import MetricHistory
 
     gc.collect()
     before = _rss_mb()

@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 
-from lrwatch.api import Host, run_loop
 from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.live.host import Host, run_loop
 
 WARMUP = 1000
 SETTLE_S = 6.0  # the first frames, the preview and gc.freeze (3 s) are behind us

@@ -14,9 +14,9 @@ import argparse
 import torch
 from torch import nn
 
-from lrwatch.engine import Engine
-from lrwatch.protocol import Switch
-from lrwatch.timeline import Timeline
+from lrwatch.protocol.commands import Switch
+from lrwatch.run.engine import Engine
+from lrwatch.schedule.timeline import Timeline
 
 
 def main(argv: list[str] | None = None) -> None:

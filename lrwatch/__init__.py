@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from lrwatch.api import Monitor, watch
-from lrwatch.checkpoints import CheckpointError
-from lrwatch.schedules import SpecError
+from lrwatch.api import watch
+from lrwatch.run.checkpoints import CheckpointError
+from lrwatch.run.monitor import Monitor
+from lrwatch.schedule.spec import SpecError
 
 __all__ = ["CheckpointError", "Monitor", "SpecError", "watch"]

@@ -18,286 +18,24 @@ loop's own PyTorch scheduler and only watches (monitor-only).
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import math
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lrwatch.checkpoints import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_NAME,
-    STATE_FORMAT,
-    WeightsSnapshot,
-    load_checkpoint,
-    load_state,
-    parse_state,
-    rng_state,
-    set_rng_state,
-    state_of,
-)
-from lrwatch.distributed import RankSync, join_ranks, rank_error
-from lrwatch.divergence import DivergencePolicy
-from lrwatch.engine import Engine
-from lrwatch.gpu import probe_gpu
-from lrwatch.host import Host as Host  # re-exported: lrwatch.api was their home
-from lrwatch.host import current_host
-from lrwatch.host import run_loop as run_loop
-from lrwatch.host import serve as serve
-from lrwatch.host import using_host as using_host
-from lrwatch.losses import DeviceLosses, on_device
-from lrwatch.lrfind import RangeTest, range_test
-from lrwatch.protocol import Race, Switch
-from lrwatch.race import RaceRun
-from lrwatch.rundir import default_run_dir, read_metric_rows, write_lr_find
-from lrwatch.schedules import SpecError, parse_spec
-from lrwatch.timeline import Timeline
+from lrwatch.live.host import current_host
+from lrwatch.protocol.commands import Switch
+from lrwatch.record.rundir import default_run_dir, read_metric_rows
+from lrwatch.run.checkpoints import WeightsSnapshot, load_checkpoint, load_state, parse_state, set_rng_state
+from lrwatch.run.distributed import RankSync, join_ranks
+from lrwatch.run.divergence import DivergencePolicy
+from lrwatch.run.engine import Engine
+from lrwatch.run.gpu import probe_gpu
+from lrwatch.run.monitor import Monitor, watch_exit
+from lrwatch.schedule.spec import parse_spec, parse_switch
+from lrwatch.schedule.timeline import Timeline
 
-
-def parse_switch(text: str) -> tuple[float, str]:
-    """``"EPOCH:SPEC"`` → ``(epoch, spec)``, validated; :class:`SpecError` with one line if not."""
-    epoch_text, sep, spec = text.partition(":")
-    try:
-        epoch = float(epoch_text)
-    except ValueError:
-        epoch = math.nan
-    if not sep or not math.isfinite(epoch) or epoch < 0:
-        raise SpecError(f"expected EPOCH:SPEC with EPOCH >= 0, e.g. 10:cosine:T_max=20, got {text!r}")
-    return epoch, str(parse_spec(spec))
-
-
-class Monitor:
-    """What :func:`watch` returns: call :meth:`step` after every ``optimizer.step()``."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        model: Any = None,
-        extra_state: dict[str, Any] | None = None,
-        checkpoint_every: float | None = None,
-    ) -> None:
-        self.engine = engine
-        self.model = model
-        self.extra_state = dict(extra_state or {})
-        self.checkpoint_every = checkpoint_every
-        self._closed = False
-        self._device_losses: DeviceLosses | None = None
-        self.train_step: Callable[[Any], Any] | None = None  # watch(train_step=...): steps lrwatch can run
-        self.batches: Callable[[int], Iterable[Any]] | None = None
-        self.evaluate: Callable[[], Any] | None = None  # watch(evaluate=...): a race's validation
-
-    # -- the loop's side --------------------------------------------------------------------
-    @property
-    def start_step(self) -> int:
-        """The first step to run: 0, or where a resumed run stopped."""
-        return self.engine.start_step
-
-    @property
-    def start_epoch(self) -> int:
-        return self.engine.start_step // self.engine.timeline.steps_per_epoch
-
-    @property
-    def step_index(self) -> int:
-        """The next step to run. It moves by one per :meth:`step`, and by H when a race keeps a candidate
-        (lrwatch trained those steps): go on with ``batches(monitor.step_index)``."""
-        return self.engine.step_index
-
-    @property
-    def step_in_epoch(self) -> int:
-        """Batches of ``start_epoch`` already done before a resume (skip them)."""
-        return self.engine.start_step % self.engine.timeline.steps_per_epoch
-
-    @property
-    def stopped(self) -> bool:
-        return self.engine.state in ("stopping", "stopped", "finished", "error")
-
-    @property
-    def lr(self) -> float:
-        return self.engine.lr
-
-    def step(self, loss: Any) -> bool:
-        """Log this step's loss (a float or a 0-d tensor); ``False`` means stop now (``q``, a signal).
-        A loss on a GPU is never waited for here: it is copied to the host with others, later
-        (:mod:`lrwatch.losses`)."""
-        if self.stopped:
-            return False
-        if not on_device(loss):
-            return self.engine.step(loss.detach().item() if hasattr(loss, "detach") else float(loss))
-        if self._device_losses is None:
-            self._device_losses = DeviceLosses()
-        self.engine.deliver(self._device_losses.ready())
-        self._device_losses.push(loss)
-        go_on = self.engine.step(None)
-        if not go_on:
-            self._drain_device_losses()  # every step's loss is logged before the run ends
-        return go_on
-
-    def warn(self, message: str) -> None:
-        """Log a ``warning`` event: shown in the monitor's events panel and the headless lines."""
-        self.engine.warn(message)
-
-    def _drain_device_losses(self) -> None:
-        if self._device_losses is not None:
-            self.engine.deliver(self._device_losses.drain())
-
-    def epoch_end(self, **metrics: float) -> None:
-        """Log validation metrics (names from ``val_names``); checkpoint if ``checkpoint_every`` is due.
-        Losses still on a GPU are copied first (one wait per epoch), so the epoch's rows are all logged."""
-        self._drain_device_losses()
-        self.engine.end_epoch(**metrics)
-        every = self.checkpoint_every
-        if every and self.model is not None:
-            epoch = self.engine.step_index / self.engine.timeline.steps_per_epoch
-            if abs(epoch / every - round(epoch / every)) < 1e-9:
-                self.engine.checkpoint("every")
-
-    def close(self, error: BaseException | None = None) -> None:
-        """End the run: log how it ended, flush and close the run directory. Safe to call twice."""
-        if not self._closed:
-            self._closed = True
-            with contextlib.suppress(ValueError):
-                _open_monitors.remove(self)
-            with contextlib.suppress(Exception):  # a failed device must not keep the run from being closed
-                self._drain_device_losses()
-            if error is not None and self.engine.sync is not None:
-                error = rank_error(self.engine.sync, self.engine.step_index, error)  # names a rank that left
-            self.engine.finish(error)
-
-    def __enter__(self) -> Monitor:
-        return self
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: object) -> None:
-        self.close(exc if isinstance(exc, Exception) else None)
-
-    def find_lr(self, **options: float) -> RangeTest:
-        """The LR range test from the run's current state (call it between steps): the LR grows from
-        ``start_lr`` (1e-7) to ``end_lr`` (10) over ``num_iter`` (100) of the run's next batches (see
-        :mod:`lrwatch.lrfind`); model, optimizer and RNG states are restored after, so the run goes on
-        as if it had not happened. Writes ``RUN_DIR/lr_find.csv``, logs an ``lr_find`` event, returns the test."""
-        self._check_self_stepping("find_lr")
-        self._drain_device_losses()
-        engine = self.engine
-        engine.control.suspended = True  # its optimizer hook must neither reset nor report the test's LRs
-        try:
-            batches = self.batches(engine.step_index)
-            test = range_test(self.model, engine.optimizer, self.train_step, batches, **options)
-        finally:
-            engine.control.suspended = False
-        if engine.run_dir is not None:
-            write_lr_find(engine.run_dir, test.rows())
-        engine.record(
-            "lr_find",
-            steepest=test.steepest,
-            min_over_10=test.min_over_10,
-            points=len(test.lrs),
-            diverged=test.diverged,
-            lrs=test.lrs.tolist(),  # ≤ num_iter points each: what a monitor draws
-            smoothed=test.smoothed.tolist(),
-        )
-        return test
-
-    def race(self, specs: Sequence[str] = (), *, steps: int | None = None, keep: str | int = "none") -> dict[str, Any]:
-        """Race candidate schedules from the run's current state (call it between steps; see
-        :mod:`lrwatch.race`): continuing, and ``specs`` (none: every kind with fitted defaults), each for
-        ``steps`` (default: one epoch or a tenth of the rest) on the same batches, then ``evaluate()``.
-        ``keep="best"`` goes on from the winner's end state (``step_index`` moves ahead by H), ``"none"``
-        restores the snapshot, an index keeps that candidate (0: continuing, then ``specs`` in order).
-        Returns the ``race`` event's data; its ``race_end`` says what was kept."""
-        index = keep if isinstance(keep, int) and not isinstance(keep, bool) else None
-        if index is None and keep not in ("none", "best"):
-            raise ValueError(f'keep must be "none", "best" or a candidate\'s index, not {keep!r}')
-        self._check_self_stepping("race")
-        first = len(self.engine.log)
-        self._race(Race(tuple(specs), steps, "none" if index is not None else str(keep)), ask=False, keep_index=index)
-        events = self.engine.events_since(first)
-        done = [e for e in events if e.kind == "race"]
-        if not done:
-            refused = [e for e in events if e.kind == "rejected"]
-            raise ValueError(refused[-1].data["reason"] if refused else "the race ended before every candidate ran")
-        return done[-1].data
-
-    def _check_self_stepping(self, what: str) -> None:
-        missing = [name for name in ("train_step", "batches", "model") if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"{what} needs lrwatch.watch(..., {', '.join(f'{m}=' for m in missing)})")
-        if self.engine.sync is not None:
-            raise ValueError(f"{what} is not supported under DDP yet: every rank would have to run it together")
-
-    def _race(self, command: Race, *, ask: bool, keep_index: int | None = None) -> None:
-        """The race, in the training thread: from a key or ``lrwatch send`` (``ask``: a monitor attached at
-        the end decides) or from :meth:`race`. A refusal is a ``rejected`` event."""
-        engine = self.engine
-        if engine.sync is not None or not engine.drive_lr:
-            engine.apply(command)  # the engine says why not
-            return
-        self._drain_device_losses()
-        try:
-            run = RaceRun(
-                engine, command, model=self.model, train_step=self.train_step, batches=self.batches,
-                evaluate=self.evaluate, ask=ask, keep_index=keep_index,
-            )  # fmt: skip
-        except SpecError as exc:
-            engine.reject(command, None, str(exc))
-            return
-        run.run()
-
-    # -- checkpoints ------------------------------------------------------------------------
-    def checkpoint(self) -> Path | None:
-        """Save a checkpoint now (call between steps); the monitor's ``k`` key does the same."""
-        return self.engine.checkpoint("request")
-
-    def state_dict(self) -> dict[str, Any]:
-        """lrwatch's state, to save beside your model in your own checkpoint: the step, the timeline with
-        every switch, the switches still planned. Plain types only: it loads with ``weights_only=True``."""
-        engine = self.engine
-        return {
-            "format": STATE_FORMAT,
-            "step": engine.step_index,
-            "timeline": engine.timeline.to_dict(),
-            "scripted": [[step, command.to_dict()] for step, command in engine.scheduled_commands()],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict` (call it right after :func:`watch`, before the first step,
-        as with a PyTorch scheduler). The run's LRs go on exactly where they were; ``start_epoch`` and
-        ``step_in_epoch`` say where your loop picks up. The run directory is the one ``watch()`` opened."""
-        step, timeline, scheduled = parse_state(state)
-        total = self.engine.timeline.total_steps
-        self.engine.restore(step, replace(timeline, total_steps=total or timeline.total_steps), scheduled)
-
-    def _save(self, reason: str) -> Path:
-        """lrwatch's own checkpoint: :meth:`state_dict` with model, optimizer, RNG and extra states."""
-        import torch
-
-        engine = self.engine
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "lrwatch": self.state_dict(),
-            "reason": reason,
-            "model": self.model.state_dict() if self.model is not None else None,
-            "optimizer": engine.optimizer.state_dict(),
-            "rng": rng_state(),
-            "extra": {name: state_of(obj) for name, obj in self.extra_state.items()},
-        }
-        path = engine.run_dir / CHECKPOINT_NAME
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        return path
-
-
-def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
-    """Fill the history with the rows a resumed run already logged, so its plots show the whole run."""
-    for row in read_metric_rows(run_dir / "metrics.csv"):
-        if len(row) == 4:
-            if row[0] < before_step:
-                engine.history.append(*row)
-        elif row[0] <= before_step:
-            engine.history.append_epoch(*row)
+__all__ = ["watch"]
 
 
 def watch(
@@ -431,32 +169,18 @@ def watch(
     engine.begin()
     if gpu_trouble:
         engine.warn(gpu_trouble)
-    _watch_exit(monitor)
+    watch_exit(monitor)
     return monitor
 
 
-_open_monitors: list[Monitor] = []
-_excepthook_installed = False
-
-
-def _watch_exit(monitor: Monitor) -> None:
-    """End ``monitor``'s run when the script ends: at exit (a script that never calls ``close()``), and
-    with the exception that ends a script (so that the run records it as an error, not as finished)."""
-    global _excepthook_installed
-    atexit.register(monitor.close)
-    if not _excepthook_installed:
-        _excepthook_installed = True
-        previous = sys.excepthook
-
-        def excepthook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
-            for open_monitor in list(_open_monitors):
-                if isinstance(error, KeyboardInterrupt):
-                    open_monitor.engine.interrupted()
-                open_monitor.close(error if isinstance(error, Exception) else None)
-            previous(kind, error, tb)
-
-        sys.excepthook = excepthook
-    _open_monitors.append(monitor)
+def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
+    """Fill the history with the rows a resumed run already logged, so its plots show the whole run."""
+    for row in read_metric_rows(run_dir / "metrics.csv"):
+        if len(row) == 4:
+            if row[0] < before_step:
+                engine.history.append(*row)
+        elif row[0] <= before_step:
+            engine.history.append_epoch(*row)
 
 
 def json_key(command: dict[str, Any]) -> str:

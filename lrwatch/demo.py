@@ -2,7 +2,7 @@
 
 Ten interleaved spiral arms in the plane, with noise and 5% flipped labels, so the loss keeps
 falling for a long while, has a floor, and reacts visibly when the LR changes. Written on the
-same :class:`~lrwatch.engine.Engine` API a user's loop uses.
+same :class:`~lrwatch.run.engine.Engine` API a user's loop uses.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import lrwatch
-from lrwatch.rundir import read_run_info
+from lrwatch.record.rundir import read_run_info
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,8 @@ class DemoTask:
     def find_lr(self, run_dir: str | Path) -> tuple[float | None, float | None]:
         """The LR range test from the initial weights (nothing is trained): ``RUN_DIR/lr_find.csv`` and the
         two suggestions, steepest and min/10."""
-        from lrwatch.lrfind import range_test
-        from lrwatch.rundir import write_lr_find
+        from lrwatch.record.rundir import write_lr_find
+        from lrwatch.run.lrfind import range_test
 
         test = range_test(self.model, self.optimizer, self.train_step, self.batches(0))
         write_lr_find(run_dir, test.rows())

@@ -24,7 +24,7 @@ class FakeOptimizer:
 
 def run_rows(run_dir: Path) -> tuple[list[tuple], list[tuple], list]:
     """A run directory as the tests read it: step rows, epoch rows (``metrics.csv``) and events."""
-    from lrwatch.rundir import parse_event_line, read_metric_rows
+    from lrwatch.record.rundir import parse_event_line, read_metric_rows
 
     rows = list(read_metric_rows(run_dir / "metrics.csv"))
     events = [parse_event_line(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import lrwatch
-from lrwatch.api import Host, run_loop, using_host
-from lrwatch.checkpoints import CheckpointError, load_checkpoint
 from lrwatch.demo import DemoConfig, DemoTask
-from lrwatch.protocol import Stop, Switch
+from lrwatch.live.host import Host, run_loop, using_host
+from lrwatch.protocol.commands import Stop, Switch
+from lrwatch.run.checkpoints import CheckpointError, load_checkpoint
 from tests.test_app import quit_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_checkpoint_key_and_every(tmp_path: Path) -> None:
 
 
 def lrwatch_checkpoint():
-    from lrwatch.protocol import Checkpoint
+    from lrwatch.protocol.commands import Checkpoint
 
     return Checkpoint()
 
@@ -200,7 +200,7 @@ def test_run_passes_script_arguments_and_exit_status(tmp_path: Path) -> None:
     ],
 )
 def test_bad_run_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from lrwatch.cli import main
+    from lrwatch.cli.main import main
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err

@@ -13,8 +13,8 @@ from lrwatch.app import LRWatchApp
 from lrwatch.app.keys import nudged
 from lrwatch.app.screens import ErrorScreen, HelpScreen, SpecEditor
 from lrwatch.app.widgets import Chart
-from lrwatch.engine import Engine
-from lrwatch.timeline import Timeline
+from lrwatch.run.engine import Engine
+from lrwatch.schedule.timeline import Timeline
 from tests.conftest import FakeOptimizer, app_wait_for
 
 K = 50

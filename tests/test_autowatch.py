@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lrwatch.reader import RunReader
-from lrwatch.rundir import read_metric_rows, read_run_info
-from lrwatch.timeline import Timeline
+from lrwatch.record.reader import RunReader
+from lrwatch.record.rundir import read_metric_rows, read_run_info
+from lrwatch.schedule.timeline import Timeline
 from tests.test_live import CLI, ENV, events, lrwatch, wait_for
 
 PLAIN = """
@@ -135,7 +135,7 @@ def test_no_dataloader_leaves_the_epoch_column_empty_and_onecycle_gives_the_leng
     lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(lines) == 31 and all(line.split(",")[1] == "" for line in lines[1:])  # step,,lr,loss
     assert RunReader(tmp_path / "run").timeline.total_steps == 30  # OneCycleLR's total_steps
-    from lrwatch.reader import FileRunSource
+    from lrwatch.record.reader import FileRunSource
 
     status = FileRunSource(RunReader(tmp_path / "run")).status()
     assert not status.epochs_known and status.total_steps == 30

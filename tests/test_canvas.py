@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrwatch.canvas import NO_COLOR, Frame, Series, bins, draw, line_dots
-from lrwatch.plot import ChartSpec, Line, frame_of, plotext_build, render, render_rows
+from lrwatch.charts.canvas import NO_COLOR, Frame, Series, bins, draw, line_dots
+from lrwatch.charts.plot import ChartSpec, Line, frame_of, plotext_build, render, render_rows
 
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 

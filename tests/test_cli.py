@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrwatch.cli import main
-from lrwatch.timeline import Timeline
+from lrwatch.cli.main import main
+from lrwatch.schedule.timeline import Timeline
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

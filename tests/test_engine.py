@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrwatch.engine import Engine
-from lrwatch.protocol import EditParams, Pause, Resume, Stop, Switch, command_from_dict
-from lrwatch.timeline import Timeline
+from lrwatch.protocol.commands import EditParams, Pause, Resume, Stop, Switch, command_from_dict
+from lrwatch.run.engine import Engine
+from lrwatch.schedule.timeline import Timeline
 from tests.conftest import FakeOptimizer
 
 K = 10
@@ -217,8 +217,8 @@ def test_stop_before_the_first_step() -> None:
 def test_command_queue_takes_in_order_and_postpones_a_kept_races_steps() -> None:
     import time
 
-    from lrwatch.commands import CommandQueue
-    from lrwatch.protocol import Pause, Resume, Stop, Switch
+    from lrwatch.protocol.commands import Pause, Resume, Stop, Switch
+    from lrwatch.run.commands import CommandQueue
 
     commands = CommandQueue()
     started = time.monotonic()

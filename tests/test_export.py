@@ -12,9 +12,9 @@ pytest.importorskip("tensorboard")  # make test installs the extra
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lrwatch.cli import main
-from lrwatch.export import ExportError, export_tensorboard
-from lrwatch.rundir import read_metric_rows
+from lrwatch.cli.main import main
+from lrwatch.record.export import ExportError, export_tensorboard
+from lrwatch.record.rundir import read_metric_rows
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import time
 from types import SimpleNamespace
 
 from lrwatch.app import LRWatchApp
-from lrwatch.engine import Engine
-from lrwatch.gpu import GpuProbe, gpu_lines
-from lrwatch.timeline import Timeline
+from lrwatch.run.engine import Engine
+from lrwatch.run.gpu import GpuProbe, gpu_lines
+from lrwatch.schedule.timeline import Timeline
 from tests.conftest import FakeOptimizer, app_wait_for
 from tests.test_app import slow_train
 

@@ -1,5 +1,6 @@
-"""Imports point down only: each module of lrwatch imports only modules listed before it in LAYERS,
-counting imports inside functions and under ``TYPE_CHECKING`` (ast, not the import system)."""
+"""Imports point down only: each module of lrwatch imports only rooms (packages, or the few top-level
+modules) listed at or before its own in LAYERS, counting imports inside functions and under
+``TYPE_CHECKING`` (ast, not the import system)."""
 
 from __future__ import annotations
 
@@ -8,47 +9,32 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lrwatch"
 
-# Bottom to top. The README's design notes say what each is; a new module takes its place here.
+# Bottom to top, one row a room: a package (or one of the few modules at the top of lrwatch/). A module
+# may import its own room and the rooms below it. The README's design notes open with this map.
 LAYERS = [
-    "schedules",  # pure schedule math: numpy only
-    "protocol",  # commands and events, JSON-able
-    "wire",  # the socket's line format
-    "timeline",  # immutable segments
-    "groups",  # the optimizer's LR per param group, from the timeline
-    "lrcontrol",  # who sets the optimizer's LR: lrwatch, the loop's scheduler, or one then the other
-    "history",  # metric columns
-    "rundir",  # metrics.csv, events.jsonl, run.json: written and parsed here only
-    "runlog",  # a run's history, run directory and events, kept together
-    "sockets",  # the per-user socket directory and live records
-    "console",  # headless lines, output that survives its terminal
-    "divergence",  # is a loss diverged; snapshots for a rollback
-    "checkpoints",  # checkpoint.pt: saved and loaded (weights_only), RNG states, weight snapshots
-    "lrfind",  # the LR range test, from a snapshot restored afterwards
-    "gpu",  # the GPU in the run panel: torch.cuda and NVML, sampled off the training thread
-    "commands",  # what waits for a step boundary: submitted and scripted commands
-    "engine",  # owns the LR, applies commands at step boundaries
-    "distributed",  # DDP: ranks agree on commands, stops and divergence at sync steps
-    "losses",  # GPU losses copied to the host without a per-step synchronisation
-    "race",  # race candidate schedules from one snapshot of the run
-    "server",  # the run's socket
-    "host",  # where a watched run goes: headless lines, the socket; run_loop
-    "api",  # lrwatch.watch, Monitor
-    "__init__",  # the package's public names (re-exported from api)
-    "integrations",  # Lightning and Hugging Face Trainer callbacks, on the public API (optional extras)
-    "autowatch",  # lrwatch run on a script without watch(): PyTorch's global optimizer hooks
-    "reader",  # run directories read back
-    "export",  # a run directory as TensorBoard events
-    "client",  # a live run over its socket
+    "schedule",  # pure schedule math: the kinds, specs, the timeline (numpy only)
+    "protocol",  # commands, events, RunStatus, and the line format that carries them
+    "record",  # what a run leaves behind and how it is read back
+    "run",  # the training process: the engine, LR control, checkpoints, DDP, the race
+    "live",  # between processes: sockets, server, host, client, launcher, serve
+    "api",  # lrwatch.watch
+    "__init__",  # the package's public names
+    "integrations",  # Lightning, the HF Trainer, lrwatch run's zero-line hooks
     "demo",  # the demo task, written on the public API
-    "canvas",  # chart cells: plotext 5's drawing in numpy
-    "plot",  # chart specs → frames; plotext's own build for the command line
-    "app",  # the Textual monitor (one layer: its modules import each other)
-    "launch",  # the run process and the terminal watch
-    "cli_live",  # attach, ls, send
-    "serve",  # the monitor in a browser (textual-serve)
-    "cli_args",  # the command line's parser and argument types
-    "cli",
+    "charts",  # chart frames and the canvas
+    "app",  # the Textual monitor
+    "cli",  # the command line
 ]
+
+# Rooms that must not import these third-party packages (ast-checked, imports inside functions too).
+FORBIDDEN = {
+    "schedule": ("torch", "textual", "rich", "plotext"),
+    "protocol": ("torch", "textual", "rich", "plotext"),
+    "record": ("textual",),
+    "run": ("textual",),
+    "live": ("textual",),
+    "charts": ("textual",),
+}
 
 
 def layer_of(module: str) -> int:
@@ -105,6 +91,27 @@ def test_imports_point_down_only() -> None:
             if target_layer > own:
                 upward.append(f"{module} imports {target}")
     assert upward == []
+
+
+def test_lrwatch_is_a_handful_of_rooms() -> None:
+    """At most six modules at the top of lrwatch/; every package says in its docstring what lives there."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 6, top
+    for package in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
+        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8")))
+        assert doc and "Imports" in doc, package
+
+
+def test_rooms_keep_their_third_party_imports() -> None:
+    found = []
+    for module, path in modules():
+        banned = FORBIDDEN.get(module.split(".")[1] if "." in module else "", ())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{module} imports {n}" for n in names if n.split(".")[0] in banned]
+    assert found == []
 
 
 def test_the_walk_sees_imports_inside_functions() -> None:

@@ -11,8 +11,8 @@ import torch
 pl = pytest.importorskip("lightning.pytorch")  # make test installs the extra; this only guards a bare install
 
 from lrwatch.integrations.lightning import LRWatchCallback  # noqa: E402
-from lrwatch.protocol import Stop, Switch  # noqa: E402
-from lrwatch.timeline import Timeline  # noqa: E402
+from lrwatch.protocol.commands import Stop, Switch  # noqa: E402
+from lrwatch.schedule.timeline import Timeline  # noqa: E402
 from tests.conftest import run_rows  # noqa: E402
 
 BATCHES, ACCUMULATE, EPOCHS = 10, 2, 3  # 5 optimizer steps an epoch, 15 in all

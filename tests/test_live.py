@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from lrwatch.app import LRWatchApp
-from lrwatch.client import RemoteRunSource
-from lrwatch.protocol import Stop
+from lrwatch.live.client import RemoteRunSource
+from lrwatch.protocol.commands import Stop
 from tests.test_wire import TrainingRun
 
 CLI = [sys.executable, "-m", "lrwatch.cli"]
@@ -149,8 +149,9 @@ def test_a_client_killed_mid_stream_and_a_second_attach_see_the_rows_on_disk(tmp
     assert out.returncode == 0, out.stderr
     wait_for(lambda: (run_dir / "live.json").exists(), "the run to serve")
     mirror = (
-        "import sys, time, numpy as np; from lrwatch.client import RemoteRunSource; from lrwatch.sockets import "
-        "record_of_run_dir as r; s = RemoteRunSource.of_path(r(sys.argv[1]).socket).start(); s.ready.wait(30); "
+        "import sys, time, numpy as np; from lrwatch.live.client import RemoteRunSource; "
+        "from lrwatch.live.sockets import record_of_run_dir as r; "
+        "s = RemoteRunSource.of_path(r(sys.argv[1]).socket).start(); s.ready.wait(30); "
         "print('ready', flush=True); s.closed.wait(120); h = s.history; "
         "np.savez(sys.argv[2], step=h.column('step'), lr=h.column('lr'), loss=h.column('loss'))"
     )

@@ -12,9 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lrwatch.api import Host, using_host, watch
-from lrwatch.losses import BATCH, DeviceLosses, on_device
-from lrwatch.rundir import read_metric_rows
+from lrwatch.api import watch
+from lrwatch.live.host import Host, using_host
+from lrwatch.record.rundir import read_metric_rows
+from lrwatch.run.losses import BATCH, DeviceLosses, on_device
 from tests.conftest import FakeOptimizer
 
 COPY_POLLS = 2  # a copy completes on the second poll after it started: the GPU a little behind

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from lrwatch.cli import main
+from lrwatch.cli.main import main
 from lrwatch.demo import DemoConfig, DemoTask
-from lrwatch.lrfind import RangeTest, lr_schedule, range_test, smooth_until_divergence
-from lrwatch.rundir import read_lr_find
+from lrwatch.record.rundir import read_lr_find
+from lrwatch.run.lrfind import RangeTest, lr_schedule, range_test, smooth_until_divergence
 from tests.conftest import app_wait_for
 
 
@@ -112,9 +112,9 @@ async def test_F_runs_the_test_in_the_live_run_and_enter_starts_from_its_suggest
     tmp_path: Path,
 ) -> None:
 
-    from lrwatch.api import Host
     from lrwatch.app import LRWatchApp
     from lrwatch.app.screens import LrFindScreen
+    from lrwatch.live.host import Host
 
     config = DemoConfig(train_size=2048, val_size=256, batch_size=64, hidden=32, device="cpu", epochs=400)
     task = DemoTask(config)

@@ -11,9 +11,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler
 
-from lrwatch.protocol import Switch
-from lrwatch.schedules import CosineAnnealing, CosineWarmRestarts, ExponentialDecay, StepDecay
-from lrwatch.timeline import Timeline
+from lrwatch.protocol.commands import Switch
+from lrwatch.schedule.cosine import CosineAnnealing, CosineWarmRestarts
+from lrwatch.schedule.exp import ExponentialDecay
+from lrwatch.schedule.step import StepDecay
+from lrwatch.schedule.timeline import Timeline
 
 N_STEPS = 10_000
 RTOL = 1e-9
@@ -176,7 +178,7 @@ def torch_groups(make, lrs: tuple[float, ...], n: int) -> np.ndarray:
 
 
 def lrwatch_groups(spec: str, lrs: tuple[float, ...], n: int, switch: tuple[int, str] | None = None) -> np.ndarray:
-    from lrwatch.engine import Engine
+    from lrwatch.run.engine import Engine
 
     opt = _grouped(lrs)
     engine = Engine(opt, Timeline.start(spec, lr=lrs[0], steps_per_epoch=1, total_steps=n, per_epoch=True))
@@ -206,7 +208,7 @@ def test_after_a_switch_each_group_follows_a_twin_started_at_its_own_lr(spec: st
 
 def test_a_tensor_lr_is_filled_in_place() -> None:
     """Capturable and fused optimizers keep ``lr`` as a tensor: lrwatch updates that tensor, never replaces it."""
-    from lrwatch.engine import Engine
+    from lrwatch.run.engine import Engine
 
     lr = torch.tensor(0.01)
     opt = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=lr, foreach=False)

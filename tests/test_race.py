@@ -17,7 +17,8 @@ import torch
 
 import lrwatch
 from lrwatch.demo import DemoConfig, DemoTask
-from lrwatch.rundir import read_metric_rows
+from lrwatch.protocol.commands import Race
+from lrwatch.record.rundir import read_metric_rows
 from tests.conftest import app_wait_for
 
 CONFIG = DemoConfig(epochs=3, train_size=4000, val_size=500, hidden=32, device="cpu")
@@ -100,7 +101,7 @@ def test_two_races_from_one_snapshot_give_identical_numbers_and_weights_come_bac
 
 
 def test_refusals_say_why_and_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lrwatch import race
+    from lrwatch.run import race
 
     task = DemoTask(CONFIG)
     monitor = lrwatch.watch(task.optimizer, model=task.model, epochs=3, steps_per_epoch=CONFIG.steps,
@@ -120,7 +121,7 @@ def test_refusals_say_why_and_change_nothing(tmp_path: Path, monkeypatch: pytest
                          run_dir=tmp_path / "bare")  # fmt: skip
     with pytest.raises(ValueError, match="train_step=, batches=, model="):
         bare.race()
-    bare.engine.submit(lrwatch.protocol.Race())
+    bare.engine.submit(Race())
     bare.step(1.0)
     assert "train_step=, batches=, model=" in bare.engine.events_since(0)[-1].data["reason"]
     bare.close()
@@ -129,10 +130,10 @@ def test_refusals_say_why_and_change_nothing(tmp_path: Path, monkeypatch: pytest
 async def test_f_races_in_the_live_monitor_the_table_keeps_the_choice_and_escape_cancels(tmp_path: Path) -> None:
     from textual.widgets import DataTable
 
-    from lrwatch.api import Host
     from lrwatch.app import LRWatchApp
     from lrwatch.app.screens import RaceScreen
-    from lrwatch.protocol import Race
+    from lrwatch.live.host import Host
+    from lrwatch.protocol.commands import Race
 
     config = DemoConfig(train_size=2048, val_size=256, batch_size=64, hidden=32, device="cpu", epochs=100_000)
     app = LRWatchApp(None, DemoTask(config).train, host=Host(headless=False, run_dir=tmp_path / "run", log=None), fps=4)
@@ -178,7 +179,7 @@ def test_send_race_to_a_detached_demo_restores_keeps_best_and_sigterm_stops_from
     import os
     import signal
 
-    from lrwatch.checkpoints import load_checkpoint
+    from lrwatch.run.checkpoints import load_checkpoint
     from tests.test_live import detached_demo, events, run_pid, wait_for
     from tests.test_live import lrwatch as cli
 
@@ -219,7 +220,7 @@ def test_send_race_to_a_detached_demo_restores_keeps_best_and_sigterm_stops_from
 async def test_lrwatch_view_draws_the_races_candidates_from_their_fork(tmp_path: Path) -> None:
     from lrwatch.app import LRWatchApp
     from lrwatch.app.charts import RACE_COLORS
-    from lrwatch.reader import FileRunSource, RunReader
+    from lrwatch.record.reader import FileRunSource, RunReader
 
     run_demo(tmp_path / "run", "keep")
     app = LRWatchApp.read_only(FileRunSource(RunReader(tmp_path / "run")))
@@ -252,7 +253,7 @@ async def test_f_without_train_step_says_what_is_missing_in_one_line() -> None:
 
 def test_a_race_end_queued_behind_its_race_cancels_it_at_the_first_step(tmp_path: Path) -> None:
     """Commands are applied one at a time at a boundary: a race-end sent right after its race reaches the race."""
-    from lrwatch.protocol import Race, RaceEnd
+    from lrwatch.protocol.commands import Race, RaceEnd
 
     task = DemoTask(CONFIG)
     monitor = lrwatch.watch(task.optimizer, model=task.model, epochs=3, steps_per_epoch=CONFIG.steps,

@@ -11,11 +11,11 @@ import pytest
 from lrwatch.app import LRWatchApp
 from lrwatch.app.compare import CompareRunsApp
 from lrwatch.app.widgets import Chart
-from lrwatch.cli import main
-from lrwatch.engine import Engine
-from lrwatch.protocol import EditParams, Switch
-from lrwatch.reader import FileRunSource, RunDirError, RunReader
-from lrwatch.timeline import Timeline
+from lrwatch.cli.main import main
+from lrwatch.protocol.commands import EditParams, Switch
+from lrwatch.record.reader import FileRunSource, RunDirError, RunReader
+from lrwatch.run.engine import Engine
+from lrwatch.schedule.timeline import Timeline
 from tests.conftest import FakeOptimizer
 from tests.test_app import quit_app
 

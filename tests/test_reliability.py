@@ -16,20 +16,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrwatch import rundir
 from lrwatch.app import LRWatchApp
 from lrwatch.app.charts import LossView, PreviewCache, loss_chart, lr_chart
 from lrwatch.app.screens import DivergenceScreen
-from lrwatch.cli import main
-from lrwatch.cli_args import build_parser
-from lrwatch.divergence import DivergencePolicy
-from lrwatch.engine import Engine
-from lrwatch.history import Ema, MetricHistory
-from lrwatch.plot import ChartSpec, Line, render
-from lrwatch.protocol import Resume, Rollback
-from lrwatch.reader import RunReader
-from lrwatch.schedules import SpecError
-from lrwatch.timeline import Timeline
+from lrwatch.charts.plot import ChartSpec, Line, render
+from lrwatch.cli.args import build_parser
+from lrwatch.cli.main import main
+from lrwatch.protocol.commands import Resume, Rollback
+from lrwatch.record import rundir
+from lrwatch.record.history import Ema, MetricHistory
+from lrwatch.record.reader import RunReader
+from lrwatch.run.divergence import DivergencePolicy
+from lrwatch.run.engine import Engine
+from lrwatch.schedule.spec import SpecError
+from lrwatch.schedule.timeline import Timeline
 from tests.conftest import FakeOptimizer
 from tests.test_app import quit_app
 
@@ -274,7 +274,7 @@ VALUES = st.one_of(
 )
 def test_cli_argument_fuzz_parses_or_fails_with_one_line(command: str, argv: list[str]) -> None:
     """Every flag with junk values: argument parsing gives a namespace or one clear line, never a traceback."""
-    from lrwatch.cli_args import UsageError
+    from lrwatch.cli.args import UsageError
 
     try:
         build_parser().parse_args([command, *argv])
@@ -400,7 +400,7 @@ def test_a_snapshot_survives_its_restore_for_a_second_rollback() -> None:
     snapshot's own tensors to the optimizer, which would then train them in place."""
     import torch
 
-    from lrwatch.checkpoints import WeightsSnapshot
+    from lrwatch.run.checkpoints import WeightsSnapshot
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)

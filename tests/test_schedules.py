@@ -5,16 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrwatch.schedules import (
-    CosineAnnealing,
-    CosineWarmRestarts,
-    ExponentialDecay,
-    SpecError,
-    StepDecay,
-    parse_spec,
-    resolve,
-    spec_of,
-)
+from lrwatch.schedule.cosine import CosineAnnealing, CosineWarmRestarts
+from lrwatch.schedule.exp import ExponentialDecay
+from lrwatch.schedule.spec import SpecError, parse_spec, resolve, spec_of
+from lrwatch.schedule.step import StepDecay
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 
 aiohttp = pytest.importorskip("aiohttp")  # textual-serve's own dependency; make test installs the extra
 
-from lrwatch.serve import public_url  # noqa: E402
+from lrwatch.live.serve import public_url  # noqa: E402
 from tests.test_live import CLI, ENV, detached_demo, events, lrwatch, run_pid, wait_for  # noqa: E402
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from lrwatch.app import LRWatchApp
-from lrwatch.engine import Engine
-from lrwatch.protocol import Switch
-from lrwatch.timeline import Timeline
+from lrwatch.protocol.commands import Switch
+from lrwatch.run.engine import Engine
+from lrwatch.schedule.timeline import Timeline
 from tests.conftest import FakeOptimizer
 
 K = 40

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrwatch.schedules import SpecError
-from lrwatch.timeline import Timeline
+from lrwatch.schedule.spec import SpecError
+from lrwatch.schedule.timeline import Timeline
 
 K = 10
 
@@ -120,7 +120,7 @@ def test_a_group_timeline_replays_switches_edits_and_scales_from_its_own_lr() ->
 
 def test_a_spec_may_give_its_starting_lr() -> None:
     """``lr=``: the segment starts from that LR, whatever the anchor (a range test's suggestion)."""
-    from lrwatch.schedules import parse_spec
+    from lrwatch.schedule.spec import parse_spec
 
     spec = parse_spec("cosine:T_max=5,lr=0.02,anchor=base")
     assert spec.lr == 0.02 and str(spec) == "cosine:T_max=5,lr=0.02,anchor=base" and parse_spec(str(spec)) == spec
@@ -135,9 +135,9 @@ def test_a_spec_may_give_its_starting_lr() -> None:
 
 
 def test_a_switch_with_lr_replays_from_the_events(tmp_path) -> None:
-    from lrwatch.engine import Engine
-    from lrwatch.protocol import Switch
-    from lrwatch.reader import RunReader
+    from lrwatch.protocol.commands import Switch
+    from lrwatch.record.reader import RunReader
+    from lrwatch.run.engine import Engine
     from tests.conftest import FakeOptimizer
 
     engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine", lr=0.1, steps_per_epoch=10, total_steps=60),

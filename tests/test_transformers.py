@@ -11,8 +11,8 @@ import torch
 transformers = pytest.importorskip("transformers")  # make test installs the extra
 
 from lrwatch.integrations.transformers import LRWatchCallback  # noqa: E402
-from lrwatch.protocol import Stop, Switch  # noqa: E402
-from lrwatch.timeline import Timeline  # noqa: E402
+from lrwatch.protocol.commands import Stop, Switch  # noqa: E402
+from lrwatch.schedule.timeline import Timeline  # noqa: E402
 from tests.conftest import run_rows  # noqa: E402
 
 SAMPLES, BATCH, ACCUMULATE, EPOCHS = 40, 4, 2, 3  # 5 optimizer steps an epoch, 15 in all

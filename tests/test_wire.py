@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrwatch import server as server_module
-from lrwatch.api import serve
-from lrwatch.client import RemoteRunSource, RunClient
-from lrwatch.divergence import DivergencePolicy
-from lrwatch.engine import Engine
-from lrwatch.protocol import CommandError, EditParams, Pause, Race, RaceEnd, Stop, Switch, command_from_wire
-from lrwatch.server import RunServer
-from lrwatch.sockets import LiveRecord, socket_dir
-from lrwatch.timeline import Timeline
-from lrwatch.wire import MAX_CLIENT_LINE, LineBuffer, WireError, decode, encode, rows_message, unpack_rows
+from lrwatch.live import server as server_module
+from lrwatch.live.client import RemoteRunSource, RunClient
+from lrwatch.live.host import serve
+from lrwatch.live.server import RunServer
+from lrwatch.live.sockets import LiveRecord, socket_dir
+from lrwatch.protocol.commands import CommandError, EditParams, Pause, Race, RaceEnd, Stop, Switch, command_from_wire
+from lrwatch.protocol.wire import MAX_CLIENT_LINE, LineBuffer, WireError, decode, encode, rows_message, unpack_rows
+from lrwatch.run.divergence import DivergencePolicy
+from lrwatch.run.engine import Engine
+from lrwatch.schedule.timeline import Timeline
 from tests.conftest import FakeOptimizer
 
 

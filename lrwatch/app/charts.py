@@ -1,4 +1,4 @@
-"""What the two charts show, as :class:`~lrwatch.plot.ChartSpec` values: no Textual here.
+"""What the two charts show, as :class:`~lrwatch.charts.plot.ChartSpec` values: no Textual here.
 
 Every series is decimated to about two points per column before it is drawn, and the
 preview of the run ahead is computed once per timeline (and width), so a frame costs the same
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lrwatch.history import Ema, MetricHistory, decimate
-from lrwatch.plot import DIM, MARKER_COLOR, NOW_COLOR, PALETTE, ChartSpec, Line
-from lrwatch.timeline import Timeline
+from lrwatch.charts.plot import DIM, MARKER_COLOR, NOW_COLOR, PALETTE, ChartSpec, Line
+from lrwatch.record.history import Ema, MetricHistory, decimate
+from lrwatch.schedule.timeline import Timeline
 
 APPLIED_COLOR = PALETTE[0]
 PREVIEW_COLOR = DIM

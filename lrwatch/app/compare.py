@@ -13,9 +13,9 @@ from textual.widgets import Footer, Static
 
 from lrwatch.app.charts import LossView, plot_columns
 from lrwatch.app.widgets import Chart, ViewScreen
-from lrwatch.history import Ema
-from lrwatch.plot import PALETTE, ChartSpec, Line, color_hex
-from lrwatch.reader import RunReader
+from lrwatch.charts.plot import PALETTE, ChartSpec, Line, color_hex
+from lrwatch.record.history import Ema
+from lrwatch.record.reader import RunReader
 
 
 def run_summary(reader: RunReader) -> dict[str, object]:

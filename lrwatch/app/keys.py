@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lrwatch.app.screens import LrFindScreen, RaceScreen, SpecEditor
-from lrwatch.protocol import MONITOR_ONLY, EditParams, Event, FindLr, Race, RaceEnd, Switch
-from lrwatch.schedules import KINDS, SpecError, parse_spec
+from lrwatch.protocol.commands import MONITOR_ONLY, EditParams, FindLr, Race, RaceEnd, Switch
+from lrwatch.protocol.events import Event
+from lrwatch.schedule.spec import KINDS, SpecError, parse_spec
 
 if TYPE_CHECKING:
-    from lrwatch.protocol import RunSource
-    from lrwatch.timeline import Timeline
+    from lrwatch.protocol.events import RunSource
+    from lrwatch.schedule.timeline import Timeline
 
 KIND_KEYS = {"e": "exp", "c": "cosine", "r": "cosine-restarts", "s": "step"}
 MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size"}

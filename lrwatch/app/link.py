@@ -1,7 +1,7 @@
 """Where the monitor's run comes from, and whether it is there yet (no drawing here).
 
 - A run trained in this process: ``train`` runs in a worker thread (``lrwatch-train``). Under a
-  :class:`~lrwatch.host.Host` (``lrwatch run`` without a run process, the tests) the script's own
+  :class:`~lrwatch.live.host.Host` (``lrwatch run`` without a run process, the tests) the script's own
   ``lrwatch.watch()`` makes the engine, which becomes the source when it appears.
 - A live run over its socket (``RemoteRunSource``): there once its first snapshot came; if the run ended
   before we connected, its run directory is followed instead (read-only).
@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.text import Text
 
-from lrwatch.host import Host, run_loop
-from lrwatch.protocol import RunSource
+from lrwatch.live.host import Host, run_loop
+from lrwatch.protocol.events import RunSource
 
 
 class RunLink:

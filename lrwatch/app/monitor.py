@@ -2,7 +2,7 @@
 
 Data flows one way. The training thread appends to the history and logs events; this app polls
 them on a timer (``--fps``) and redraws a chart only when its data, size or options changed.
-It talks to the run only through :class:`~lrwatch.protocol.RunSource`: reads, and commands.
+It talks to the run only through :class:`~lrwatch.protocol.events.RunSource`: reads, and commands.
 """
 
 from __future__ import annotations
@@ -33,20 +33,11 @@ from lrwatch.app.link import RunLink
 from lrwatch.app.screen import MonitorScreen
 from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen
 from lrwatch.app.widgets import ViewScreen
-from lrwatch.history import Ema
-from lrwatch.host import Host
-from lrwatch.protocol import (
-    LIVE_STATES,
-    Checkpoint,
-    Event,
-    Pause,
-    Resume,
-    Rollback,
-    RunSource,
-    RunStatus,
-    Stop,
-)
-from lrwatch.timeline import Timeline
+from lrwatch.live.host import Host
+from lrwatch.protocol.commands import Checkpoint, Pause, Resume, Rollback, Stop
+from lrwatch.protocol.events import LIVE_STATES, Event, RunSource, RunStatus
+from lrwatch.record.history import Ema
+from lrwatch.schedule.timeline import Timeline
 
 QUIT_WAIT_SECONDS = 10.0
 # New data redraws the charts at most this often (a key press, a switch or a resize at once): a full

@@ -27,10 +27,11 @@ from lrwatch.app.charts import (
     race_color,
 )
 from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewScreen, format_duration, progress_bar
-from lrwatch.gpu import gpu_lines
-from lrwatch.plot import MARKER_COLOR, ChartSpec, color_hex
-from lrwatch.protocol import MONITOR_ONLY, TAKE_OVER, Event, RunStatus
-from lrwatch.timeline import DEFAULT_REMAINING_EPOCHS, Timeline
+from lrwatch.charts.plot import MARKER_COLOR, ChartSpec, color_hex
+from lrwatch.protocol.commands import MONITOR_ONLY, TAKE_OVER
+from lrwatch.protocol.events import Event, RunStatus
+from lrwatch.run.gpu import gpu_lines
+from lrwatch.schedule.timeline import DEFAULT_REMAINING_EPOCHS, Timeline
 
 LR_LEGEND = (
     f"[{color_hex(APPLIED_COLOR)}]━ applied[/] [{color_hex(PREVIEW_COLOR)}]━ ahead[/] "

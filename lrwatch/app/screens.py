@@ -14,9 +14,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from lrwatch.app.widgets import Chart
-from lrwatch.console import lr_text
-from lrwatch.plot import MARKER_COLOR, PALETTE, ChartSpec, Line
-from lrwatch.schedules import SpecError, parse_spec
+from lrwatch.charts.plot import MARKER_COLOR, PALETTE, ChartSpec, Line
+from lrwatch.record.console import lr_text
+from lrwatch.schedule.spec import SpecError, parse_spec
 
 HELP = """\
 [b]Switch the schedule[/b] (lands at the next step boundary; the preview changes at once)

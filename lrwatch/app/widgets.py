@@ -16,9 +16,9 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from lrwatch.app.charts import next_smoothing
-from lrwatch.console import describe
-from lrwatch.plot import ChartSpec, render_rows
-from lrwatch.protocol import Event
+from lrwatch.charts.plot import ChartSpec, render_rows
+from lrwatch.protocol.events import Event
+from lrwatch.record.console import describe
 
 
 class ViewScreen(Screen):
@@ -66,7 +66,7 @@ class ViewScreen(Screen):
 
 
 class Chart(Widget):
-    """A chart (plotext 5's drawing, by :mod:`lrwatch.canvas`), rebuilt only when :meth:`draw` gets a new
+    """A chart (plotext 5's drawing, by :mod:`lrwatch.charts.canvas`), rebuilt only when :meth:`draw` gets a new
     spec or the widget is resized.
 
     Drawn with Textual's line API: the rows are turned into strips once per build, and a repaint
@@ -154,7 +154,7 @@ class EventLog(Static):
 
 
 def describe_event(event: Event) -> Text | None:
-    """One line for the events panel (the words are :func:`lrwatch.console.describe`'s), or ``None``."""
+    """One line for the events panel (the words are :func:`lrwatch.record.console.describe`'s), or ``None``."""
     text = describe(event)
     if text is None:
         return None

@@ -12,7 +12,7 @@ A step is an *optimizer* step (``trainer.global_step``): with ``accumulate_grad_
 is the mean of its k batches' losses (Lightning hands each batch's loss ÷ k to
 ``on_train_batch_end``; their sum is that mean). The run's length is
 ``trainer.estimated_stepping_batches``; an epoch is ``⌈num_training_batches ÷ k⌉`` steps.
-Under DDP every rank calls ``watch()``; rank 0 alone writes, serves and shows (:mod:`lrwatch.distributed`).
+Under DDP every rank calls ``watch()``; rank 0 alone writes, serves and shows (:mod:`lrwatch.run.distributed`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,272 @@
+"""Commands for live runs: ``attach``, ``ls``, ``send``, and starting a run with its monitor or ``--detach``.
+
+Exit statuses of ``send``: 0 applied, 1 refused by the run (a ``rejected`` event or an error answer),
+2 a malformed command line, 3 no live run answers at that path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from lrwatch.cli.terminal import run_monitor
+from lrwatch.live.client import RemoteRunSource, RunClient, RunGone, socket_of
+from lrwatch.live.launch import (
+    DETACH_WAIT_SECONDS,
+    attach_line,
+    log_tail,
+    source_for_child,
+    spawn_run,
+)
+from lrwatch.live.sockets import is_stale, live_runs, unpublish
+from lrwatch.protocol.commands import (
+    RACE_KEEP,
+    Checkpoint,
+    Command,
+    EditParams,
+    FindLr,
+    Pause,
+    Race,
+    RaceEnd,
+    Resume,
+    Stop,
+    Switch,
+)
+from lrwatch.protocol.events import Event
+from lrwatch.record.console import LOG_NAME, plain_line
+from lrwatch.schedule.spec import parse_spec
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_NO_RUN = 3
+SEND_TIMEOUT_SECONDS = 60.0
+SEND_COMMANDS = (
+    "switch SPEC | edit KEY=VALUE[,KEY=VALUE...] | pause | resume | stop | checkpoint | find-lr | "
+    "race [SPEC ...] [--keep none|best] [--race-steps N] | race-end [N]"
+)
+
+
+def add_live_commands(sub: Any) -> None:
+    attach = sub.add_parser("attach", help="open the monitor on a live run (default: your most recent one)")
+    attach.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR")
+    attach.add_argument("--fps", type=float, default=2.0, help="max redraws per second (default 2)")
+    attach.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
+    attach.add_argument(
+        "--race-steps", type=_steps, default=None, metavar="N",
+        help="f races candidates for N steps (default: one epoch or a tenth of the remaining run, the shorter)",
+    )  # fmt: skip
+
+    ls = sub.add_parser("ls", help="this user's live runs: run dir, pid, state, step, schedule, clients")
+    ls.add_argument("--json", action="store_true", help="one JSON array of objects")
+
+    send = sub.add_parser("send", help=f"send a command to a live run: {SEND_COMMANDS}")
+    send.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    send.add_argument("words", nargs="+", metavar="COMMAND", help=SEND_COMMANDS)
+    send.add_argument("--timeout", type=float, default=SEND_TIMEOUT_SECONDS, help="seconds to wait for the answer")
+    send.add_argument(
+        "--keep", choices=RACE_KEEP, default=None,
+        help="race: when no monitor decides, none (default) restores the snapshot, best keeps the lowest val_loss",
+    )  # fmt: skip
+    send.add_argument("--race-steps", type=_steps, default=None, metavar="N", help="race: the horizon H in steps")
+
+
+def _steps(text: str) -> int:
+    """A number of steps > 0, for argparse."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of steps > 0, got {text!r}")
+    return int(text)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- starting a run ---------------------------------------------------------------------------
+def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir: Path) -> int:
+    """Start the run process; then either show its monitor here (owner), or return (``--detach``)."""
+    child = spawn_run(command, argv, run_dir)
+    if args.detach:
+        print(f"lrwatch {command}: training in the background (pid {child.pid}); run dir {run_dir}")
+        print(f"  output: {run_dir / LOG_NAME}")
+        print(f"  watch:  {attach_line(run_dir)}")
+        try:
+            code = child.wait(DETACH_WAIT_SECONDS)  # a run that fails at once says so here
+        except subprocess.TimeoutExpired:
+            return 0
+        _say(f"lrwatch: the run ended at once (status {code}):\n{log_tail(run_dir)}")
+        return code or 1
+    source = source_for_child(child, run_dir)
+    app = run_monitor(source, owner=True, fps=args.fps, ascii_markers=args.ascii, race_steps=args.race_steps)
+    if app.detached or app.hung_up:
+        with contextlib.suppress(OSError, ValueError):  # after a hangup there may be no terminal to print to
+            _detached(child.pid, run_dir)
+        return 0
+    try:
+        return child.wait(10.0)
+    except subprocess.TimeoutExpired:
+        _say(f"lrwatch: the run (pid {child.pid}) is still stopping; {attach_line(run_dir)}")
+        return 0
+
+
+# -- attach -----------------------------------------------------------------------------------
+def cmd_attach(args: argparse.Namespace) -> int:
+    if args.run_dir is None:
+        live, stale = live_runs()
+        for record in stale:
+            _say(f"lrwatch: removed the stale record of pid {record.pid} ({record.run_dir})")
+        if not live:
+            _say("lrwatch attach: no live runs of yours (lrwatch ls lists them)")
+            return EXIT_NO_RUN
+        record = live[0]
+    else:
+        try:
+            record = socket_of(args.run_dir)
+        except RunGone:
+            record = None
+        if record is not None and is_stale(record):
+            unpublish(record)
+            _say(f"lrwatch: the run's process {record.pid} is gone (stale record removed); opening it read-only")
+            record = None
+        if record is None:
+            return _view_ended(args)
+    source = RemoteRunSource.of_path(record.socket, owner=False, connect_timeout=10.0)
+    app = run_monitor(source, owner=False, fps=args.fps, ascii_markers=args.ascii, race_steps=args.race_steps)
+    if app.detached:
+        _detached(record.pid, Path(record.run_dir))
+    return 0
+
+
+def _detached(pid: int, run_dir: Path) -> None:
+    print(f"lrwatch: detached; the run goes on (pid {pid}). Back to it with: {attach_line(run_dir)}")
+
+
+def _view_ended(args: argparse.Namespace) -> int:
+    """A run that is not live opens read-only, like ``lrwatch view``."""
+    from lrwatch.app import LRWatchApp
+    from lrwatch.record.reader import FileRunSource, RunDirError, RunReader
+
+    try:
+        reader = RunReader(args.run_dir)
+    except RunDirError as exc:
+        _say(f"lrwatch attach: {exc}")
+        return EXIT_NO_RUN
+    note = "The run is not live: a read-only view of its run directory."
+    LRWatchApp.read_only(FileRunSource(reader), fps=args.fps, ascii_markers=args.ascii, notes=[note]).run()
+    return 0
+
+
+# -- ls ---------------------------------------------------------------------------------------
+def run_rows() -> list[dict[str, Any]]:
+    """This user's runs as ``lrwatch ls --json`` prints them (stale ones flagged, and removed)."""
+    live, stale = live_runs()
+    rows = []
+    for record in live:
+        row: dict[str, Any] = {**record.to_dict(), "stale": False}
+        try:
+            client = RunClient(record.socket, kind="ls", timeout=2.0)
+            try:
+                status = client.status()
+            finally:
+                client.close()
+            shown = ("state", "step", "epoch", "schedule", "clients", "total_steps")
+            row.update({k: getattr(status, k) for k in shown})
+        except (RunGone, OSError, ValueError) as exc:
+            row.update(state="not answering", step=None, clients=None, error=str(exc))
+        rows.append(row)
+    for record in stale:
+        rows.append({**record.to_dict(), "stale": True, "state": "stale (removed)", "step": None, "clients": None})
+    return rows
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    rows = run_rows()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no live runs")
+        return 0
+    for row in rows:
+        step = "-" if row.get("step") is None else f"step {row['step']:,}"
+        epoch = f" (epoch {row['epoch']:.2f})" if row.get("epoch") is not None else ""
+        clients = "" if row.get("clients") is None else f", {row['clients']} attached"
+        schedule = f", {row['schedule']}" if row.get("schedule") else ""
+        print(f"{row['run_dir']}  pid {row['pid']}  {row['state']}  {step}{epoch}{schedule}{clients}")
+    return 0
+
+
+# -- send -------------------------------------------------------------------------------------
+def parse_send(words: list[str]) -> Command:
+    """``switch SPEC`` and the like → a command; ``ValueError`` with one line if malformed."""
+    name, rest = words[0], words[1:]
+    simple = {"pause": Pause, "resume": Resume, "stop": Stop, "checkpoint": Checkpoint, "find-lr": FindLr}
+    if name in simple:
+        if rest:
+            raise ValueError(f"{name} takes no arguments (got {' '.join(rest)!r})")
+        return simple[name]("send") if name == "stop" else simple[name]()
+    if name == "switch":
+        if len(rest) != 1:
+            raise ValueError("switch takes one SPEC, e.g. switch cosine:T_max=20")
+        return Switch(rest[0])
+    if name == "race":
+        return Race(tuple(str(parse_spec(word)) for word in rest))
+    if name == "race-end":
+        if len(rest) > 1 or (rest and not rest[0].lstrip("-").isdigit()):
+            raise ValueError("race-end takes the index of the candidate to keep (0: continuing), or nothing to restore")
+        return RaceEnd(int(rest[0]) if rest else -1)
+    if name == "edit":
+        if len(rest) != 1:
+            raise ValueError("edit takes KEY=VALUE[,KEY=VALUE...], e.g. edit T_max=30,eta_min=1e-4")
+        params = []
+        for item in rest[0].split(","):
+            key, sep, value = item.partition("=")
+            try:
+                params.append((key.strip(), float(value)))
+            except ValueError:
+                raise ValueError(f"edit: expected KEY=NUMBER, got {item!r}") from None
+            if not sep or not key.strip():
+                raise ValueError(f"edit: expected KEY=NUMBER, got {item!r}")
+        return EditParams(tuple(params))
+    raise ValueError(f"unknown command {name!r}; one of: {SEND_COMMANDS}")
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    try:
+        command = parse_send(args.words)
+        if isinstance(command, Race):
+            command = Race(command.specs, args.race_steps, args.keep or "none")
+        elif args.keep is not None or args.race_steps is not None:
+            raise ValueError("--keep and --race-steps go with race")
+    except ValueError as exc:
+        _say(f"lrwatch send: {exc}")
+        return EXIT_USAGE
+    try:
+        record = socket_of(args.run_dir)
+        client = RunClient(record.socket, kind="send", timeout=5.0)
+    except RunGone as exc:
+        _say(f"lrwatch send: {exc}")
+        return EXIT_NO_RUN
+    try:
+        answer = client.command(command, timeout=args.timeout)
+    except (OSError, ConnectionError, ValueError) as exc:
+        _say(f"lrwatch send: no answer from the run ({exc or type(exc).__name__})")
+        return EXIT_NO_RUN
+    finally:
+        client.close()
+    if answer["type"] == "error":
+        print(json.dumps({"error": answer.get("message")}))
+        return EXIT_REFUSED
+    event = answer["event"]
+    print(json.dumps(event))
+    line = plain_line(Event.from_dict(event))
+    if line is not None:
+        _say(line.strip())
+    return EXIT_REFUSED if event.get("event") == "rejected" else 0
+
+
+LIVE_COMMANDS = {"attach": cmd_attach, "ls": cmd_ls, "send": cmd_send}

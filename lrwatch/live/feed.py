@@ -1,0 +1,80 @@
+"""What a subscriber is sent of a run: one snapshot, then only what is new.
+
+A :class:`Feed` remembers, for one subscriber, how far it has been sent: rows of the history, epoch-end
+metrics, events, and the timeline object. :meth:`Feed.snapshot` is everything so far; :meth:`Feed.news`
+is everything since, as wire messages. Starting each from the index the last one reached is what makes
+a snapshot and the live stream join with no gap and no duplicate. The server decides when and to whom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from lrwatch.protocol.events import RunStatus
+from lrwatch.protocol.wire import rows_message
+
+
+class Feed:
+    """One subscriber's position in ``engine``'s run (history rows, epochs, events, timeline)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.rows_sent = 0
+        self.epochs_sent = 0
+        self.events_sent = 0
+        self.timeline_sent: Any = None
+
+    def snapshot(self, status: RunStatus) -> dict[str, Any]:
+        """Everything so far, as one ``snapshot`` message; the feed continues from there."""
+        history = self.engine.history
+        n = len(history)
+        steps, epochs, values = history.validation()
+        events = self.engine.events_since(0)
+        self.rows_sent, self.epochs_sent, self.events_sent = n, len(steps), len(events)
+        self.timeline_sent = self.engine.timeline
+        return {
+            "type": "snapshot",
+            "status": status.to_dict(),
+            "timeline": self.timeline_sent.to_dict(),
+            "val_names": list(history.val_names),
+            "rows": self._rows(0, n),
+            "epochs": epoch_lists(steps, epochs, values, 0),
+            "events": [e.to_dict() for e in events],
+        }
+
+    def news(self) -> Iterator[dict[str, Any]]:
+        """What is new since the last snapshot or news: rows, epoch metrics, the timeline, events."""
+        engine = self.engine
+        n = len(engine.history)
+        if n > self.rows_sent:
+            yield self._rows(self.rows_sent, n)
+            self.rows_sent = n
+        steps, epochs, values = engine.history.validation()
+        if len(steps) > self.epochs_sent:
+            yield {"type": "epochs", **epoch_lists(steps, epochs, values, self.epochs_sent)}
+            self.epochs_sent = len(steps)
+        timeline = engine.timeline
+        if timeline is not self.timeline_sent:
+            yield {"type": "timeline", "timeline": timeline.to_dict()}
+            self.timeline_sent = timeline
+        for event in engine.events_since(self.events_sent):
+            yield {"type": "event", "index": self.events_sent, "event": event.to_dict()}
+            self.events_sent += 1
+
+    def _rows(self, start: int, stop: int) -> dict[str, Any]:
+        h = self.engine.history
+        return rows_message(
+            start, h.column("step", start, stop), h.column("epoch", start, stop),
+            h.column("lr", start, stop), h.column("loss", start, stop), self.engine.timeline.steps_per_epoch,
+        )  # fmt: skip
+
+
+def epoch_lists(steps: Any, epochs: Any, values: dict[str, Any], start: int) -> dict[str, Any]:
+    """Epoch-end metrics from index ``start`` on, as plain lists (a few per epoch: no packing needed)."""
+    return {
+        "start": start,
+        "step": steps[start:].tolist(),
+        "epoch": epochs[start:].tolist(),
+        "values": {name: column[start:].tolist() for name, column in values.items()},
+    }

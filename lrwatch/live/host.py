@@ -1,0 +1,151 @@
+"""Where a watched loop's run goes: the :class:`Host` (headless lines, the socket, the monitor's hooks)
+that :func:`lrwatch.watch` attaches its engine to, and :func:`run_loop`, which runs a training function or
+a script under a host and ends its run however it exits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from lrwatch.live.server import RunServer
+from lrwatch.live.sockets import new_record
+from lrwatch.protocol.events import Event
+from lrwatch.record.console import HeadlessPrinter
+from lrwatch.run.distributed import RankSync
+from lrwatch.run.engine import Engine
+
+
+@dataclass
+class Host:
+    """Where a watched loop's monitor goes: set by ``lrwatch run`` / ``lrwatch demo``, else headless
+    (or, in a rank that ``lrwatch run --nproc-per-node`` started, from ``LRWATCH_*`` variables).
+
+    ``engine`` is set once :func:`lrwatch.watch` made it, and ``ready`` then.
+    """
+
+    headless: bool = True
+    run_dir: Path | None = None
+    resume: Path | None = None
+    log: TextIO | None = field(default_factory=lambda: sys.stderr)
+    engine: Engine | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    on_engine: Any = None  # called with the engine before its first step (tests, scripted stops)
+    on_divergence: str | None = None  # default: pause with the monitor, stop headless
+    spike_factor: float = 10.0
+    error: BaseException | None = None  # what the loop raised, if it raised
+    serve: bool = True  # serve the run's socket (lrwatch attach, send, ls)
+    on_hangup: str = "detach"  # "stop": the run stops when the monitor that started it is lost
+    spawned: bool = False  # this process is a run started for a monitor (divergence: pause only while watched)
+
+    @classmethod
+    def from_environment(cls) -> Host:
+        """The host of a process ``lrwatch run --nproc-per-node`` started through torchrun (its settings
+        come in ``LRWATCH_*`` variables), else the default: headless."""
+        env = os.environ
+        if "LRWATCH_RUN_DIR" not in env:
+            return cls()
+        return cls(
+            run_dir=Path(env["LRWATCH_RUN_DIR"]),
+            resume=Path(env["LRWATCH_RESUME"]) if env.get("LRWATCH_RESUME") else None,
+            on_divergence=env.get("LRWATCH_ON_DIVERGENCE") or None,
+            spike_factor=float(env.get("LRWATCH_SPIKE_FACTOR") or 10.0),
+            on_hangup=env.get("LRWATCH_ON_HANGUP") or "detach",
+            spawned=env.get("LRWATCH_SPAWNED") == "1",
+        )
+
+    def attach(self, engine: Engine, sync: RankSync | None = None) -> RunServer | None:
+        """Take ``engine``: its headless lines and socket (rank 0 only, under DDP)."""
+        self.engine = engine
+        server = None
+        if sync is None or sync.leader:
+            if self.log is not None:
+                engine.add_listener(HeadlessPrinter(engine, self.log))
+            if self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
+                lost = sync.peer_lost if sync is not None else None
+                server = serve(engine, on_owner_lost=self.on_hangup, on_rank_lost=lost)  # kept until the run ends
+        elif self.log is not None and os.environ.get("LRWATCH_ALL_RANKS") == "1":
+            engine.add_listener(HeadlessPrinter(engine, self.log, prefix=f"[rank {sync.rank}] "))
+        if self.on_engine is not None:
+            self.on_engine(engine)
+        self.ready.set()
+        return server
+
+
+def serve(
+    engine: Engine, *, on_owner_lost: str = "detach", on_rank_lost: Callable[[str, str | None], None] | None = None
+) -> RunServer | None:
+    """Serve ``engine``'s socket until its run finishes; a socket that cannot be served is a warning, not an error."""
+    if engine.run_dir is None:
+        return None
+    try:
+        record = new_record(engine.run_dir)
+        server = RunServer(engine, record, on_owner_lost=on_owner_lost, on_rank_lost=on_rank_lost)
+        server.start()
+    except OSError as exc:
+        engine.warn(f"no socket for lrwatch attach/send ({exc}); training goes on")
+        return None
+
+    def on_event(event: Event) -> None:
+        if event.kind == "finish":
+            server.close()  # in the training thread, after the run's last event: clients get it too
+
+    engine.add_listener(on_event)
+    return server
+
+
+_host_lock = threading.Lock()
+_host: Host | None = None
+
+
+def current_host() -> Host:
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = Host.from_environment()
+        return _host
+
+
+@contextlib.contextmanager
+def using_host(host: Host) -> Iterator[Host]:
+    """Make ``host`` the one :func:`watch` attaches to, for the duration of the block."""
+    global _host
+    with _host_lock:
+        previous, _host = _host, host
+    try:
+        yield host
+    finally:
+        with _host_lock:
+            _host = previous
+
+
+def run_loop(host: Host, target: Any) -> None:
+    """Run ``target()`` (a training function or a script) under ``host``; end the run on any exit."""
+    with using_host(host):
+        try:
+            target()
+        except SystemExit as exc:  # a script's sys.exit(): 0 ends the run, anything else is an error
+            _finish(host, None if exc.code in (0, None) else RuntimeError(f"the script exited with {exc.code}"))
+            raise
+        except KeyboardInterrupt:
+            if host.engine is not None:
+                host.engine.interrupted()
+            _finish(host)
+            raise
+        except BaseException as exc:
+            _finish(host, exc)
+            if not isinstance(exc, Exception):
+                raise
+            host.error = exc
+        else:
+            _finish(host)
+
+
+def _finish(host: Host, error: BaseException | None = None) -> None:
+    if host.engine is not None:
+        host.engine.finish(error)

@@ -1,0 +1,361 @@
+"""The run's socket server: the engine protocol (commands in; events, status, metric rows out).
+
+One thread, one selector, no work on the training thread beyond what the engine already does: the
+server polls the engine's history and event list four times a second and pushes what is new to
+each subscribed client, each from the row and event index it has reached, so a snapshot and the
+live stream join with no gap and no duplicate (:class:`~lrwatch.live.feed.Feed`). Commands go to
+:meth:`Engine.submit`; the event they lead to (``switch``, ``rejected``, ...) comes back to the client
+that sent them as a ``result``.
+
+Safety: only this uid may talk (``SO_PEERCRED``; another uid is closed with no reply), the socket is
+0600 in a 0700 directory, no TCP. A client's line is at most :data:`~lrwatch.protocol.wire.MAX_CLIENT_LINE`
+bytes; a bad line gets one ``error`` line and changes nothing; a client whose unsent output passes
+:data:`MAX_BACKLOG` (it stopped reading) is dropped. Nothing here raises into the training loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lrwatch.live.feed import Feed
+from lrwatch.live.sockets import LiveRecord, peer_uid, publish, unpublish
+from lrwatch.protocol.commands import CommandError, Rollback, Stop, command_from_wire
+from lrwatch.protocol.events import LIVE_STATES, Event, RunStatus
+from lrwatch.protocol.wire import MAX_CLIENT_LINE, VERSION, LineBuffer, WireError, decode, encode
+from lrwatch.record.rundir import lrwatch_version
+from lrwatch.run.engine import Engine
+
+TICK_SECONDS = 0.25
+MAX_BACKLOG = 8 << 20  # unsent live output per client; a snapshot is queued whatever its size
+SEND_CHUNK = 1 << 20
+CLOSE_LINGER_SECONDS = 2.0
+
+
+@dataclass(eq=False)
+class _Client:
+    sock: socket.socket
+    lines: LineBuffer = field(default_factory=lambda: LineBuffer(MAX_CLIENT_LINE))
+    out: bytearray = field(default_factory=bytearray)
+    greeted: bool = False
+    kind: str = "client"
+    owner: bool = False
+    detached: bool = False
+    feed: Feed | None = None  # a subscriber's: what it has been sent
+    rank: str = ""  # a DDP rank's link: "rank 1 (pid 123)"
+    closing: bool = False  # close once the output is sent (after an error line)
+    grace: int = 0  # bytes of the snapshot still unsent: they do not count as a backlog
+
+    @property
+    def subscribed(self) -> bool:
+        return self.feed is not None
+
+
+class RunServer:
+    """Serves ``engine`` at ``record.socket`` from its own thread; :meth:`close` at the end of the run."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        record: LiveRecord,
+        *,
+        on_owner_lost: str = "detach",
+        on_rank_lost: Callable[[str, str | None], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.record = record
+        self.on_owner_lost = on_owner_lost
+        self.on_rank_lost = on_rank_lost  # DDP: ("rank 1 (pid 123)", error) when a rank fails or its link closes
+        self.clients: list[_Client] = []
+        self._results: deque[tuple[_Client, Any, Event]] = deque()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._uid = os.getuid()
+
+    # -- lifecycle (any thread) -------------------------------------------------------------
+    def start(self) -> None:
+        path = self.record.socket
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a stale socket of a dead process with our pid
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o600)  # the directory is 0700 already: nobody else could reach it meanwhile
+        listener.listen(16)
+        listener.setblocking(False)
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ, "accept")
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        publish(self.record)
+        self._thread = threading.Thread(target=self._serve, name="lrwatch-server", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Send what is left (the ``finish`` event too), close every client, remove the socket and records."""
+        if self._thread is None or self._closing.is_set():
+            return
+        self._closing.set()
+        self._wake()
+        self._thread.join(CLOSE_LINGER_SECONDS + 1.0)
+        unpublish(self.record)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    # -- the server thread ------------------------------------------------------------------
+    def _serve(self) -> None:
+        last_tick = 0.0
+        try:
+            while not self._closing.is_set():
+                subscribed = any(c.subscribed for c in self.clients)
+                timeout = max(0.0, last_tick + TICK_SECONDS - time.monotonic()) if subscribed else None
+                for key, mask in self._selector.select(timeout):
+                    self._ready(key, mask)
+                self._send_results()
+                if time.monotonic() - last_tick >= TICK_SECONDS:
+                    last_tick = time.monotonic()
+                    for client in list(self.clients):
+                        if client.subscribed:
+                            self._push(client)
+            self._linger()
+        finally:
+            for client in list(self.clients):
+                self._drop(client)
+            if self._listener is not None:
+                self._listener.close()
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _linger(self) -> None:
+        """The run ended: push the last rows and events, then give clients a moment to read them."""
+        if self._listener is not None:
+            self._selector.unregister(self._listener)
+        self._send_results()
+        for client in list(self.clients):
+            if client.subscribed:
+                self._push(client)
+            elif client.rank:  # a DDP rank: the run ended, this is no loss
+                self._send(client, {"type": "closing", "status": self.engine.state}, live=False)
+        deadline = time.monotonic() + CLOSE_LINGER_SECONDS
+        while any(c.out for c in self.clients) and time.monotonic() < deadline:
+            for key, mask in self._selector.select(0.05):
+                if key.data not in ("accept", "wake"):
+                    self._ready(key, mask)
+
+    def _ready(self, key: selectors.SelectorKey, mask: int) -> None:
+        if key.data == "accept":
+            self._accept()
+        elif key.data == "wake":
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+        else:
+            client: _Client = key.data
+            if mask & selectors.EVENT_READ:
+                self._read(client)
+            if mask & selectors.EVENT_WRITE and client in self.clients:
+                self._flush(client)
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except OSError:
+            return
+        try:
+            if peer_uid(sock) != self._uid:
+                sock.close()  # another user: no reply at all
+                return
+        except OSError:
+            sock.close()
+            return
+        sock.setblocking(False)
+        client = _Client(sock)
+        self.clients.append(client)
+        self._selector.register(sock, selectors.EVENT_READ, client)
+        self._count_monitors()
+
+    def _read(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        if client.closing:
+            return
+        try:
+            lines = client.lines.feed(data)
+        except WireError as exc:
+            self._refuse(client, str(exc))
+            return
+        for line in lines:
+            if client.closing or client not in self.clients:
+                return
+            try:
+                self._handle(client, decode(line))
+            except WireError as exc:
+                self._refuse(client, str(exc))
+
+    def _refuse(self, client: _Client, message: str) -> None:
+        """One error line, then the connection closes: a peer that sent garbage gets no second chance."""
+        self._send(client, {"type": "error", "message": message}, live=False)
+        client.closing = True
+        self._flush(client)
+
+    def _handle(self, client: _Client, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if not client.greeted:
+            if kind != "hello":
+                raise WireError("the first message must be a hello")
+            if message.get("version") != VERSION:
+                raise WireError(f"protocol version {message.get('version')!r} is not spoken here (this run: {VERSION})")
+            client.greeted = True
+            client.kind = str(message.get("client", "client"))[:32]
+            client.owner = message.get("owner") is True
+            if client.kind == "rank":
+                client.rank = f"rank {_small_int(message.get('rank'))} (pid {_small_int(message.get('pid'))})"
+            self._send(client, self._hello(), live=False)
+            return
+        if kind == "status":
+            self._send(client, {"type": "status", "status": self.status().to_dict()}, live=False)
+        elif kind == "subscribe":
+            if client.feed is None:
+                client.feed = Feed(self.engine)
+                snapshot = encode(client.feed.snapshot(self.status()))
+                client.grace = len(client.out) + len(snapshot)
+                client.out += snapshot
+                self._flush(client)
+                self._count_monitors()
+        elif kind == "command":
+            self._command(client, message)
+        elif kind == "detach":
+            client.detached = True
+            error = message.get("error")
+            if client.rank and isinstance(error, str) and self.on_rank_lost is not None:
+                self.on_rank_lost(client.rank, error[:300])
+        else:
+            self._send(client, {"type": "error", "message": f"unknown request type {kind[:40]!r}"}, live=False)
+
+    def _command(self, client: _Client, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        if not isinstance(request_id, (int, str, type(None))):
+            raise WireError("a command's id must be a number or a string")
+        try:
+            command = command_from_wire(message.get("command"))
+        except CommandError as exc:
+            self._send(client, {"type": "error", "id": request_id, "message": str(exc)}, live=False)
+            return
+        state = self.engine.state
+        if isinstance(command, Rollback) and not self.engine.awaits_divergence_answer:
+            refusal = {"type": "error", "id": request_id, "message": "rollback: only at a divergence alert"}
+            self._send(client, refusal, live=False)
+            return
+        if state not in LIVE_STATES:
+            self._send(client, {"type": "error", "id": request_id, "message": f"the run is {state}"}, live=False)
+            return
+
+        def done(event: Event) -> None:  # the training thread, at the step boundary
+            self._results.append((client, request_id, event))
+            self._wake()
+
+        self.engine.submit(command, on_done=done)
+
+    def _send_results(self) -> None:
+        while self._results:
+            client, request_id, event = self._results.popleft()
+            if client in self.clients:
+                self._send(client, {"type": "result", "id": request_id, "event": event.to_dict()}, live=False)
+
+    # -- what goes out ----------------------------------------------------------------------
+    def _hello(self) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "version": VERSION,
+            "pid": self.record.pid,
+            "run_dir": self.record.run_dir,
+            "lrwatch": lrwatch_version(),
+        }
+
+    def status(self) -> RunStatus:
+        engine = self.engine
+        seg = engine.timeline.segment_at(engine.step_index)
+        return replace(
+            engine.status(),
+            pid=self.record.pid,
+            socket=self.record.socket,
+            run_dir=self.record.run_dir,
+            schedule=str(seg.spec) if engine.drive_lr else None,
+            clients=sum(1 for c in self.clients if c.subscribed),
+        )
+
+    def _push(self, client: _Client) -> None:
+        """What is new for this subscriber since its last push, then the run's status."""
+        for message in client.feed.news():
+            self._send(client, message)
+        if client in self.clients:
+            self._send(client, {"type": "status", "status": self.status().to_dict()})
+
+    def _send(self, client: _Client, message: dict[str, Any], *, live: bool = True) -> None:
+        if client not in self.clients:
+            return
+        if live and len(client.out) - client.grace > MAX_BACKLOG:
+            self._drop(client)  # it stopped reading: training never waits for a client
+            return
+        was_empty = not client.out
+        client.out += encode(message)
+        if was_empty:
+            self._flush(client)
+
+    def _flush(self, client: _Client) -> None:
+        try:
+            while client.out:
+                sent = client.sock.send(client.out[:SEND_CHUNK])
+                del client.out[:sent]
+                client.grace = max(0, client.grace - sent)
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._drop(client)
+            return
+        if client.closing and not client.out:
+            self._drop(client)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.out else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.modify(client.sock, events, client)
+
+    def _drop(self, client: _Client) -> None:
+        if client not in self.clients:
+            return
+        self.clients.remove(client)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(client.sock)
+        client.sock.close()
+        self._count_monitors()
+        if client.rank and not client.detached and not self._closing.is_set() and self.on_rank_lost is not None:
+            self.on_rank_lost(client.rank, None)
+        gone_unsaid = client.owner and not client.detached and not self._closing.is_set()
+        if gone_unsaid and self.on_owner_lost == "stop" and self.engine.state in LIVE_STATES:
+            self.engine.submit(Stop("hangup"))  # --on-hangup stop: the monitor that started the run is gone
+
+    def _count_monitors(self) -> None:
+        self.engine.monitors = sum(1 for c in self.clients if c.subscribed and c.kind == "monitor")
+
+
+def _small_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31 else -1

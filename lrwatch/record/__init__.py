@@ -1,0 +1,11 @@
+"""What a run leaves behind and how it is read back.
+
+- ``history``: the metric columns in memory (thread-safe numpy, decimation, the EMA).
+- ``rundir``: ``metrics.csv``, ``events.jsonl``, ``run.json``: the only owner of those formats.
+- ``runlog``: a run's history, run directory and event list, kept together for the engine.
+- ``console``: headless lines, the one description of an event, output that survives its terminal.
+- ``reader``: a run directory read back (``lrwatch view``, ``ls``, a finished run's monitor).
+- ``export``: a run as TensorBoard events.
+
+Imports: ``schedule``, ``protocol``. The engine writes through it; everything above reads it.
+"""

@@ -1,0 +1,198 @@
+"""Reading run directories back: tolerant, incremental, and usable as the monitor's data source.
+
+A run may be finished, still being written by another process (``lrwatch view`` follows it), or cut
+off by a crash mid-line. Only complete lines are read; a line that does not parse is skipped and
+said so in :attr:`RunReader.skipped`, never raised.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from lrwatch.protocol.commands import Command
+from lrwatch.protocol.events import Event, RunState, RunStatus
+from lrwatch.record.history import MetricHistory
+from lrwatch.record.rundir import parse_event_line, parse_metrics_line, read_run_info
+from lrwatch.schedule.spec import SpecError
+from lrwatch.schedule.timeline import Timeline
+
+
+class RunDirError(ValueError):
+    """Not a run directory; the message is one line for the user."""
+
+
+class _Tail:
+    """Complete lines appended to a file since the last read; the unfinished rest waits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.pending = b""
+        self.line_no = 0
+
+    def read(self) -> list[tuple[int, str]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        data = self.pending + data
+        *lines, self.pending = data.split(b"\n")
+        out = []
+        for raw in lines:
+            self.line_no += 1
+            out.append((self.line_no, raw.decode("utf-8", errors="replace")))
+        return out
+
+
+class RunReader:
+    """The metrics, events and timeline of a run directory, read incrementally with :meth:`poll`."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir)
+        if not self.path.is_dir():
+            raise RunDirError(f"{run_dir}: no such directory")
+        if not (self.path / "metrics.csv").is_file() or not (self.path / "events.jsonl").is_file():
+            raise RunDirError(f"{run_dir}: not an lrwatch run directory (no metrics.csv and events.jsonl)")
+        self.info: dict[str, Any] = read_run_info(self.path)
+        self._metrics = _Tail(self.path / "metrics.csv")
+        self._events_tail = _Tail(self.path / "events.jsonl")
+        self.columns: list[str] = []
+        self.history: MetricHistory | None = None
+        self.events: list[Event] = []
+        self.timeline: Timeline | None = None
+        self.skipped: list[str] = []
+        self.status: RunState = "created"  # until its start event is read
+        self.drives_lr = True
+        self.poll()
+        if self.history is None:
+            raise RunDirError(f"{run_dir}: metrics.csv has no header")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def poll(self) -> bool:
+        """Read what was appended since the last poll; ``True`` if anything new arrived."""
+        new = False
+        for line_no, line in self._metrics.read():
+            new |= self._metric_line(line_no, line)
+        for line_no, line in self._events_tail.read():
+            new |= self._event_line(line_no, line)
+        return new
+
+    def incomplete_tail(self) -> str | None:
+        """What an unfinished last line means here, if there is one."""
+        parts = []
+        for tail in (self._metrics, self._events_tail):
+            if tail.pending:
+                parts.append(f"{tail.path.name}: an incomplete last line ({len(tail.pending)} bytes) is skipped")
+        return "; ".join(parts) or None
+
+    def _metric_line(self, line_no: int, line: str) -> bool:
+        if self.history is None:
+            self.columns = line.strip().split(",")
+            if self.columns[:4] != ["step", "epoch", "lr", "loss"]:
+                raise RunDirError(f"{self.path}/metrics.csv: header is not step,epoch,lr,loss,...")
+            self.history = MetricHistory(tuple(self.columns[4:]))
+            return False
+        try:
+            row = parse_metrics_line(self.columns, line)
+            if len(row) == 4:
+                self.history.append(*row)
+            else:
+                self.history.append_epoch(*row)
+        except ValueError as exc:
+            self.skipped.append(f"metrics.csv line {line_no}: {exc}")
+            return False
+        return True
+
+    def _event_line(self, line_no: int, line: str) -> bool:
+        try:
+            event = parse_event_line(line)
+        except ValueError as exc:
+            self.skipped.append(f"events.jsonl line {line_no}: {exc}")
+            return False
+        self.events.append(event)
+        try:
+            self._replay(event)
+        except (SpecError, KeyError, TypeError, ValueError) as exc:
+            self.skipped.append(f"events.jsonl line {line_no}: {event.kind} could not be replayed ({exc})")
+        return True
+
+    def _replay(self, event: Event) -> None:
+        """Rebuild the timeline as the run changed it: same calls, so the same LRs."""
+        d = event.data
+        if event.kind in ("start", "resumed"):
+            self.timeline = Timeline.from_dict(d["timeline"])
+            self.drives_lr = bool(d.get("drives_lr", self.drives_lr))
+            self.status = "running"
+        elif event.kind == "switch" and self.timeline is not None and "scale" in d:
+            self.timeline = self.timeline.scale(event.step, float(d["scale"]))
+        elif event.kind == "switch" and self.timeline is not None and d.get("took_over"):
+            self.timeline = self.timeline.take_over(event.step, d["spec"], float(d["base_lr"]))
+            self.drives_lr = True  # lrwatch run: the script's scheduler had the LR until this switch
+        elif event.kind == "switch" and self.timeline is not None:
+            switched = self.timeline.switch(event.step, d["spec"], d.get("anchor"))
+            if "base_lr" in d and switched.segments[-1].base_lr != float(d["base_lr"]):  # it was given (lr=)
+                switched = self.timeline.take_over(event.step, d["spec"], float(d["base_lr"]))
+            self.timeline = switched
+        elif event.kind == "edit" and self.timeline is not None:
+            self.timeline = self.timeline.edit(event.step, **d["params"])
+        elif event.kind == "pause":
+            self.status = "paused"
+        elif event.kind == "resume":
+            self.status = "running"
+        elif event.kind == "finish":
+            self.status = d.get("status", "finished")
+
+
+class FileRunSource:
+    """A :class:`~lrwatch.protocol.events.RunSource` over a run directory: read-only, following it as it grows."""
+
+    def __init__(self, reader: RunReader) -> None:
+        self.reader = reader
+
+    @property
+    def history(self) -> MetricHistory:
+        assert self.reader.history is not None
+        return self.reader.history
+
+    @property
+    def timeline(self) -> Timeline:
+        if self.reader.timeline is None:  # an events file without a start: a flat line at the first LR
+            last = self.history.last()
+            return Timeline.start("exp:gamma=1", lr=(last or {}).get("lr", 1.0) or 1.0, steps_per_epoch=1)
+        return self.reader.timeline
+
+    def poll(self) -> bool:
+        return self.reader.poll()
+
+    def status(self) -> RunStatus:
+        last = self.history.last() or {}
+        step = int(last.get("step", -1)) + 1
+        timeline = self.timeline
+        k = timeline.steps_per_epoch
+        return RunStatus(
+            state=self.reader.status,
+            step=step,
+            epoch=step / k,
+            total_steps=timeline.total_steps,
+            steps_per_epoch=k,
+            lr=last.get("lr", math.nan),
+            run_dir=str(self.reader.path),
+            drives_lr=self.reader.drives_lr,
+            epochs_known=bool(self.reader.info.get("config", {}).get("epochs_known", True)),
+            read_only=True,
+            device=str(self.reader.info.get("config", {}).get("device", "")),
+        )
+
+    def events_since(self, index: int) -> list[Event]:
+        return self.reader.events[index:]
+
+    def submit(self, command: Command) -> None:
+        """A view changes nothing."""

@@ -1,0 +1,252 @@
+"""The run directory: ``metrics.csv``, ``events.jsonl`` and ``run.json``, written and parsed here only.
+
+``metrics.csv`` has one row per optimizer step (``step`` is its 0-based index, ``epoch`` its
+fractional position ``step / steps_per_epoch``, ``lr`` the LR it used, ``loss`` its training
+loss) and one row per epoch end (``step`` = steps done, ``epoch`` = epochs done, ``lr`` and
+``loss`` empty, the validation columns filled). Rows are buffered and flushed at least once a
+second; events are written and flushed as they happen; :meth:`RunWriter.close` flushes on
+every exit path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lrwatch.protocol.events import Event
+
+FLUSH_SECONDS = 1.0
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON has no NaN or Infinity: those become the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def _step_row(step: int, epoch: float, lr: float, loss: float) -> str:
+    """``step,epoch,lr,loss`` of one optimizer step (``metrics.csv``, a race's candidate); the epoch is
+    empty when the run's epochs are unknown."""
+    return f"{step},{_num(epoch) if math.isfinite(epoch) else ''},{_num(lr)},{_num(loss)}"
+
+
+class RunWriter:
+    def __init__(
+        self, run_dir: str | Path, val_names: tuple[str, ...] = ("val_loss", "val_acc"), resume_at: int | None = None
+    ) -> None:
+        """A new run directory, or (``resume_at``) an existing one whose rows from that step on are dropped."""
+        self.path = Path(run_dir)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.val_names = tuple(val_names)
+        header = ",".join(("step", "epoch", "lr", "loss", *self.val_names)) + "\n"
+        metrics_path = self.path / "metrics.csv"
+        if resume_at is not None and metrics_path.exists():
+            kept = [header, *_rows_before(metrics_path, resume_at)]
+            tmp = self.path / "metrics.csv.tmp"
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, metrics_path)
+            self._metrics = open(metrics_path, "a", encoding="utf-8", newline="")
+        else:
+            self._metrics = open(metrics_path, "w", encoding="utf-8", newline="")
+            self._metrics.write(header)
+            self._metrics.flush()  # a run killed before its first second still opens
+        self._events = open(self.path / "events.jsonl", "a" if resume_at is not None else "w", encoding="utf-8")
+        self._empty_val = "," * len(self.val_names)
+        self._rows: list[str] = []
+        self._last_flush = time.monotonic()
+        self.closed = False
+
+    def write_run_info(self, info: dict[str, Any]) -> None:
+        tmp = self.path / "run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path / "run.json")
+
+    def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
+        self._rows.append(f"{_step_row(step, epoch, lr, loss)}{self._empty_val}\n")
+        now = time.monotonic()
+        if now - self._last_flush >= FLUSH_SECONDS:
+            self.flush(now)
+
+    def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        values = ",".join(_num(metrics[k]) if k in metrics else "" for k in self.val_names)
+        self._rows.append(f"{step},{_num(epoch)},,,{values}\n")
+        self.flush()
+
+    def add_event(self, event: Event) -> None:
+        if self.closed:
+            return
+        data = {k: _json_safe(v) for k, v in event.to_dict().items()}
+        self._events.write(json.dumps(data, default=str, allow_nan=False) + "\n")
+        self._events.flush()
+
+    def flush(self, now: float | None = None) -> None:
+        if self.closed:
+            return
+        if self._rows:
+            self._metrics.write("".join(self._rows))
+            self._rows.clear()
+        self._metrics.flush()
+        self._last_flush = time.monotonic() if now is None else now
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        self._metrics.close()
+        self._events.close()
+
+
+def _float(text: str) -> float:
+    return float(text) if text else math.nan
+
+
+MetricRow = tuple[int, float, float, float] | tuple[int, float, dict[str, float]]
+
+
+def parse_metrics_line(columns: list[str], line: str) -> MetricRow:
+    """One data line of ``metrics.csv`` (header ``columns``): ``(step, epoch, lr, loss)`` for a step
+    row, ``(step, epoch, {metric: value})`` for an epoch row (its loss is empty). ``ValueError`` if not."""
+    fields = line.rstrip("\r").split(",")
+    if len(fields) != len(columns):
+        raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
+    step, epoch = int(fields[0]), _float(fields[1])
+    if fields[3]:
+        return step, epoch, _float(fields[2]), float(fields[3])
+    return step, epoch, {name: _float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}
+
+
+def _rows_before(metrics_path: Path, step: int) -> list[str]:
+    """Complete step rows before ``step`` and epoch rows up to it (a cut-off or unparsable line is dropped)."""
+    kept = []
+    with metrics_path.open(encoding="utf-8") as f:
+        columns = next(f, "").strip().split(",")
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                row = parse_metrics_line(columns, line.rstrip("\n"))
+            except ValueError:
+                continue
+            if row[0] < step or (len(row) == 3 and row[0] <= step):
+                kept.append(line)
+    return kept
+
+
+def read_metric_rows(metrics_path: Path) -> Iterator[MetricRow]:
+    """The rows of a ``metrics.csv`` that parse, in order (a resume's history reads them back)."""
+    if not metrics_path.exists():
+        return
+    with metrics_path.open(encoding="utf-8", newline="") as f:
+        columns = next(f, "").strip().split(",")
+        for line in f:
+            if not line.endswith("\n"):
+                return  # cut off mid-write
+            try:
+                yield parse_metrics_line(columns, line.rstrip("\n"))
+            except ValueError:
+                continue
+
+
+LR_FIND_NAME = "lr_find.csv"
+
+
+def write_lr_find(run_dir: str | Path, rows: list[tuple[float, float, float]]) -> Path:
+    """``RUN_DIR/lr_find.csv``: header ``lr,loss,smoothed``, one row per batch of an LR range test."""
+    path = Path(run_dir) / LR_FIND_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("lr,loss,smoothed\n" + "".join(f"{_num(a)},{_num(b)},{_num(c)}\n" for a, b, c in rows), "utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def race_path(run_dir: str | Path, number: int, name: str) -> Path:
+    """``RUN_DIR/races/<number>/<name>.csv``: a race candidate's rows."""
+    return Path(run_dir) / "races" / str(number) / f"{name}.csv"
+
+
+def write_race_rows(run_dir: str | Path, number: int, name: str, rows: list[tuple[int, float, float, float]]) -> Path:
+    """A race candidate's steps, as ``metrics.csv`` writes them: header ``step,epoch,lr,loss``."""
+    path = race_path(run_dir, number, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"{_step_row(*row)}\n" for row in rows)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("step,epoch,lr,loss\n" + lines, "utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_lr_find(run_dir: str | Path) -> list[tuple[float, float, float]]:
+    """The rows of ``RUN_DIR/lr_find.csv``."""
+    lines = (Path(run_dir) / LR_FIND_NAME).read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != "lr,loss,smoothed":
+        raise ValueError(f"{run_dir}/{LR_FIND_NAME}: header is not lr,loss,smoothed")
+    return [tuple(float(v) for v in line.split(",")) for line in lines[1:]]  # type: ignore[misc]
+
+
+def parse_event_line(line: str) -> Event:
+    """One line of ``events.jsonl`` → an :class:`Event`; ``ValueError`` if it is not one."""
+    try:
+        return Event.from_dict(json.loads(line))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not an event's shape
+        raise ValueError(f"not an event ({type(exc).__name__})") from None
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """``run.json``: the configuration, the initial timeline, versions; ``{}`` if missing or unreadable."""
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def run_info(config: dict[str, Any], timeline: dict[str, Any], started_at: float) -> dict[str, Any]:
+    """What ``run.json`` holds: the configuration, the initial timeline, versions, platform, argv, start."""
+    import platform
+    import sys
+
+    import numpy as np
+    import torch
+
+    return {
+        "config": config,
+        "timeline": timeline,
+        "versions": {
+            "lrwatch": lrwatch_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": sys.version.split()[0],
+        },
+        "platform": platform.platform(),
+        "argv": sys.argv,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
+    }
+
+
+def lrwatch_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lrwatch")
+    except PackageNotFoundError:
+        return "unknown"

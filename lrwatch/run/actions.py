@@ -1,0 +1,143 @@
+"""What each command does to a run, at a step boundary, in the training thread.
+
+:func:`act` looks up the command's handler in :data:`HANDLERS` (one small function per command type);
+a handler changes the run through the engine's training-side methods and logs the event it led to, or
+raises :class:`~lrwatch.schedule.spec.SpecError` with the one-line reason, which :func:`act` logs as a
+``rejected`` event (nothing changed). The engine decides *when* (:meth:`Engine._at_boundary`); this module
+decides *what*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from lrwatch.protocol.commands import (
+    MONITOR_ONLY,
+    TAKE_OVER,
+    Checkpoint,
+    Command,
+    EditParams,
+    FindLr,
+    Pause,
+    Race,
+    RaceEnd,
+    Resume,
+    Rollback,
+    Stop,
+    Switch,
+)
+from lrwatch.schedule.spec import SpecError, parse_spec
+
+SELF_STEPPING = "it needs lrwatch.watch(..., train_step=, batches=, model=)"
+
+
+def act(engine: Any, command: Command) -> None:
+    """Apply ``command`` to ``engine``'s run now; a refusal is a ``rejected`` event with the reason."""
+    try:
+        if isinstance(command, (Switch, EditParams)) and not engine.drive_lr:
+            if not (engine.control.take_over and isinstance(command, Switch)):
+                raise SpecError("switch first: " + TAKE_OVER if engine.control.take_over else MONITOR_ONLY)
+            take_over(engine, command)
+            return
+        HANDLERS[type(command)](engine, command)
+    except SpecError as exc:
+        engine.emit("rejected", command=command.to_dict(), reason=str(exc))
+
+
+def switch(engine: Any, command: Switch) -> None:
+    engine.set_timeline(engine.timeline.switch(engine.step_index, command.spec, command.anchor))
+    engine.emit_switch(requested=command.spec)
+
+
+def edit(engine: Any, command: EditParams) -> None:
+    engine.set_timeline(engine.timeline.edit(engine.step_index, **dict(command.params)))
+    seg = engine.timeline.segments[-1]
+    engine.emit("edit", spec=str(seg.spec), params=dict(command.params), torch=seg.schedule.torch_line())
+
+
+def take_over(engine: Any, command: Switch) -> None:
+    """The first switch of a run lrwatch only watched: from here lrwatch drives the LR, from the LR the
+    last step used (``lr=``, or the initial LR for ``anchor=base``), and sets it before every optimizer
+    step (the script's scheduler may go on)."""
+    s = engine.step_index
+    spec = parse_spec(command.spec)
+    if command.anchor is not None:
+        spec = replace(spec, anchor=command.anchor)
+    base = spec.lr or (engine.timeline.initial_lr if spec.anchor == "base" else engine.lr)  # lr=, base, or now
+    engine.set_timeline(engine.timeline.take_over(s, spec, base))
+    engine.control.hand_over()
+    engine.emit_switch(requested=command.spec, took_over=True)
+    engine.warn(f"lrwatch took over the LR at step {s} (from {engine.lr:.4g}): it now sets it before every "
+                "optimizer step; the script's own scheduler no longer counts")  # fmt: skip
+
+
+def checkpoint(engine: Any, _command: Checkpoint) -> None:
+    if engine.checkpoint("request") is None and (engine.sync is None or engine.sync.leader):  # rank 0 saves
+        raise SpecError("no checkpoint: pass model= to lrwatch.watch() to enable checkpoints")
+
+
+def pause(engine: Any, _command: Pause) -> None:
+    if engine.state != "running":
+        raise SpecError(f"not running (the run is {engine.state})")
+    engine.state = "paused"
+    engine.emit("pause")
+
+
+def resume(engine: Any, _command: Resume) -> None:
+    if engine.state != "paused":
+        raise SpecError(f"not paused (the run is {engine.state})")
+    engine.state = "running"
+    engine.divergence.paused = False
+    engine.emit("resume")
+
+
+def stop(engine: Any, command: Stop) -> None:
+    if engine.state not in ("running", "paused"):
+        raise SpecError(f"already {engine.state}")
+    engine.stop_now(
+        command.reason, checkpoint=not engine.divergence.paused
+    )  # paused at a divergence: keep the good one
+
+
+def find_lr(engine: Any, _command: FindLr) -> None:
+    if engine.sync is not None:
+        raise SpecError("the LR range test is not supported under DDP yet")
+    if engine.lr_finder is None:
+        raise SpecError("no LR range test here: " + SELF_STEPPING)
+    engine.lr_finder()
+
+
+def race(engine: Any, command: Race) -> None:
+    if engine.sync is not None:
+        raise SpecError("the race is not supported under DDP yet: every rank would have to fork together")
+    if not engine.drive_lr:
+        raise SpecError("no race: " + (TAKE_OVER if engine.control.take_over else MONITOR_ONLY))
+    if engine.racer is None:
+        raise SpecError("no race here: " + SELF_STEPPING)
+    engine.racer(command)
+
+
+def race_end(_engine: Any, _command: RaceEnd) -> None:
+    raise SpecError("no race is running")  # a running race takes its own ends (Engine.race_command)
+
+
+def rollback(engine: Any, _command: Rollback) -> None:
+    if not engine.divergence.can_roll_back:
+        raise SpecError("no rollback: pass model= to lrwatch.watch() and keep a divergence policy")
+    engine.divergence.rollback()
+
+
+HANDLERS: dict[type, Callable[[Any, Any], None]] = {
+    Switch: switch,
+    EditParams: edit,
+    Checkpoint: checkpoint,
+    Pause: pause,
+    Resume: resume,
+    Stop: stop,
+    FindLr: find_lr,
+    Race: race,
+    RaceEnd: race_end,
+    Rollback: rollback,
+}

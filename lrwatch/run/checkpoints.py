@@ -1,0 +1,163 @@
+"""lrwatch's checkpoints: what is saved, how it loads (``weights_only=True`` only), RNG states, rollback snapshots.
+
+``RUN_DIR/checkpoint.pt`` holds ``{"format": 2, "lrwatch": <Monitor.state_dict()>, "reason", "model",
+"optimizer", "rng", "extra"}``: tensors and plain types only, so ``torch.load(..., weights_only=True)``
+reads it. Format 1 (lrwatch's state at the top level) still loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrwatch.protocol.commands import Command, command_from_dict
+from lrwatch.schedule.spec import SpecError
+from lrwatch.schedule.timeline import Timeline
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2  # 1: lrwatch's state at the top level (still loaded); 2: under "lrwatch"
+STATE_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely; the message is one line for the user."""
+
+
+def parse_state(state: dict[str, Any]) -> tuple[int, Timeline, list[tuple[int, Command]]]:
+    """``(step, timeline, scheduled commands)`` of :meth:`Monitor.state_dict`; ``CheckpointError`` if malformed."""
+    try:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {state.get('format')!r}, expected {STATE_FORMAT}")
+        scheduled = [(int(step), command_from_dict(command)) for step, command in state["scripted"]]
+        return int(state["step"]), Timeline.from_dict(state["timeline"]), scheduled
+    except (KeyError, TypeError, ValueError, SpecError) as exc:
+        raise CheckpointError(f"not lrwatch's state ({exc})") from None
+
+
+class WeightsSnapshot:
+    """In-memory copies of model and optimizer state, on their own device, for rollbacks."""
+
+    def __init__(self, model: Any, optimizer: Any) -> None:
+        self.model = model
+        self.optimizer = optimizer
+
+    def snapshot(self) -> tuple[Any, Any]:
+        model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return model_state, copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self, state: tuple[Any, Any]) -> None:
+        """Put ``state`` back; it stays intact for another restore (the optimizer gets a copy: its
+        ``load_state_dict`` keeps tensors already on the right device, and would train them in place)."""
+        model_state, optimizer_state = state
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr  # the LR stays the engine's to set
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj`` (a state dict, nested)."""
+    if hasattr(obj, "element_size") and hasattr(obj, "nelement"):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _to_host(obj: Any) -> Any:
+    """A deep copy with every tensor cloned to the CPU (a snapshot the training cannot touch)."""
+    if hasattr(obj, "detach") and hasattr(obj, "to"):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_host(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+@dataclass
+class HostState:
+    """Model, optimizer and RNG states, copied to host memory, for the race and the range test (a rollback's
+    :class:`WeightsSnapshot` stays on the device: it is taken often); :meth:`load` puts them back exactly
+    (the optimizer gets a copy: it would otherwise train its state tensors in place)."""
+
+    weights: dict[str, Any]
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]
+
+    @classmethod
+    def take(cls, model: Any, optimizer: Any) -> HostState:
+        return cls(_to_host(model.state_dict()), _to_host(optimizer.state_dict()), rng_state())
+
+    def load(self, model: Any, optimizer: Any) -> None:
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        model.load_state_dict(self.weights)
+        optimizer.load_state_dict(_to_host(self.optimizer))
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr  # the LR is set per step from a timeline
+        set_rng_state(self.rng)
+
+
+def state_of(obj: Any) -> Any:
+    return obj.get_state() if hasattr(obj, "get_state") else obj.state_dict()
+
+
+def load_state(obj: Any, state: Any) -> None:
+    if hasattr(obj, "set_state"):
+        obj.set_state(state)
+    else:
+        obj.load_state_dict(state)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states, as tensors and plain values only."""
+    import torch
+
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": [has_gauss, cached]},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy_state["pos"], *numpy_state["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The latest checkpoint of ``run_dir``, loaded with ``torch.load(..., weights_only=True)``."""
+    import torch
+
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.exists():
+        raise CheckpointError(f"{run_dir}: no {CHECKPOINT_NAME} (save one with the k key or --checkpoint-every)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unsafe or corrupt pickle: refuse it, name the reason in one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused, it does not load with weights_only=True ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
+        raise CheckpointError(f"{path}: not an lrwatch checkpoint (format {CHECKPOINT_FORMAT})")
+    if state["format"] == 1:  # lrwatch's state was at the top level
+        keys = ("step", "timeline", "scripted")
+        state = {**state, "lrwatch": {"format": STATE_FORMAT, **{k: state[k] for k in keys}}}
+    return state

@@ -1,0 +1,72 @@
+"""What waits for the next step boundary: commands submitted from any thread, and commands scripted
+for a step (``--switch EPOCH:SPEC``, a checkpoint's pending switches). No Textual, no torch.
+
+The engine takes them at a step boundary (:mod:`lrwatch.run.engine`); whoever submitted a command may ask
+to be told the event it led to (``on_done``, called once, in the training thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Callable
+
+from lrwatch.protocol.commands import Command
+from lrwatch.protocol.events import Event
+
+Done = Callable[[Event], None]  # told the event a submitted command led to (applied, or rejected)
+Pending = tuple[Command, Done | None]
+
+
+class CommandQueue:
+    """Submitted commands (thread-safe, in order) and scripted ones (by step)."""
+
+    def __init__(self) -> None:
+        self._submitted: queue.SimpleQueue[Pending] = queue.SimpleQueue()
+        self._scripted: dict[int, list[Command]] = {}
+
+    # -- submitted: any thread puts, the training thread takes ---------------------------------
+    def submit(self, command: Command, on_done: Done | None = None) -> None:
+        self._submitted.put((command, on_done))
+
+    def take(self, wait: float = 0.0) -> Pending | None:
+        """The oldest submitted command, waiting up to ``wait`` seconds for one; ``None`` if none came."""
+        try:
+            return self._submitted.get(timeout=wait) if wait else self._submitted.get_nowait()
+        except queue.Empty:
+            return None
+
+    def take_all(self, wait: float = 0.0) -> list[Pending]:
+        """Every submitted command, in order; with ``wait``, waiting that long for a first one."""
+        taken: list[Pending] = []
+        if wait and self._submitted.empty():
+            with contextlib.suppress(queue.Empty):
+                taken.append(self._submitted.get(timeout=wait))
+        while not self._submitted.empty():
+            taken.append(self._submitted.get_nowait())
+        return taken
+
+    # -- scripted: by step --------------------------------------------------------------------
+    def schedule(self, step: int, command: Command) -> None:
+        self._scripted.setdefault(int(step), []).append(command)
+
+    def due(self, step: int) -> list[Command]:
+        """The commands scripted for ``step``, taken off the script."""
+        return self._scripted.pop(step, [])
+
+    def scheduled(self) -> list[tuple[int, Command]]:
+        """The commands still waiting for their step, in step order (a checkpoint keeps them)."""
+        return [(step, command) for step, commands in sorted(self._scripted.items()) for command in commands]
+
+    def replace_scheduled(self, scheduled: list[tuple[int, Command]]) -> None:
+        """A resumed run's script: these, instead of any given so far."""
+        self._scripted = {}
+        for step, command in scheduled:
+            self.schedule(step, command)
+
+    def postpone(self, start: int, end: int) -> None:
+        """Commands scripted for steps ``start < s < end`` (steps lrwatch trained itself, a kept race)
+        move to ``end``, in their order."""
+        moved = [c for step in sorted(s for s in self._scripted if start < s < end) for c in self._scripted.pop(step)]
+        if moved:
+            self._scripted[end] = moved + self._scripted.get(end, [])  # earlier steps' first

@@ -1,0 +1,392 @@
+"""The training engine: owns the optimizer's LR, applies commands at step boundaries, logs.
+
+No Textual import. A training loop calls :meth:`Engine.begin` once, :meth:`Engine.step` after
+every ``optimizer.step()`` and :meth:`Engine.end_epoch` after each epoch; any other thread talks
+to it only through :meth:`Engine.submit` (commands) and reads :meth:`Engine.events_since`,
+:attr:`Engine.history`, :attr:`Engine.timeline` and :meth:`Engine.status` (events and data).
+
+Per step the engine records the finished step, moves to the next, applies every queued command
+there (never mid-step), and sets the LR of every param group from the timeline
+(:class:`~lrwatch.run.groups.GroupLrs`: :meth:`Timeline.lrs` over aligned blocks of steps, the same call
+the preview makes). The engine decides *when*; what a command does is :mod:`lrwatch.run.actions`, what
+a diverged loss leads to is :class:`~lrwatch.run.divergence.DivergenceResponse`, and under DDP (``sync``)
+the commands are rank 0's, agreed at sync steps (:meth:`~lrwatch.run.distributed.RankSync.agree`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lrwatch.protocol.commands import (
+    Command,
+    Race,
+    RaceEnd,
+    Stop,
+)
+from lrwatch.protocol.events import ENDED_STATES, Event, EventKind, RunState, RunStatus
+from lrwatch.record.rundir import run_info
+from lrwatch.record.runlog import Listener, RunLog
+from lrwatch.run.actions import act
+from lrwatch.run.commands import CommandQueue, Done
+from lrwatch.run.divergence import DivergencePolicy, DivergenceResponse, DivergenceWatch, Snapshotter
+from lrwatch.run.lrcontrol import LrControl
+from lrwatch.schedule.timeline import Timeline
+
+PAUSE_POLL_SECONDS = 0.25
+
+
+class Engine:
+    """Drives ``optimizer``'s LR along ``timeline`` and records the run.
+
+    Each param group follows its own timeline from its own initial LR (:mod:`lrwatch.run.groups`).
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        timeline: Timeline,
+        *,
+        run_dir: str | Path | None = None,
+        val_names: tuple[str, ...] = ("val_loss", "val_acc"),
+        config: dict[str, Any] | None = None,
+        drive_lr: bool = True,
+        take_over: bool = False,
+        epochs_known: bool = True,
+        start_step: int = 0,
+        checkpointer: Callable[[str], Path] | None = None,
+        divergence: DivergencePolicy | None = None,
+        snapshotter: Snapshotter | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self._timeline = timeline
+        self.control = LrControl(optimizer, timeline, drive=drive_lr, take_over=take_over, warn=self.warn)
+        self.epochs_known = epochs_known  # False: an epoch is one step; metrics.csv's epoch column stays empty
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.log = RunLog(self.run_dir, val_names, resume_at=start_step or None)
+        self.history = self.log.history
+        self.config = dict(config or {})
+        self.checkpointer = checkpointer
+        self.lr_finder: Callable[[], Any] | None = None  # Monitor.find_lr when lrwatch can run steps itself
+        self.racer: Callable[[Race], Any] | None = None  # Monitor's race runner, likewise
+        self.race_progress: Callable[[], dict[str, Any]] | None = None  # set while a race runs
+        self._tell: Done = lambda _event: None
+        watch = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
+        self.divergence = DivergenceResponse(self, watch)  # a diverged loss: pause, stop or roll back
+        self.stop_reason: str | None = None
+        self.commands = CommandQueue()
+        self.step_index = start_step
+        self.start_step = start_step
+        self.steps_taken = 0  # in this process
+        self.state: RunState = "created"
+        self.started_at = time.time()
+        self.error: str | None = None
+        self.monitors = 0  # interactive monitors attached (the run's server counts them)
+        self.sync: Any = None  # a distributed.RankSync under DDP: commands and stops agreed at sync steps
+        self.gpu: Any = None  # a gpu.GpuProbe when the run trains on CUDA (sampled off this thread)
+        self._awaiting: deque[tuple[int, float]] = deque()  # (step, lr) of steps whose loss is still on a GPU
+
+    # -- the UI side: any thread ------------------------------------------------------------
+    @property
+    def timeline(self) -> Timeline:
+        return self._timeline
+
+    def submit(self, command: Command, on_done: Done | None = None) -> None:
+        """Queue a command; it takes effect at the next step boundary, where ``on_done`` (if given) is
+        called in the training thread with the event it led to (``switch``, ``rejected``, ...)."""
+        self.commands.submit(command, on_done)
+
+    def events_since(self, index: int) -> list[Event]:
+        return self.log.events_since(index)
+
+    def status(self) -> RunStatus:
+        k = self._timeline.steps_per_epoch
+        return RunStatus(
+            state=self.state,
+            step=self.step_index,
+            epoch=self.step_index / k,
+            total_steps=self._timeline.total_steps,
+            steps_per_epoch=k,
+            lr=self.lr,
+            run_dir=str(self.run_dir) if self.run_dir else None,
+            error=self.error,
+            drives_lr=self.drive_lr,
+            takes_over=self.control.awaiting_hand_over,
+            epochs_known=self.epochs_known,
+            device=str(self.config.get("device", "")),
+            ranks=self.sync.world_size if self.sync is not None else 1,
+            gpu=self.gpu.latest() if self.gpu is not None else None,
+            race=self.race_progress() if self.race_progress is not None else None,
+        )
+
+    @property
+    def awaits_divergence_answer(self) -> bool:
+        """Paused at a divergence alert: a rollback, a resume or a stop is expected."""
+        return self.divergence.paused and self.state == "paused"
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called in the training thread with every event; keep it cheap."""
+        self.log.add_listener(listener)
+
+    def schedule_command(self, step: int, command: Command) -> None:
+        """Queue ``command`` when the run reaches ``step`` (``--switch EPOCH:SPEC``), as a key press would."""
+        self.commands.schedule(step, command)
+
+    def restore(self, step: int, timeline: Timeline, scheduled: list[tuple[int, Command]]) -> None:
+        """Continue a saved run: at ``step``, under ``timeline``, with ``scheduled`` commands still to come.
+        Only before the first step (like a PyTorch scheduler's ``load_state_dict``); logs ``resumed``."""
+        if self.steps_taken:
+            raise RuntimeError("load lrwatch's state before the first monitor.step(), not after")
+        self.step_index = self.start_step = int(step)
+        self.set_timeline(timeline)
+        self.commands.replace_scheduled(scheduled)
+        self.emit("resumed", timeline=timeline.to_dict(), drives_lr=self.drive_lr)
+        self._set_lr(self.step_index)
+
+    def scheduled_commands(self) -> list[tuple[int, Command]]:
+        """The commands still waiting for their step, in step order (a checkpoint keeps them)."""
+        return self.commands.scheduled()
+
+    # -- the training side ------------------------------------------------------------------
+    def emit(self, kind: str, **data: Any) -> Event:
+        """Log an event at the current step (the training thread)."""
+        epoch = self.step_index / self._timeline.steps_per_epoch
+        return self.log.emit(Event(kind, self.step_index, epoch, time.time(), data))
+
+    def begin(self) -> None:
+        """Write ``run.json``, log the start (or resume), apply queued commands and the first step's LR."""
+        self.state = "running"
+        if not self.start_step:
+            self.log.write_run_info(run_info(self.config, self._timeline.to_dict(), self.started_at))
+        if self.start_step:
+            self.emit("resumed", timeline=self._timeline.to_dict(), drives_lr=self.drive_lr)
+        else:
+            self.emit("start", timeline=self._timeline.to_dict(), drives_lr=self.drive_lr)
+        self._at_boundary()
+
+    @property
+    def lr(self) -> float:
+        """The LR of the next step (driving), or of the last one (watching)."""
+        return self.control.lr
+
+    @property
+    def drive_lr(self) -> bool:
+        return self.control.drive
+
+    def reapply_lr(self) -> None:
+        """Set this step's LR again before ``optimizer.step()`` (after a take-over: see
+        :mod:`lrwatch.run.lrcontrol`)."""
+        self.control.reapply()
+
+    def warn(self, message: str) -> None:
+        """Log a ``warning`` event (shown in the monitor and the headless lines)."""
+        self.emit("warning", message=message)
+
+    def record(self, kind: EventKind, **data: Any) -> Event:
+        """Log an event of the loop's own (``lr_find``) at the current step, in the training thread."""
+        return self.emit(kind, **data)
+
+    def step(self, loss: float | None, *, watch_loss: bool = True) -> bool:
+        """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now.
+        ``loss=None``: the loss is still on its device and comes later, through :meth:`deliver`.
+        ``watch_loss=False``: there is no loss for this step (``loss`` is NaN, not a divergence)."""
+        s = self.step_index
+        self.control.after_step()
+        self.step_index = s + 1  # before recording: a snapshot taken there holds the weights after step s
+        self.steps_taken += 1
+        if loss is None or self._awaiting:
+            self._awaiting.append((s, self.lr))
+            if loss is not None:
+                self.deliver([loss])
+        else:
+            self._record(s, self.lr, float(loss), watch_loss)
+        return self._at_boundary()
+
+    def deliver(self, losses: list[float]) -> None:
+        """The losses of the oldest steps that were taken with ``loss=None``, in step order (the
+        training thread). A diverged one is acted on at the next step boundary (or sync step)."""
+        for loss in losses:
+            step, lr = self._awaiting.popleft()
+            self._record(step, lr, float(loss))
+
+    def _record(self, step: int, lr: float, loss: float, watch_loss: bool = True) -> None:
+        epoch = step / self._timeline.steps_per_epoch if self.epochs_known else math.nan
+        self.log.add_step(step, epoch, lr, loss)
+        if watch_loss:
+            self.divergence.observe(step, loss)
+
+    def emit_switch(self, **extra: Any) -> None:
+        """A ``switch`` event for the segment just added: its spec, anchor, base LR and PyTorch line."""
+        seg = self._timeline.segments[-1]
+        self.emit(
+            "switch",
+            spec=str(seg.spec),
+            anchor=seg.anchor,
+            base_lr=seg.base_lr,
+            torch=seg.schedule.torch_line(),
+            **extra,
+        )
+
+    def interrupted(self) -> None:
+        """The loop was interrupted mid-step (Ctrl+C): log the stop, without a checkpoint of a half step."""
+        self.stop_now("KeyboardInterrupt", checkpoint=False)
+
+    def stop_now(self, reason: str, *, checkpoint: bool = True) -> None:
+        """Stop at this step boundary: log ``stop`` and (``checkpoint``) save one, so ``--resume`` goes on here."""
+        if self.state in ("running", "paused"):
+            self.state = "stopping"
+            self.stop_reason = reason
+            self.emit("stop", reason=reason)
+            if checkpoint:
+                self.checkpoint("stop")  # so that --resume continues exactly here
+
+    def end_epoch(self, **metrics: float) -> None:
+        """Record validation metrics at the end of an epoch (``val_loss=…, val_acc=…``)."""
+        k = self._timeline.steps_per_epoch
+        epoch = self.step_index / k
+        values = {name: float(v) for name, v in metrics.items()}
+        self.log.add_epoch(self.step_index, epoch, values)
+        self.emit("epoch", **values)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Log how the run ended and close the run directory; safe to call twice."""
+        if self.state in ENDED_STATES:
+            return
+        if error is not None:
+            self.error = "".join(traceback.format_exception_only(type(error), error)).strip()
+            self.emit("error", message=self.error, traceback="".join(traceback.format_exception(error)))
+            self.state = "error"
+        elif self.state == "stopping":
+            self.state = "stopped"
+        else:
+            self.state = "finished"
+        self.emit("finish", status=self.state)
+        self.log.close()
+        self.control.remove()
+
+    def checkpoint(self, reason: str = "request") -> Path | None:
+        """Save a checkpoint now (a step boundary) through the checkpointer; log it. ``None``: none set."""
+        if self.checkpointer is None:
+            return None
+        self.log.flush()
+        path = self.checkpointer(reason)
+        self.emit("checkpoint", path=str(path), reason=reason)
+        return path
+
+    # -- step boundary ----------------------------------------------------------------------
+    def _at_boundary(self) -> bool:
+        if self.divergence.pending is not None and self.sync is None:
+            self.divergence.act(self.divergence.action())
+        for command in self.commands.due(self.step_index):
+            self._apply(command)  # the same on every rank: each was given the same switches
+        if self.sync is None:
+            while (pending := self.commands.take()) is not None:  # one at a time: a race takes its own ends
+                self._apply(*pending)
+        elif self.sync.due(self.step_index):
+            self.sync.agree(self)
+        while self.state == "paused":
+            self.log.flush()
+            if (reason := self.divergence.unanswered()) is not None:
+                if self.sync is None:
+                    self.stop_now(reason, checkpoint=False)
+                    break
+                if self.sync.leader:
+                    self.commands.submit(Stop(reason))
+            if self.sync is not None:
+                self.sync.agree(self, wait=PAUSE_POLL_SECONDS)
+                continue
+            pending = self.commands.take(wait=PAUSE_POLL_SECONDS)
+            if pending is not None:
+                self._apply(*pending)
+        if self.state == "stopping":
+            return False
+        self._set_lr(self.step_index)
+        return True
+
+    def _apply(self, command: Command, on_done: Done | None = None) -> None:
+        """Apply one command at this boundary; ``on_done`` gets the event it led to (``rejected``: nothing)."""
+        first = len(self.log)
+        told = on_done is None
+
+        def tell(event: Event) -> None:
+            nonlocal told
+            if not told:
+                told = True
+                on_done(event)
+
+        self._tell = tell  # a race tells its start (race_start) long before it ends
+        act(self, command)
+        if not told:
+            tell(self.log.event_at(first) or self.emit("rejected", command=command.to_dict(), reason="nothing to do"))
+
+    # -- a race (lrwatch.run.race) runs inside one command, in the training thread -------------------
+    def tell(self, event: Event) -> None:
+        """The command being applied has led to ``event`` (its sender may stop waiting)."""
+        self._tell(event)
+
+    def apply(self, command: Command, on_done: Done | None = None) -> None:
+        """Apply ``command`` now, at this boundary (a DDP sync step's agreed commands; a ``Stop`` that ended a race)."""
+        self._apply(command, on_done)
+
+    def reject(self, command: Command, on_done: Done | None, reason: str) -> None:
+        event = self.emit("rejected", command=command.to_dict(), reason=reason)
+        if on_done is not None:
+            on_done(event)
+
+    def race_command(self, wait: float = 0.0) -> tuple[Command, Done | None] | None:
+        """While a race runs: the next ``RaceEnd`` or ``Stop`` that came (waiting up to ``wait`` s);
+        any other command is rejected, as it would change the run under the race."""
+        while (pending := self.commands.take(wait)) is not None:
+            command, on_done = pending
+            if isinstance(command, (RaceEnd, Stop)):
+                return command, on_done
+            self.reject(command, on_done, "a race is running: escape (or lrwatch send RUN_DIR race-end) ends it")
+        return None
+
+    def keep_branch(self, timeline: Timeline | None, rows: list[tuple[float, float]], **why: Any) -> None:
+        """A race's kept candidate: from the fork (this step) on, ``timeline`` (None: unchanged, a logged
+        switch otherwise), and its ``(lr, loss)`` rows become the run's next steps. Switches scripted
+        inside them land at the step after (visibly, as one given for the past)."""
+        fork = self.step_index
+        if timeline is not None:
+            self.set_timeline(timeline)
+            self.emit_switch(**why)
+        for i, (lr, loss) in enumerate(rows):
+            self._record(fork + i, lr, loss, watch_loss=False)
+        self.step_index = end = fork + len(rows)
+        self.steps_taken += len(rows)
+        self.commands.postpone(fork, end)
+
+    def set_timeline(self, timeline: Timeline) -> None:
+        self._timeline = timeline
+        self.control.set_timeline(timeline)
+
+    def _set_lr(self, step: int) -> None:
+        self.control.set(step)
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, train: Callable[[Engine], None]) -> None:
+        """Run ``train(self)`` here; any exception ends the run in state ``error`` (not re-raised)."""
+        try:
+            train(self)
+        except KeyboardInterrupt:
+            self.interrupted()
+            self.finish()
+            raise
+        except BaseException as exc:  # the app stays up and shows it; the run dir is closed below
+            self.finish(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self.finish()
+
+    def start_thread(self, train: Callable[[Engine], None]) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(train,), name="lrwatch-train", daemon=True)
+        thread.start()
+        return thread
