@@ -196,7 +196,7 @@ def test_run_passes_script_arguments_and_exit_status(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["run", "nowhere.py"], "lrwatch run: no such script: nowhere.py"),
-        (["demo", "--resume", "nowhere"], "nowhere is not a run directory (no run.json)"),
+        (["demo", "--resume", "nowhere"], "nowhere: no such directory"),
     ],
 )
 def test_bad_run_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,8 +73,8 @@ def _strip(text: str) -> str:
     [
         (["schedule", "cosine:T_max=0", "--lr", "0.1", "--epochs", "3"], "T_max must be > 0 epochs (got 0)"),
         (["schedule", "cosine", "--epochs", "3"], "the following arguments are required: --lr"),
-        (["schedule", "cosine", "--lr", "-1", "--epochs", "3"], "argument --lr: expected a float > 0 (got '-1')"),
-        (["schedule", "cosine", "--lr", "0.1", "--epochs", "x"], "argument --epochs: expected a int > 0 (got 'x')"),
+        (["schedule", "cosine", "--lr", "-1", "--epochs", "3"], "argument --lr: expected a number > 0 (got '-1')"),
+        (["schedule", "cosine", "--lr", "0.1", "--epochs", "x"], "--epochs: expected an integer > 0 (got 'x')"),
         (["schedule", "wave", "--lr", "0.1", "--epochs", "3"], "unknown schedule 'wave'"),
         (["demo", "--switch", "abc"], "expected EPOCH:SPEC"),
         (["demo", "--switch", "3:exp:gamma=2"], "exp: gamma must be in (0, 1] (got 2)"),
@@ -231,3 +231,61 @@ def test_plots_are_coloured_only_on_a_terminal_or_when_forced(
         _, ansi, _ = run_cli(capsys, "compare")
         plain = [line.rstrip() for line in re.sub(r"\x1b\[[0-9;]*m", "", ansi).splitlines()]
         assert out.splitlines() == plain
+
+
+def test_version_and_a_bare_lrwatch_say_what_lrwatch_is(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"lrwatch {version('lrwatch')}\n"
+    assert main([]) == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: lrwatch COMMAND")
+    for command in ("demo", "run", "attach", "ls", "send", "serve", "view", "export", "schedule", "compare"):
+        assert f"\n    {command} " in usage, command
+
+
+def test_argument_errors_read_as_english(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--epochs", "x"]) == 2
+    assert "expected an integer > 0 (got 'x')" in capsys.readouterr().err
+    assert main(["schedule", "cosine", "--lr", "-1", "--epochs", "3"]) == 2
+    assert "expected a number > 0 (got '-1')" in capsys.readouterr().err
+
+
+def test_the_same_missing_thing_gets_the_same_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere"
+    said = []
+    for argv in (["send", str(missing), "pause"], ["view", "--summary", str(missing)], ["export", str(missing),
+                 "--tensorboard", str(tmp_path / "tb")], ["demo", "--resume", str(missing)]):  # fmt: skip
+        main(argv)
+        said.append(capsys.readouterr().err)
+    assert all(f"{missing}: no such directory" in err for err in said), said
+    (tmp_path / "empty").mkdir()
+    assert main(["send", str(tmp_path / "empty"), "pause"]) == 3
+    assert "not an lrwatch run directory (no run.json)" in capsys.readouterr().err
+
+
+def test_compare_fits_an_80x24_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "24")
+    assert main(["compare"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) <= 23 and lines[0].startswith("learning rate")  # the title stays on screen, a prompt below
+    assert max(len(line) for line in lines) <= 80  # no legend line wraps
+
+
+def test_ls_fits_80_columns_and_wide_shows_everything() -> None:
+    from lrwatch.cli.live import ls_table
+
+    row = {"run_dir": "/very/long/path/to/a/team/share/of/runs/" + "x" * 40 + "/run-20261202", "pid": 1234567,
+           "state": "running", "step": 1234567, "epoch": 2637.75, "epochs_known": True, "clients": 2,
+           "schedule": "cosine-restarts:T_0=13.34,T_mult=2,eta_min=0.0001,warmup=2000steps"}  # fmt: skip
+    fitted = ls_table([row, {**row, "epochs_known": False, "state": "paused"}], 80)
+    assert fitted[0].split() == ["RUN", "PID", "STATE", "STEP", "EPOCH", "SCHEDULE", "ATT"]
+    assert all(len(line) <= 79 for line in fitted), fitted
+    assert fitted[1].startswith("…") and "/run-20261202 " in fitted[1]  # a path keeps its end: the run
+    assert "1,234,567" in fitted[1] and "2637.75" in fitted[1] and "cosine-restarts:" in fitted[1]
+    assert fitted[2].split()[4] == "-"  # a run without epochs counts steps only
+    wide = ls_table([row], None)
+    assert row["run_dir"] in wide[1] and row["schedule"] in wide[1]

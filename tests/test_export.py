@@ -50,3 +50,21 @@ def test_without_tensorboard_one_clear_line(run_dir: Path, tmp_path: Path, monke
     assert err.count("\n") == 1 and "tensorboard package" in err
     assert not (tmp_path / "tb").exists()
     assert main(["export", str(tmp_path), "--tensorboard", str(tmp_path / "tb")]) == 2  # not a run dir
+
+
+def test_a_second_export_into_the_same_directory_refuses_and_force_replaces(
+    run_dir: Path, tmp_path: Path, capsys
+) -> None:
+    tb = tmp_path / "tb"
+    assert main(["export", str(run_dir), "--tensorboard", str(tb)]) == 0
+    first = sorted(tb.glob("events.out.tfevents.*"))
+    assert main(["export", str(run_dir), "--tensorboard", str(tb)]) == 2  # never doubles every point
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds TensorBoard events" in err and "--force" in err
+    assert sorted(tb.glob("events.out.tfevents.*")) == first
+    assert main(["export", str(run_dir), "--tensorboard", str(tb), "--force"]) == 0
+    assert len(list(tb.glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("lr")]
+    assert len(steps) == len(set(steps)) == 60

@@ -20,7 +20,9 @@ import pytest
 
 from lrwatch.app import LRWatchApp
 from lrwatch.live.client import RemoteRunSource
+from lrwatch.live.launch import read_only_source
 from lrwatch.protocol.commands import Stop
+from lrwatch.record.rundir import read_metric_rows
 from tests.test_wire import TrainingRun
 
 CLI = [sys.executable, "-m", "lrwatch.cli"]
@@ -289,11 +291,19 @@ def test_a_run_killed_with_9_leaves_a_stale_record_that_ls_flags_and_removes(tmp
     assert lrwatch("demo", "--detach", "--epochs", "500", "--steps-per-epoch", "100", "--run-dir",
                    str(run_dir)).returncode == 0  # fmt: skip
     wait_for(lambda: (run_dir / "live.json").exists(), "the run to serve")
+    wait_for(lambda: any(len(r) == 4 for r in read_metric_rows(run_dir / "metrics.csv")), "a row on disk")
     record = json.loads((run_dir / "live.json").read_text())
     os.kill(record["pid"], signal.SIGKILL)
     wait_for(lambda: not _alive(record["pid"]), "the run to die")
     assert lrwatch("send", str(run_dir), "pause").returncode == 3  # nobody answers there
-    rows = [r for r in json.loads(lrwatch("ls", "--json").stdout) if r["pid"] == record["pid"]]
-    assert rows and rows[0]["stale"] is True
+    last = [r for r in read_metric_rows(run_dir / "metrics.csv") if len(r) == 4][-1][0]
+    gone = f"lost (process gone at step {last + 1:,})"  # steps done, as the run panel counts
+    summary = lrwatch("view", "--summary", str(run_dir))
+    assert summary.stdout.startswith(f"run: {gone}, "), summary.stdout  # a dead run looks dead, not running
+    assert read_only_source(run_dir).status().state == "lost"  # what attach and view show (no offer to stop)
+    listed = lrwatch("ls")
+    assert listed.stdout.splitlines()[0].split() == ["RUN", "PID", "STATE", "STEP", "EPOCH", "SCHEDULE", "ATT"]
+    assert f"{record['pid']}  lost" in listed.stdout and f"{gone}; its live record was removed" in listed.stdout
     assert not (run_dir / "live.json").exists() and not Path(record["socket"]).exists()
     assert not any(r["pid"] == record["pid"] for r in json.loads(lrwatch("ls", "--json").stdout))
+    assert read_only_source(run_dir).status().state == "lost"  # the record gone, no finish: still lost

@@ -92,7 +92,7 @@ def test_a_browser_tab_shows_the_monitor_and_closing_it_leaves_the_run_training(
 
 def test_binding_elsewhere_warns_and_bad_input_changes_nothing(tmp_path: Path) -> None:
     bad = lrwatch("serve", str(tmp_path))
-    assert bad.returncode == 2 and "not a run directory" in bad.stderr
+    assert bad.returncode == 2 and "not an lrwatch run directory (no run.json)" in bad.stderr
     assert lrwatch("serve", "--port", "70000").returncode == 2
     port = free_port()
     server, first = start_serve("--host", "0.0.0.0", "--port", str(port))

@@ -52,13 +52,15 @@ def switch_arg(text: str) -> SwitchAt:
 
 
 def _positive(kind: type) -> callable:
+    what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0 (got {text!r})") from None
+            raise argparse.ArgumentTypeError(f"expected {what} > 0 (got {text!r})") from None
         if not (value > 0 and np.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0 (got {text!r})")
+            raise argparse.ArgumentTypeError(f"expected {what} > 0 (got {text!r})")
         return value
 
     parse.__name__ = kind.__name__
@@ -83,9 +85,39 @@ def _add_schedule_args(p: argparse.ArgumentParser, *, lr_default: float | None, 
     p.epilog = f"SPEC is KIND[:key=value,...], KIND one of {kinds}; e.g. cosine-restarts:T_0=10,T_mult=2"
 
 
+class _Commands(argparse.HelpFormatter):
+    """The command list one line a command, its help beside it, within the terminal's width."""
+
+    def __init__(self, prog: str) -> None:
+        import shutil
+
+        super().__init__(prog, max_help_position=14, width=min(shutil.get_terminal_size((80, 24)).columns, 100))
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed lrwatch's version (looked up only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print lrwatch's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> NoReturn:
+        from lrwatch.record.rundir import lrwatch_version
+
+        print(f"lrwatch {lrwatch_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lrwatch", description="Watch and switch learning-rate schedules while PyTorch trains.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(
+        prog="lrwatch",
+        usage="lrwatch COMMAND [options]   (lrwatch COMMAND -h: its options)",
+        description="Watch and switch learning-rate schedules while PyTorch trains.",
+        formatter_class=_Commands,
+    )
+    parser.add_argument("--version", action=_Version)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND", title="commands", prog="lrwatch"
+    )
 
     demo = sub.add_parser("demo", help="train the demo model under the live monitor (or --headless)")
     demo.add_argument("--headless", action="store_true", help="no UI: print one line per epoch")
@@ -121,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_live_args(demo)
     _add_ui_args(demo)
 
-    run = sub.add_parser("run", help="run your training script under the monitor (lrwatch.watch(), or none at all)")
+    run = sub.add_parser("run", help="your training script under the monitor (with watch() or without)")
     run.add_argument("script", help="a Python training script; one that never calls lrwatch.watch() is hooked")
     run.add_argument("--headless", action="store_true", help="no UI; lrwatch's lines go to stderr")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
@@ -153,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_commands(sub)
     add_serve_command(sub)
 
-    view = sub.add_parser("view", help="open runs read-only (following them as they grow); several: overlaid")
+    view = sub.add_parser("view", help="open runs read-only, following them (several: overlaid)")
     view.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     view.add_argument("--summary", action="store_true", help="print a table and what was skipped, no UI")
     _add_ui_args(view, live=False)
@@ -161,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a run where people already look: TensorBoard")
     export.add_argument("run_dir", type=_run_dir_arg, metavar="RUN_DIR")
     export.add_argument("--tensorboard", type=Path, required=True, metavar="DIR", help="a TensorBoard log dir")
+    export.add_argument("--force", action="store_true", help="replace the TensorBoard events already in DIR")
 
-    sched = sub.add_parser("schedule", help="print or draw the LR sequence of schedules (the scriptable preview)")
+    sched = sub.add_parser("schedule", help="print or draw schedules' LRs, step by step (the preview as data)")
     sched.add_argument("spec", type=spec_arg, nargs="+", metavar="SPEC", help="one, or several to overlay")
     _add_schedule_args(sched, lr_default=None, epochs_default=None)
     _add_output_args(sched, default_format="csv")
@@ -218,10 +251,12 @@ def _add_ui_args(p: argparse.ArgumentParser, *, live: bool = True) -> None:
 
 
 def _run_dir_arg(text: str) -> Path:
-    path = Path(text)
-    if not (path / "run.json").is_file():
-        raise argparse.ArgumentTypeError(f"{text} is not a run directory (no run.json)")
-    return path
+    from lrwatch.record.rundir import run_dir_problem
+
+    problem = run_dir_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
 
 
 def check_resumable(run_dir: Path | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from lrwatch.live.launch import (
     source_for_child,
     spawn_run,
 )
-from lrwatch.live.sockets import is_stale, live_runs, unpublish
+from lrwatch.live.sockets import is_stale, live_runs, run_alive, unpublish
 from lrwatch.protocol.commands import (
     RACE_KEEP,
     Checkpoint,
@@ -39,6 +40,8 @@ from lrwatch.protocol.commands import (
 )
 from lrwatch.protocol.events import Event
 from lrwatch.record.console import LOG_NAME, plain_line
+from lrwatch.record.reader import lost_text
+from lrwatch.record.rundir import run_dir_problem, steps_done
 from lrwatch.schedule.spec import parse_spec
 
 EXIT_REFUSED = 1
@@ -52,7 +55,7 @@ SEND_COMMANDS = (
 
 
 def add_live_commands(sub: Any) -> None:
-    attach = sub.add_parser("attach", help="open the monitor on a live run (default: your most recent one)")
+    attach = sub.add_parser("attach", help="open the monitor on a live run (default: your newest)")
     attach.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR")
     attach.add_argument("--fps", type=float, default=2.0, help="max redraws per second (default 2)")
     attach.add_argument("--ascii", action="store_true", help="plain-character plot markers instead of braille")
@@ -61,10 +64,11 @@ def add_live_commands(sub: Any) -> None:
         help="f races candidates for N steps (default: one epoch or a tenth of the remaining run, the shorter)",
     )  # fmt: skip
 
-    ls = sub.add_parser("ls", help="this user's live runs: run dir, pid, state, step, schedule, clients")
+    ls = sub.add_parser("ls", help="your live runs: run dir, pid, state, step, schedule, clients")
     ls.add_argument("--json", action="store_true", help="one JSON array of objects")
+    ls.add_argument("--wide", action="store_true", help="every value whole, however wide (default: fit the terminal)")
 
-    send = sub.add_parser("send", help=f"send a command to a live run: {SEND_COMMANDS}")
+    send = sub.add_parser("send", help="send a command to a live run: switch, pause, stop, race, ...")
     send.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     send.add_argument("words", nargs="+", metavar="COMMAND", help=SEND_COMMANDS)
     send.add_argument("--timeout", type=float, default=SEND_TIMEOUT_SECONDS, help="seconds to wait for the answer")
@@ -130,7 +134,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
             record = None
         if record is not None and is_stale(record):
             unpublish(record)
-            _say(f"lrwatch: the run's process {record.pid} is gone (stale record removed); opening it read-only")
+            _say(f"lrwatch attach: the run's process {record.pid} is gone; opening its run directory read-only")
             record = None
         if record is None:
             return _view_ended(args)
@@ -151,18 +155,20 @@ def _view_ended(args: argparse.Namespace) -> int:
     from lrwatch.record.reader import FileRunSource, RunDirError, RunReader
 
     try:
-        reader = RunReader(args.run_dir)
+        reader = RunReader(args.run_dir, alive=lambda: run_alive(args.run_dir))
     except RunDirError as exc:
         _say(f"lrwatch attach: {exc}")
         return EXIT_NO_RUN
-    note = "The run is not live: a read-only view of its run directory."
+    note = f"The run is {reader.state_text()}: a read-only view of its run directory."
+    if reader.status != "lost":
+        note = "The run is not live: a read-only view of its run directory."
     LRWatchApp.read_only(FileRunSource(reader), fps=args.fps, ascii_markers=args.ascii, notes=[note]).run()
     return 0
 
 
 # -- ls ---------------------------------------------------------------------------------------
 def run_rows() -> list[dict[str, Any]]:
-    """This user's runs as ``lrwatch ls --json`` prints them (stale ones flagged, and removed)."""
+    """This user's runs as ``lrwatch ls --json`` prints them (lost ones flagged, and their records removed)."""
     live, stale = live_runs()
     rows = []
     for record in live:
@@ -173,14 +179,68 @@ def run_rows() -> list[dict[str, Any]]:
                 status = client.status()
             finally:
                 client.close()
-            shown = ("state", "step", "epoch", "schedule", "clients", "total_steps")
+            shown = ("state", "step", "epoch", "epochs_known", "schedule", "clients", "total_steps")
             row.update({k: getattr(status, k) for k in shown})
         except (RunGone, OSError, ValueError) as exc:
             row.update(state="not answering", step=None, clients=None, error=str(exc))
         rows.append(row)
     for record in stale:
-        rows.append({**record.to_dict(), "stale": True, "state": "stale (removed)", "step": None, "clients": None})
+        step = steps_done(record.run_dir)
+        note = lost_text(step)
+        rows.append({**record.to_dict(), "stale": True, "state": "lost", "step": step, "clients": None, "note": note})
     return rows
+
+
+LS_COLUMNS = ("RUN", "PID", "STATE", "STEP", "EPOCH", "SCHEDULE", "ATT")
+NUMERIC = (1, 3, 4, 6)  # right-aligned columns
+
+
+def _ls_cells(row: dict[str, Any]) -> list[str]:
+    step, epoch = row.get("step"), row.get("epoch")
+    epochs_known = row.get("epochs_known", True) and epoch is not None and not row.get("stale")
+    return [
+        _short_path(row["run_dir"]),
+        str(row["pid"]),
+        str(row["state"]),
+        "-" if step is None else f"{step:,}",
+        f"{epoch:.2f}" if epochs_known else "-",  # a run without epochs counts steps only
+        str(row.get("schedule") or "-"),
+        "-" if row.get("clients") is None else str(row["clients"]),
+    ]
+
+
+def _short_path(path: str) -> str:
+    """A run directory as a user would type it: relative to here when below it, ``~/`` for home."""
+    p = Path(path)
+    for base, shown in ((Path.cwd(), ""), (Path.home(), "~/")):
+        with contextlib.suppress(ValueError):
+            return shown + str(p.relative_to(base))
+    return path
+
+
+def ls_table(rows: list[dict[str, Any]], width: int | None) -> list[str]:
+    """The ``ls`` table with its header; ``width``: fit it by shortening RUN and SCHEDULE with ``…``
+    (``None``: every value whole, ``--wide``)."""
+    cells = [list(LS_COLUMNS), *(_ls_cells(row) for row in rows)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(LS_COLUMNS))]
+    if width is not None:
+        fixed = sum(w for i, w in enumerate(widths) if i not in (0, 5)) + 2 * (len(widths) - 1)
+        room = max(width - 1 - fixed, 2 * 8)
+        run_w = min(widths[0], max(8, room - min(widths[5], room // 2)))
+        widths[0], widths[5] = run_w, max(min(widths[5], room - run_w), 8)
+    lines = []
+    for r in cells:
+        shown = [_fit(text, widths[i], left=i == 0) for i, text in enumerate(r)]
+        aligned = [t.rjust(widths[i]) if i in NUMERIC else t.ljust(widths[i]) for i, t in enumerate(shown)]
+        lines.append("  ".join(aligned).rstrip())
+    return lines
+
+
+def _fit(text: str, width: int, *, left: bool) -> str:
+    """``text`` in ``width`` columns: a path loses its start (its end names the run), the rest its end."""
+    if len(text) <= width:
+        return text
+    return "…" + text[-(width - 1) :] if left else text[: width - 1] + "…"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -191,12 +251,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not rows:
         print("no live runs")
         return 0
+    width = None if args.wide else shutil.get_terminal_size((80, 24)).columns
+    for line in ls_table(rows, width):
+        print(line)
     for row in rows:
-        step = "-" if row.get("step") is None else f"step {row['step']:,}"
-        epoch = f" (epoch {row['epoch']:.2f})" if row.get("epoch") is not None else ""
-        clients = "" if row.get("clients") is None else f", {row['clients']} attached"
-        schedule = f", {row['schedule']}" if row.get("schedule") else ""
-        print(f"{row['run_dir']}  pid {row['pid']}  {row['state']}  {step}{epoch}{schedule}{clients}")
+        if row.get("note"):
+            print(f"{_short_path(row['run_dir'])}: {row['note']}; its live record was removed")
     return 0
 
 
@@ -245,6 +305,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _say(f"lrwatch send: {exc}")
         return EXIT_USAGE
+    problem = run_dir_problem(args.run_dir)
+    if problem is not None:
+        _say(f"lrwatch send: {problem}")
+        return EXIT_NO_RUN
     try:
         record = socket_of(args.run_dir)
         client = RunClient(record.socket, kind="send", timeout=5.0)

@@ -77,7 +77,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         out.write(chart + "\n")
         if len(names) > 1:
             for i, (name, t) in enumerate(zip(names, timelines, strict=True)):
-                out.write(legend_line(i, f"{name:<34} {t.segments[0].schedule.torch_line()}", color=color) + "\n")
+                text = f"{name:<34} {t.segments[0].schedule.torch_line()}"
+                if len(text) > width - 3:  # one line each, or the chart's title scrolls off the screen
+                    text = text[: width - 4] + "…"
+                out.write(legend_line(i, text, color=color) + "\n")
     return 0
 
 
@@ -246,7 +249,9 @@ def _rank_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
 
 def cmd_view(args: argparse.Namespace) -> int:
     """``lrwatch view RUN_DIR ...``: one run in the monitor, read-only; several overlaid; or a summary."""
-    readers = [RunReader(path) for path in args.run_dirs]
+    from lrwatch.live.sockets import run_alive
+
+    readers = [RunReader(path, alive=lambda path=path: run_alive(path)) for path in args.run_dirs]
     notes = [f"{r.name}: {note}" for r in readers for note in [*r.skipped, r.incomplete_tail()] if note]
     if args.summary:
         from lrwatch.app.compare import run_summary
@@ -256,7 +261,7 @@ def cmd_view(args: argparse.Namespace) -> int:
             best = f"{s['best_val_loss']:.4f}" if s["best_val_loss"] is not None else "-"
             last = f"{s['last_val_loss']:.4f}" if s["last_val_loss"] is not None else "-"
             schedules = " → ".join(s["schedules"])
-            print(f"{s['name']}: {s['state']}, {s['steps']} steps, val_loss {last} (best {best}), {schedules}")
+            print(f"{s['name']}: {reader.state_text()}, {s['steps']} steps, val_loss {last} (best {best}), {schedules}")
         for note in notes:
             print(f"skipped: {note}", file=sys.stderr)
         return 0
@@ -275,8 +280,15 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``lrwatch export RUN_DIR --tensorboard DIR``: the run as TensorBoard scalars and text."""
-    from lrwatch.record.export import ExportError, export_tensorboard
+    from lrwatch.record.export import ExportError, earlier_events, export_tensorboard
 
+    earlier = earlier_events(args.tensorboard)
+    if earlier and not args.force:
+        print(f"lrwatch export: {args.tensorboard} already holds TensorBoard events ({len(earlier)} file(s), "
+              "an earlier export?): --force replaces them", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    for path in earlier:
+        path.unlink()  # a link is removed, never followed
     try:
         counts = export_tensorboard(args.run_dir, args.tensorboard)
     except ExportError as exc:
@@ -289,6 +301,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # a bare `lrwatch`: what it can do
+        parser.print_help()
+        return 0
     try:
         args = parser.parse_args(argv)
         args.raw_argv = list(sys.argv[1:] if argv is None else argv)

@@ -92,7 +92,7 @@ def socket_of(run_dir: str | Path) -> LiveRecord:
     """The live record of ``run_dir``; :class:`RunGone` if it has none."""
     record = record_of_run_dir(run_dir)
     if record is None:
-        raise RunGone(f"{run_dir}: no live run (no live.json: the run has ended, or it is not a run directory)")
+        raise RunGone(f"{run_dir}: the run is not live (it has ended; lrwatch view {run_dir} shows it)")
     return record
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.live.client import RemoteRunSource
-from lrwatch.live.sockets import LAUNCHER_ENV, record_of_run_dir
+from lrwatch.live.sockets import LAUNCHER_ENV, record_of_run_dir, run_alive
 from lrwatch.record.console import LOG_NAME
 
 SPAWNED_FLAG = "--_spawned"
@@ -98,7 +98,7 @@ def read_only_source(run_dir: Path) -> Any:
     from lrwatch.record.reader import FileRunSource, RunDirError, RunReader
 
     try:
-        reader = RunReader(run_dir)
+        reader = RunReader(run_dir, alive=lambda: run_alive(run_dir))
     except RunDirError:
         return None
     return FileRunSource(reader) if reader.timeline is not None else None

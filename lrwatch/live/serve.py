@@ -18,12 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lrwatch.record.rundir import run_dir_problem
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 EXIT_USAGE = 2
 
 
 def add_serve_command(sub: Any) -> None:
-    serve = sub.add_parser("serve", help="the monitor in a browser (textual-serve): each tab attaches to the run")
+    serve = sub.add_parser("serve", help="the monitor in a browser tab (textual-serve), attached to a run")
     serve.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="default: your most recent live run")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; elsewhere: no authentication")
@@ -52,8 +54,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("lrwatch serve: needs textual-serve (pip install 'lrwatch[serve]')", file=sys.stderr)
         return EXIT_USAGE
-    if args.run_dir is not None and not (args.run_dir / "run.json").is_file():
-        print(f"lrwatch serve: {args.run_dir} is not a run directory (no run.json)", file=sys.stderr)
+    problem = run_dir_problem(args.run_dir) if args.run_dir is not None else None
+    if problem is not None:
+        print(f"lrwatch serve: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if not 0 < args.port < 65536:
         print(f"lrwatch serve: --port must be 1..65535 (got {args.port})", file=sys.stderr)

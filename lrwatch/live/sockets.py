@@ -58,12 +58,17 @@ def peer_uid(conn: socket.socket) -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: it exists and is no zombie (killed, its parent not yet waiting for it;
+    a container's init may never reap it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] not in "ZX"  # the state follows the command name in parentheses
     return True
 
 
@@ -166,6 +171,13 @@ def live_runs(clean: bool = True) -> tuple[list[LiveRecord], list[LiveRecord]]:
 def record_of_run_dir(run_dir: str | Path) -> LiveRecord | None:
     """The live record a run directory names, if any (stale or not)."""
     return read_record(Path(run_dir) / LIVE_NAME)
+
+
+def run_alive(run_dir: str | Path) -> bool:
+    """Whether a process of this machine still writes ``run_dir`` (its ``live.json`` names a live pid).
+    A run that ended removed its record; one killed with ``-9`` left it, naming a dead pid."""
+    record = record_of_run_dir(run_dir)
+    return record is not None and pid_alive(record.pid)
 
 
 LAUNCHER_ENV = "LRWATCH_LAUNCHER"  # set by lrwatch run --nproc-per-node for its ranks: its own pid

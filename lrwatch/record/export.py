@@ -54,3 +54,12 @@ def export_tensorboard(run_dir: str | Path, out_dir: str | Path) -> dict[str, in
     finally:
         writer.close()
     return counts
+
+
+def earlier_events(out_dir: str | Path) -> list[Path]:
+    """TensorBoard event files already in ``out_dir`` (an earlier export there): written again beside them,
+    every point would show twice."""
+    directory = Path(out_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("events.out.tfevents.*") if p.is_file() or p.is_symlink())

@@ -8,13 +8,14 @@ said so in :attr:`RunReader.skipped`, never raised.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lrwatch.protocol.commands import Command
-from lrwatch.protocol.events import Event, RunState, RunStatus
+from lrwatch.protocol.events import LIVE_STATES, Event, RunState, RunStatus
 from lrwatch.record.history import MetricHistory
-from lrwatch.record.rundir import parse_event_line, parse_metrics_line, read_run_info
+from lrwatch.record.rundir import parse_event_line, parse_metrics_line, read_run_info, run_dir_problem
 from lrwatch.schedule.spec import SpecError
 from lrwatch.schedule.timeline import Timeline
 
@@ -50,12 +51,19 @@ class _Tail:
 
 
 class RunReader:
-    """The metrics, events and timeline of a run directory, read incrementally with :meth:`poll`."""
+    """The metrics, events and timeline of a run directory, read incrementally with :meth:`poll`.
 
-    def __init__(self, run_dir: str | Path) -> None:
+    ``alive`` says whether the process that writes the run is still there (``lrwatch.live.sockets.
+    run_alive``); a run whose events never said how it ended while that process is gone is ``lost``.
+    Without ``alive`` the state is what the events say.
+    """
+
+    def __init__(self, run_dir: str | Path, alive: Callable[[], bool] | None = None) -> None:
         self.path = Path(run_dir)
-        if not self.path.is_dir():
-            raise RunDirError(f"{run_dir}: no such directory")
+        self.alive = alive
+        problem = run_dir_problem(self.path)
+        if problem is not None:
+            raise RunDirError(problem)
         if not (self.path / "metrics.csv").is_file() or not (self.path / "events.jsonl").is_file():
             raise RunDirError(f"{run_dir}: not an lrwatch run directory (no metrics.csv and events.jsonl)")
         self.info: dict[str, Any] = read_run_info(self.path)
@@ -66,7 +74,7 @@ class RunReader:
         self.events: list[Event] = []
         self.timeline: Timeline | None = None
         self.skipped: list[str] = []
-        self.status: RunState = "created"  # until its start event is read
+        self.replayed: RunState = "created"  # what the events say; until the start event is read
         self.drives_lr = True
         self.poll()
         if self.history is None:
@@ -75,6 +83,23 @@ class RunReader:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def status(self) -> RunState:
+        """The run's state: what its events say, or ``lost`` when they never said how it ended and its
+        process is gone (a ``kill -9``, a crash of the machine)."""
+        unended = self.replayed in (*LIVE_STATES, "stopping")
+        return "lost" if unended and self.alive is not None and not self.alive() else self.replayed
+
+    @property
+    def steps_done(self) -> int:
+        """Steps logged so far (the run panel's step)."""
+        last = self.history.last() if self.history is not None else None
+        return int(last["step"]) + 1 if last else 0
+
+    def state_text(self) -> str:
+        """The state in words: ``lost (process gone at step 1,234)`` for a lost run, else the state."""
+        return lost_text(self.steps_done) if self.status == "lost" else self.status
 
     def poll(self) -> bool:
         """Read what was appended since the last poll; ``True`` if anything new arrived."""
@@ -130,7 +155,7 @@ class RunReader:
         if event.kind in ("start", "resumed"):
             self.timeline = Timeline.from_dict(d["timeline"])
             self.drives_lr = bool(d.get("drives_lr", self.drives_lr))
-            self.status = "running"
+            self.replayed = "running"
         elif event.kind == "switch" and self.timeline is not None and "scale" in d:
             self.timeline = self.timeline.scale(event.step, float(d["scale"]))
         elif event.kind == "switch" and self.timeline is not None and d.get("took_over"):
@@ -144,11 +169,11 @@ class RunReader:
         elif event.kind == "edit" and self.timeline is not None:
             self.timeline = self.timeline.edit(event.step, **d["params"])
         elif event.kind == "pause":
-            self.status = "paused"
+            self.replayed = "paused"
         elif event.kind == "resume":
-            self.status = "running"
+            self.replayed = "running"
         elif event.kind == "finish":
-            self.status = d.get("status", "finished")
+            self.replayed = d.get("status", "finished")
 
 
 class FileRunSource:
@@ -196,3 +221,8 @@ class FileRunSource:
 
     def submit(self, command: Command) -> None:
         """A view changes nothing."""
+
+
+def lost_text(steps_done: int | None) -> str:
+    """How a run whose process died is named everywhere (``attach``, ``view``, ``ls``)."""
+    return f"lost (process gone at step {steps_done:,})" if steps_done is not None else "lost (process gone)"

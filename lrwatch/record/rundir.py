@@ -23,6 +23,18 @@ from lrwatch.protocol.events import Event
 FLUSH_SECONDS = 1.0
 
 
+def run_dir_problem(path: str | Path) -> str | None:
+    """What keeps ``path`` from being a run directory, in the words every command uses; ``None``: it is one."""
+    p = Path(path)
+    if not p.exists():
+        return f"{path}: no such directory"
+    if not p.is_dir():
+        return f"{path}: not a directory"
+    if not (p / "run.json").is_file() and not (p / "events.jsonl").is_file():
+        return f"{path}: not an lrwatch run directory (no run.json)"
+    return None
+
+
 def default_run_dir(root: str | Path = "runs") -> Path:
     return Path(root) / time.strftime("%Y%m%d-%H%M%S")
 
@@ -250,3 +262,23 @@ def lrwatch_version() -> str:
         return version("lrwatch")
     except PackageNotFoundError:
         return "unknown"
+
+
+def steps_done(run_dir: str | Path) -> int | None:
+    """How many steps ``metrics.csv`` says were done, read from the file's end only (``lrwatch ls`` on a long
+    run); ``None`` when it has no complete row."""
+    try:
+        with (Path(run_dir) / "metrics.csv").open("rb") as f:
+            columns = f.readline().decode("utf-8", errors="replace").strip().split(",")
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().split(b"\n")[:-1]  # the part after the last newline is not a complete line
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = parse_metrics_line(columns, line.decode("utf-8", errors="replace"))
+        except ValueError:
+            continue
+        return row[0] + 1 if len(row) == 4 else row[0]  # a step row's index; an epoch row's steps done
+    return None
