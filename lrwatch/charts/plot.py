@@ -63,6 +63,8 @@ class ChartSpec:
     log_y: bool = False
     vlines: list[tuple[float, int]] = field(default_factory=list)
     ascii: bool = False
+    x_suffix: str = ""  # after each x tick label: "m" on a wall-time axis in minutes
+    log_decades: float | None = None  # log-y: the axis spans at most this many decades below the top
 
 
 def compact(value: float) -> str:
@@ -173,6 +175,8 @@ def frame_of(chart: ChartSpec) -> Frame:
     ys = [np.asarray(line.y, dtype=np.float64) for line in chart.lines]
     positive = np.concatenate([y[np.isfinite(y) & (y > 0)] for y in ys] or [np.empty(0)])
     floor = float(positive.min()) if positive.size else 1e-12
+    if chart.log_decades is not None and positive.size:  # a decay to 0 would spend the height on its last steps
+        floor = max(floor, float(positive.max()) * 10.0**-chart.log_decades)
     lo_y, hi_y = math.inf, -math.inf
     series = []
     for line in chart.lines:
@@ -205,9 +209,8 @@ def frame_of(chart: ChartSpec) -> Frame:
     else:
         yt = nice_ticks(lo_y, hi_y, y_count)
         ylabels = [compact(v) for v in yt]
-    return Frame(
-        width, height, (lo_x, hi_x), (lo_y, hi_y), xt, [compact(v) for v in xt], yt, ylabels, series, chart.vlines
-    )
+    xlabels = [compact(v) + chart.x_suffix for v in xt]
+    return Frame(width, height, (lo_x, hi_x), (lo_y, hi_y), xt, xlabels, yt, ylabels, series, chart.vlines)
 
 
 def text_chart(

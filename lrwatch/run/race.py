@@ -31,7 +31,8 @@ import numpy as np
 from lrwatch.protocol.commands import MAX_RACE_CANDIDATES, Command, Race, RaceEnd, Stop
 from lrwatch.record.rundir import write_race_rows
 from lrwatch.run.checkpoints import HostState, tensor_bytes
-from lrwatch.schedule.spec import KINDS, SpecError, parse_spec
+from lrwatch.schedule.choices import comparison_horizon, comparison_specs, same_as
+from lrwatch.schedule.spec import SpecError, parse_spec
 from lrwatch.schedule.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -102,14 +103,22 @@ class Candidate:
 
 
 def candidates_for(timeline: Timeline, fork: int, specs: Iterable[str]) -> list[Candidate]:
-    """Continuing first, then each spec switched in at the fork (none given: every kind, fitted)."""
+    """Continuing first, then each spec switched in at the fork (none given: the comparison set,
+    :func:`~lrwatch.schedule.choices.comparison_specs`). A spec that is the same schedule as continuing or
+    an earlier candidate (its LRs over the rest of the run: :func:`~lrwatch.schedule.choices.same_as`) is
+    not raced twice."""
     seg = timeline.segment_at(fork)
     out = [Candidate("continue", str(seg.spec), timeline, seg.schedule.torch_line())]
-    for text in list(specs) or list(KINDS):
+    horizon = comparison_horizon(timeline, fork)
+    for text in list(specs) or comparison_specs(timeline, fork):
         spec = parse_spec(text)  # SpecError: one line, nothing changes
         branch = timeline.switch(fork, spec)
+        if any(same_as(branch, c.timeline, fork, horizon) for c in out):
+            continue
         new = branch.segments[-1]
         out.append(Candidate(spec.kind, str(new.spec), branch, new.schedule.torch_line()))
+    if len(out) == 1:
+        raise SpecError("nothing to race: every candidate is the schedule in force (continuing)")
     if len(out) > MAX_RACE_CANDIDATES:
         raise SpecError(f"a race takes at most {MAX_RACE_CANDIDATES} candidates (continuing included)")
     return out
