@@ -62,10 +62,15 @@ class StepClock:
     times: list[float] = field(default_factory=list)
 
     def add(self, step: int, time: float) -> None:
-        """A sample; one at a step already sampled moves that step's time later (a pause, a resume)."""
+        """A sample. A step sampled again later (a pause) keeps its first and its last time: the steps before
+        it are placed before the pause, those after it after."""
         if self.steps and step <= self.steps[-1]:
             if step == self.steps[-1] and time > self.times[-1]:
-                self.times[-1] = time
+                if len(self.steps) > 1 and self.steps[-2] == step:
+                    self.times[-1] = time
+                else:
+                    self.steps.append(int(step))
+                    self.times.append(float(time))
             return
         if self.times and time < self.times[-1]:
             return

@@ -19,7 +19,7 @@ from lrwatch.schedule.timeline import Timeline
 
 COMPARISON_ORDER = ("cosine", "exp", "step", "cosine-restarts", "linear", "wsd", "poly", "inverse-sqrt")
 COMPARISON_SIZE = 4
-SAME_RTOL = 0.01  # LRs within 1% at 99% of the horizon's steps: the same schedule, for a comparison
+SAME_RTOL = 0.05  # LRs within 5% at 99% of the horizon's steps: the same schedule, for a comparison
 SAME_SHARE = 0.99  # (a step decay's drop a few steps later is still the same schedule)
 SAME_HORIZON_STEPS = 2000  # at most this many steps are compared (evenly spaced over the horizon)
 
