@@ -121,7 +121,7 @@ def schedule_lines(
         since = f"origin {where(seg.origin_step, k, known)} (edited at {where(seg.start_step, k, known)})"
     else:
         since = f"since {where(seg.origin_step, k, known)}" if seg.origin_step else "from the start"
-    blocks.add(90, f"{since}, from lr {seg.base_lr:.4g}", style="dim")
+    blocks.add(90, f"{since} · lr {seg.base_lr:.4g}", style="dim")
     if timeline.total_steps is None:  # the preview cannot know where the run ends
         blocks.add(85, f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} epochs ahead", style=NOTE_STYLE)
     blocks.add(40, seg.schedule.torch_line(), style=TORCH_STYLE)
@@ -136,8 +136,9 @@ def schedule_lines(
         swatch = (f"{mark}━ {slot + 1} ", color_hex(candidate_color(slot)))
         blocks.add(80, Text.assemble(swatch, candidates.resolved(kind)), indent=5)
     if candidates:
-        hint = "enter applies ▸" + (" · 1-4 marks" if len(candidates) > 1 else "") + " · esc clears"
-        blocks.add(70, hint, style="dim")
+        several = len(candidates) > 1
+        hints = [f"enter applies ▸{' · 1-4 marks' if several else ''} · esc clears", "enter applies ▸ · 1-4 marks"]
+        blocks.add(70, next((h for h in hints if len(h) <= width), "enter applies ▸"), style="dim")
         marked = candidates.marked
         note = cycle_note(candidates.timelines[marked], status.step, known) if marked else None
         if note:

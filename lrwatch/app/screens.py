@@ -161,19 +161,21 @@ class LrFindScreen(Modal):
     def compose(self) -> ComposeResult:
         d = self.result
         steepest = d.get("steepest")
-        apply = f"[b]enter[/b] show {self.kind} from lr {lr_text(steepest)} as a candidate · " if steepest else ""
+        apply = f"[b]enter[/b] {self.kind} from it as a candidate · " if steepest else ""
         stopped = ", stopped at 5× its best loss" if d.get("diverged") else ""
         lrs = np.asarray(d.get("lrs", []), float)
         _, _, first, last = clipped_curve(lrs, np.asarray(d.get("smoothed", []), float))
-        shown = f"batches {first}–{last} of {len(lrs)}" if len(lrs) else "no batches"
+        shown = f"batches {first}–{last} (as torch-lr-finder plots them)" if len(lrs) else "no batches"
         with Vertical(id="lr-find-box"):
-            yield Static(f"[b]LR range test[/b]: {d.get('points', 0)} batches{stopped}; smoothed loss over lr "
-                         f"({shown}, as torch-lr-finder plots them)", id="lr-find-title")  # fmt: skip
+            yield Static(
+                f"[b]LR range test[/b]: {d.get('points', 0)} batches{stopped}\n"
+                f"[dim]smoothed loss over lr, {shown}[/dim]",
+                id="lr-find-title",
+            )
             yield Chart(id="lr-find-chart")
             yield Static(
-                f"suggested lr [b]{lr_text(steepest)}[/b] (steepest descent) · "
-                f"{lr_text(d.get('min_over_10'))} (min/10)\n"
-                f"{apply}[b]l[/b] log-y · [b]escape[/b] leave the run as it is"
+                f"suggested lr [b]{lr_text(steepest)}[/b] (steepest descent) · {lr_text(d.get('min_over_10'))} "
+                f"(min/10)\n{apply}[b]l[/b] log-y · [b]escape[/b] close"
             )
 
     def on_mount(self) -> None:
@@ -199,14 +201,7 @@ class LrFindScreen(Modal):
         span = (float(x[0]), float(x[-1]) if x[-1] > x[0] else float(x[0]) + 1)
         self.query_one("#lr-find-chart", Chart).draw(
             lambda w, h: ChartSpec(
-                [Line(x, smoothed, PALETTE[1])],
-                w,
-                h,
-                xlim=span,
-                vlines=marks,
-                log_y=self.log_y,
-                x_suffix="",
-                log_decades=None,
+                [Line(x, smoothed, PALETTE[1])], w, h, xlim=span, vlines=marks, log_y=self.log_y, x_log=True
             )
         )
 
@@ -231,16 +226,14 @@ class RaceScreen(Modal):
         by = "val loss" if d.get("evaluated") else "train loss (no evaluate= given)"
         with Vertical(id="race-box"):
             yield Static(
-                f"[b]Race {d.get('race')}[/b]: {len(self.candidates)} candidates × {d.get('horizon')} steps from "
-                f"step {d.get('fork', 0):,}, on the same batches; ranked by {by}"
+                f"[b]Race {d.get('race')}[/b] · {len(self.candidates)} candidates × {d.get('horizon')} steps from "
+                f"step {d.get('fork', 0):,} · ranked by {by}"
             )
             yield DataTable(id="race-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="race-torch")
             yield Static(
-                f"[dim]Short horizons favour lower LRs (Wu et al. 2018): weigh a small Δ against H = "
-                f"{d.get('horizon')} steps.[/dim]\n"
-                "[b]↑↓[/b] select  [b]enter[/b] keep it: go on from its end state  "
-                "[b]escape[/b] restore the run as it was"
+                f"[dim]A short horizon favours lower LRs (Wu et al. 2018): H = {d.get('horizon')} steps.[/dim]\n"
+                "[b]↑↓[/b] select · [b]enter[/b] keep it (go on from its end) · [b]escape[/b] restore the run"
             )
 
     def on_mount(self) -> None:

@@ -65,6 +65,7 @@ class ChartSpec:
     ascii: bool = False
     x_suffix: str = ""  # after each x tick label: "m" on a wall-time axis in minutes
     log_decades: float | None = None  # log-y: the axis spans at most this many decades below the top
+    x_log: bool = False  # x is log10 of the value: ticks at whole decades, labelled with the value (1e-4, 0.01)
 
 
 def compact(value: float) -> str:
@@ -197,7 +198,12 @@ def frame_of(chart: ChartSpec) -> Frame:
     lo_x, hi_x = chart.xlim
     if hi_x <= lo_x:
         hi_x = lo_x + 1
-    xt = nice_ticks(lo_x, hi_x, max(2, width // 12))
+    if chart.x_log:
+        first_x, last_x = math.ceil(lo_x), math.floor(hi_x)
+        every_x = max(1, math.ceil((last_x - first_x + 1) / max(2, width // 12)))
+        xt = [float(k) for k in range(first_x, last_x + 1, every_x)] or [lo_x, hi_x]
+    else:
+        xt = nice_ticks(lo_x, hi_x, max(2, width // 12))
     y_count = max(2, min(6, height // 3))
     if chart.log_y:
         first, last = max(math.ceil(lo_y), -307), min(math.floor(hi_y), 307)
@@ -209,7 +215,7 @@ def frame_of(chart: ChartSpec) -> Frame:
     else:
         yt = nice_ticks(lo_y, hi_y, y_count)
         ylabels = [compact(v) for v in yt]
-    xlabels = [compact(v) + chart.x_suffix for v in xt]
+    xlabels = [compact(10**v if chart.x_log else v) + chart.x_suffix for v in xt]
     return Frame(width, height, (lo_x, hi_x), (lo_y, hi_y), xt, xlabels, yt, ylabels, series, chart.vlines)
 
 
