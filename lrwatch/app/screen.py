@@ -72,7 +72,7 @@ class MonitorScreen(ViewScreen):
                 yield Static(id="status")
                 yield Static(id="schedule")
                 yield EventLog(id="events")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#status").border_title = "run"
