@@ -100,6 +100,26 @@ def test_two_races_from_one_snapshot_give_identical_numbers_and_weights_come_bac
     monitor.close()
 
 
+def test_a_kept_race_across_an_epoch_end_keeps_that_epochs_validation_row(tmp_path: Path) -> None:
+    """The demo's loop writes a validation row when ``step_index`` lands on an epoch end; a kept race that
+    jumps over one gets it from the race itself, evaluated at that boundary, in step order."""
+    config = DemoConfig(epochs=2, train_size=1024, val_size=128, batch_size=64, hidden=16, device="cpu")
+    task = DemoTask(config)
+    k = config.steps
+    monitor = lrwatch.watch(task.optimizer, model=task.model, epochs=2, steps_per_epoch=k, run_dir=tmp_path / "run",
+                            train_step=task.train_step, batches=task.batches, evaluate=task.evaluate)  # fmt: skip
+    batches = task.batches(0)
+    for _ in range(k - 3):
+        monitor.step(task.train_step(next(batches)))
+    monitor.race(["exp:gamma=0.5"], steps=6, keep=1)  # steps k-3 … k+2: epoch 1 ends inside
+    assert monitor.step_index == k + 3
+    monitor.close()
+    epochs = [r for r in read_metric_rows(tmp_path / "run" / "metrics.csv") if len(r) == 3]
+    assert [r[0] for r in epochs] == [k] and math.isfinite(epochs[0][2]["val_loss"])
+    steps = [r[0] for r in read_metric_rows(tmp_path / "run" / "metrics.csv") if len(r) == 4]
+    assert steps == list(range(k + 3))
+
+
 def test_refusals_say_why_and_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lrwatch.run import race
 

@@ -278,6 +278,8 @@ class LRWatchApp(Drawing, RunKeys, ScheduleKeys, App):
             loss = float(d["loss"]) if d.get("loss") is not None else None
             alert = DivergenceScreen(d["at_step"], d["lr"], loss, d["cause"], d.get("rank"))
             self.push_screen(alert, self._after_divergence)
+        if event.kind == "race_end" and event.data.get("kept", -1) >= 0:
+            self.rate = StepRate()  # the kept steps arrived at once: they are no measure of steps/s
         if event.kind in ("switch", "edit", "finish", "race", "race_end"):
             self._redraw_now()
 

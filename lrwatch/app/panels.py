@@ -68,7 +68,7 @@ def status_lines(
         lines.append(race_line(status.race))
     if len(val.get("val_loss", ())):
         acc = val.get("val_acc")
-        acc_text = f"  acc {100 * acc[-1]:.1f}%" if acc is not None and len(acc) else ""
+        acc_text = f"  acc {100 * acc[-1]:.1f}%" if acc is not None and len(acc) and math.isfinite(acc[-1]) else ""
         lines.append(Text(f"val {val['val_loss'][-1]:.4f}{acc_text}"))
     out = lines_of(lines, width)
     if status.run_dir:

@@ -78,6 +78,7 @@ class Candidate:
     diverged: bool = False
     seconds: float = 0.0
     end: HostState | None = None
+    epochs: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # evaluations at epoch ends inside
 
     @property
     def val_loss(self) -> float:
@@ -239,13 +240,19 @@ class RaceRun:
         self.snapshot.load(self.model, self.optimizer)
         groups = self.engine.control.groups_for(candidate.timeline)
         started = time.monotonic()
-        for step, batch in zip(range(self.fork, self.fork + self.horizon), self.batches(self.fork), strict=False):
+        end, k = self.fork + self.horizon, candidate.timeline.steps_per_epoch
+        # An epoch that ends inside the race is evaluated there, as the loop would have: a kept candidate's
+        # run then has that epoch's validation row (the race's own end is the loop's to evaluate).
+        epoch_ends = self.engine.epochs_known and self.evaluate is not None
+        for step, batch in zip(range(self.fork, end), self.batches(self.fork), strict=False):
             candidate.lrs.append(groups.set(step))
             loss = self.train_step(batch)
             candidate.losses.append(float(loss.detach().item() if hasattr(loss, "detach") else loss))
             if not math.isfinite(candidate.losses[-1]):
                 candidate.diverged = True
                 break
+            if epoch_ends and (step + 1) % k == 0 and step + 1 < end:
+                candidate.epochs.append((step + 1, _metrics(self.evaluate())))
             ended = self._poll(wait=0.0)
             if ended is not None:
                 return ended
@@ -316,7 +323,7 @@ class RaceRun:
             kept = self.candidates[keep]
             kept.end.load(self.model, self.optimizer)
             rows = list(zip(kept.lrs, kept.losses, strict=True))
-            engine.keep_branch(kept.timeline if keep else None, rows, requested=kept.spec, reason="race")
+            engine.keep_branch(kept.timeline if keep else None, rows, kept.epochs, requested=kept.spec, reason="race")
         else:
             self.snapshot.load(self.model, self.optimizer)
         why = "stop" if isinstance(command, Stop) else "cancelled" if cancelled else "kept" if keep >= 0 else "restored"
