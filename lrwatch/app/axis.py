@@ -52,6 +52,9 @@ def zoomed_end(end: int, step: int, since: int = 0) -> int:
     return hi
 
 
+MAX_SAMPLES = 4096
+
+
 @dataclass
 class StepClock:
     """Wall time of each step, from ``(step, time)`` samples: the run's events (each has both) and the
@@ -76,6 +79,8 @@ class StepClock:
             return
         self.steps.append(int(step))
         self.times.append(float(time))
+        if len(self.steps) > MAX_SAMPLES:  # a long run sampled twice a second: every other one is enough
+            self.steps[1:-1], self.times[1:-1] = self.steps[1:-1:2], self.times[1:-1:2]
 
     @property
     def start(self) -> float:

@@ -65,6 +65,7 @@ class ScheduleKeys:
     screen: Any
     _redraw_now: Any
     epochs_known: bool
+    connected: bool
 
     def _step(self) -> int:
         return int(self.source.status().step) if self.source is not None else 0
@@ -73,6 +74,9 @@ class ScheduleKeys:
         """Whether schedule commands make sense here; if not, say why."""
         if self.source is None:
             self.notify("No run yet: the training loop has not called lrwatch.watch().", severity="warning")
+            return False
+        if not self.connected:  # its timeline is not here yet: nothing to preview or switch from
+            self.notify("The run is not connected yet: nothing was sent.", severity="warning")
             return False
         status = self.source.status()
         if status.read_only:
