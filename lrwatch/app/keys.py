@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lrwatch.app.candidates import Candidates
+from lrwatch.app.candidates import MAX_CANDIDATES, Candidates
 from lrwatch.app.panels import cycle_note
 from lrwatch.app.picker import SchedulePicker
 from lrwatch.app.screens import LrFindScreen, RaceScreen, SpecEditor
@@ -176,7 +176,7 @@ class ScheduleKeys:
         if self.candidates.step != step and self.candidates:
             self.candidates.refresh(self.source.timeline, step, self.anchor)
         kind = parse_spec(spec).kind
-        if force and (kind in self.candidates or len(self.candidates) >= 4):
+        if force and (kind in self.candidates or len(self.candidates) >= MAX_CANDIDATES):
             self.candidates.remove(kind if kind in self.candidates else self.candidates.kinds()[0])
         why = self.candidates.toggle(spec, self.source.timeline, step, self.anchor)
         if why:
@@ -186,8 +186,10 @@ class ScheduleKeys:
     def action_candidate_all(self) -> None:
         """v: the comparison set as candidates (v again hides it)."""
         if self._can_switch():
+            shown_before = bool(self.candidates)
             if not self.candidates.show_comparison(self.source.timeline, self._step(), self.anchor):
-                self.notify("v again: candidates cleared.", timeout=2)
+                why = "candidates cleared" if shown_before else "nothing to compare: every kind is continuing"
+                self.notify(why, timeout=3)
             self._redraw_now()
 
     def action_mark(self, slot: int) -> None:
