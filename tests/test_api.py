@@ -226,8 +226,9 @@ async def test_lrwatch_run_with_the_monitor(tmp_path: Path) -> None:
             await pilot.pause(0.05)
         await pilot.pause(0.3)
         assert "finished" in str(app.screen.query_one("#status").render())
-        schedule = str(app.screen.query_one("#schedule").render())
+        schedule = " ".join(str(app.screen.query_one("#schedule").render()).split())  # lines break between params
         assert "CosineAnnealingLR(optimizer, T_max=25, eta_min=0.001)" in schedule
+        assert "its cycle ends at epoch 25: the LR then rises again" in schedule  # T_max=25 of a 50-epoch run
         await quit_app(app, pilot)
     assert app.return_code == 0
 

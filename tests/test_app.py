@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from lrwatch.app import LRWatchApp
+from lrwatch.app.help import HelpScreen
 from lrwatch.app.keys import nudged
-from lrwatch.app.screens import ErrorScreen, HelpScreen, SpecEditor
+from lrwatch.app.screens import ErrorScreen, SpecEditor
 from lrwatch.app.widgets import Chart
 from lrwatch.run.engine import Engine
 from lrwatch.schedule.timeline import Timeline
@@ -72,20 +73,30 @@ async def test_candidate_preview_then_apply_with_enter() -> None:
         chart = app.screen.query_one("#lr-chart", Chart)
         frames, shown = chart.frames, chart.text
         await pilot.press("S")
-        assert set(app.candidates) == {"step"}
+        assert app.candidates.kinds() == ["step"]
         assert chart.frames > frames  # redrawn at once
         assert chart.text != shown and any("\u2801" <= c <= "\u28ff" for c in chart.text)  # braille lines
         assert not events(app, "switch")
         await pilot.press("enter")
         await app_wait_for(lambda: bool(events(app, "switch")), pilot)
         assert events(app, "switch")[0].data["spec"].startswith("step:")
-        assert app.candidates == {}
-        await pilot.press("v")
-        assert set(app.candidates) == {"exp", "cosine", "cosine-restarts", "step"}
-        await pilot.press("enter")  # several candidates: nothing is switched
+        assert not app.candidates
+        await pilot.press("v")  # the comparison set, less the kind that would equal continuing (step, fitted now)
+        assert app.candidates.kinds() == ["cosine", "exp", "cosine-restarts"] and app.candidates.marked == "cosine"
         await pilot.press("escape")
-        assert app.candidates == {}
-        assert len(events(app, "switch")) == 1
+        assert not app.candidates
+        for key in ("E", "C", "R", "S"):  # shown together, each toggled by its key
+            await pilot.press(key)
+        assert app.candidates.kinds() == ["exp", "cosine", "cosine-restarts", "step"]
+        await pilot.press("C")
+        assert app.candidates.kinds() == ["exp", "cosine-restarts", "step"] and app.candidates.marked == "step"
+        await pilot.press("2")  # marks the second: enter applies it
+        assert app.candidates.marked == "cosine-restarts"
+        assert "▸━ 2 cosine-restarts" in str(app.screen.query_one("#schedule").render())
+        await pilot.press("enter")
+        await app_wait_for(lambda: len(events(app, "switch")) == 2, pilot)
+        assert events(app, "switch")[1].data["spec"].startswith("cosine-restarts:")
+        assert not app.candidates
         await pilot.press("q")
 
 
@@ -130,10 +141,10 @@ async def test_nudges_edit_the_main_parameter() -> None:
 
 
 def test_nudged_values() -> None:
-    assert nudged("cosine", 100, True) == 125 and nudged("cosine", 125, False) == 100
-    assert nudged("exp", 0.9, True) == 0.92 and nudged("exp", 0.9, False) == 0.875
-    assert nudged("step", 0.5, False) == 0.4
-    assert nudged("exp", 0.001, False) == 0.001  # stays in (0, 1]
+    assert nudged("T_max", 100, True) == 125 and nudged("T_max", 125, False) == 100
+    assert nudged("gamma", 0.9, True) == 0.92 and nudged("gamma", 0.9, False) == 0.875
+    assert nudged("step_size", 0.5, False) == 0.4
+    assert nudged("gamma", 0.001, False) == 0.001  # stays in (0, 1]
 
 
 async def test_anchor_toggle_makes_switches_restart_from_the_initial_lr() -> None:

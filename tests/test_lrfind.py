@@ -108,7 +108,7 @@ def test_monitor_find_lr_mid_run_leaves_the_run_as_it_was(tmp_path: Path) -> Non
     bare.close()
 
 
-async def test_F_runs_the_test_in_the_live_run_and_enter_starts_from_its_suggestion(
+async def test_F_runs_the_test_in_the_live_run_and_enter_enter_starts_from_its_suggestion(
     tmp_path: Path,
 ) -> None:
 
@@ -128,7 +128,13 @@ async def test_F_runs_the_test_in_the_live_run_and_enter_starts_from_its_suggest
         found = [e for e in app.source.events_since(0) if e.kind == "lr_find"][-1]
         assert found.step >= weights_seen and found.data["steepest"] > 0 and len(found.data["lrs"]) > 2
         assert "suggested lr" in str(app.screen.query_one("#lr-find-box Static:last-of-type").render())
-        await pilot.press("enter")
+        await pilot.press("enter")  # the suggestion becomes a candidate: drawn, nothing switched yet
+        await app_wait_for(lambda: not isinstance(app.screen, LrFindScreen), pilot)
+        assert app.candidates.kinds() == ["cosine"] and app.candidates.specs["cosine"].endswith(
+            ":lr=" + f"{found.data['steepest']:.6g}"
+        )
+        assert not any(e.kind == "switch" for e in app.source.events_since(0))
+        await pilot.press("enter")  # one more enter applies it, like every other change
         await app_wait_for(lambda: any(e.kind == "switch" for e in app.source.events_since(0)), pilot, timeout=30.0)
         switch = next(e for e in app.source.events_since(0) if e.kind == "switch")
         assert switch.step > found.step and switch.data["spec"].startswith("cosine")

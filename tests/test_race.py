@@ -100,6 +100,26 @@ def test_two_races_from_one_snapshot_give_identical_numbers_and_weights_come_bac
     monitor.close()
 
 
+def test_a_kept_race_across_an_epoch_end_keeps_that_epochs_validation_row(tmp_path: Path) -> None:
+    """The demo's loop writes a validation row when ``step_index`` lands on an epoch end; a kept race that
+    jumps over one gets it from the race itself, evaluated at that boundary, in step order."""
+    config = DemoConfig(epochs=2, train_size=1024, val_size=128, batch_size=64, hidden=16, device="cpu")
+    task = DemoTask(config)
+    k = config.steps
+    monitor = lrwatch.watch(task.optimizer, model=task.model, epochs=2, steps_per_epoch=k, run_dir=tmp_path / "run",
+                            train_step=task.train_step, batches=task.batches, evaluate=task.evaluate)  # fmt: skip
+    batches = task.batches(0)
+    for _ in range(k - 3):
+        monitor.step(task.train_step(next(batches)))
+    monitor.race(["exp:gamma=0.5"], steps=6, keep=1)  # steps k-3 … k+2: epoch 1 ends inside
+    assert monitor.step_index == k + 3
+    monitor.close()
+    epochs = [r for r in read_metric_rows(tmp_path / "run" / "metrics.csv") if len(r) == 3]
+    assert [r[0] for r in epochs] == [k] and math.isfinite(epochs[0][2]["val_loss"])
+    steps = [r[0] for r in read_metric_rows(tmp_path / "run" / "metrics.csv") if len(r) == 4]
+    assert steps == list(range(k + 3))
+
+
 def test_refusals_say_why_and_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lrwatch.run import race
 
@@ -108,7 +128,7 @@ def test_refusals_say_why_and_change_nothing(tmp_path: Path, monkeypatch: pytest
                             run_dir=tmp_path / "run", train_step=task.train_step, batches=task.batches)  # fmt: skip
     monitor.step(task.train_step(next(task.batches(0))))
     monkeypatch.setattr(race, "available_ram", lambda: 100_000)
-    with pytest.raises(ValueError, match=r"needs 6 snapshots × .* MB .* over the budget \(25% of 0.1 MB"):
+    with pytest.raises(ValueError, match=r"needs 5 snapshots × .* MB .* over the budget \(25% of 0.1 MB"):
         monitor.race()
     monkeypatch.undo()
     with pytest.raises(ValueError, match="unknown schedule 'warp'"):
@@ -143,7 +163,9 @@ async def test_f_races_in_the_live_monitor_the_table_keeps_the_choice_and_escape
 
     async with app.run_test(size=(100, 30)) as pilot:
         await app_wait_for(lambda: app.source is not None and app.source.status().step > 40, pilot, timeout=60.0)
-        await pilot.press("C")  # one candidate shown: the race is continuing against it
+        # One candidate shown (as the range test's enter shows one): the race is continuing against it. A fitted
+        # kind would equal continuing over 32 steps of a 100,000-epoch run, and is not raced twice.
+        app._show_candidate("cosine:T_max=2")
         await pilot.press("f")
         await app_wait_for(lambda: isinstance(app.screen, RaceScreen), pilot, timeout=60.0)
         await app_wait_for(lambda: app.screen.query(DataTable) and app.screen.query_one(DataTable).row_count, pilot)
@@ -247,7 +269,7 @@ async def test_f_without_train_step_says_what_is_missing_in_one_line() -> None:
         app.source.step(1.0)  # the step boundary where the run answers
         await pilot.pause(1.0)
         missing = "no race here: it needs lrwatch.watch(..., train_step=, batches=, model=)"
-        assert said[0].startswith("Race: continuing against every kind") and said[-1] == missing
+        assert said[0].startswith("Race: continuing against the comparison set") and said[-1] == missing
         assert not app.source.events_since(0)[-1].data.get("race") and app.source.step_index == 12 * 40 + 1
 
 

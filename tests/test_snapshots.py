@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lrwatch.app import LRWatchApp
 from lrwatch.protocol.commands import Switch
@@ -27,19 +28,45 @@ def deterministic_app(steps: int = 12 * K) -> LRWatchApp:
     return LRWatchApp(engine, None, device="cpu", clock=lambda: 0.0)
 
 
-def test_main_screen_100x30(snap_compare) -> None:
-    assert snap_compare(deterministic_app(), terminal_size=(100, 30))
+SIZES = [(80, 24), (100, 30)]
 
 
-def test_main_screen_80x24_with_candidate_preview(snap_compare) -> None:
-    assert snap_compare(deterministic_app(), press=["R"], terminal_size=(80, 24))
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "100x30"])
+def test_main_screen(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(deterministic_app(), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "100x30"])
+def test_candidate_set(snap_compare, size: tuple[int, int]) -> None:
+    """Three candidates shown together (each toggled by its key), the second marked for enter."""
+    assert snap_compare(deterministic_app(), press=["R", "C", "S", "2"], terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "100x30"])
+def test_help(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(deterministic_app(), press=["question_mark"], terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "100x30"])
+def test_range_test_result(snap_compare, size: tuple[int, int]) -> None:
+    """The LR range test's result, clipped as torch-lr-finder plots it (the blow-up that stopped it left out)."""
+    app = deterministic_app()
+    lrs = np.geomspace(1e-7, 10, 100)
+    smoothed = 2.3 - 1.6 / (1 + np.exp(-(np.log10(lrs) + 3.5) * 2)) + np.exp((np.log10(lrs) + 0.8) * 3)
+    stop = int(np.argmax(smoothed > 5 * smoothed.min())) + 1  # the test stops at 5× the best loss, as lrwatch's does
+    lrs, smoothed = lrs[:stop], smoothed[:stop]
+    app.source.record("lr_find", steepest=1e-3, min_over_10=3e-3, points=len(lrs), diverged=True,
+                      lrs=lrs.tolist(), smoothed=smoothed.tolist())  # fmt: skip
+    app.lr_find_requested = True  # as if F was pressed here
+    assert snap_compare(app, terminal_size=size)
 
 
 def test_tiny_terminal_status_line(snap_compare) -> None:
     assert snap_compare(deterministic_app(), terminal_size=(60, 16))
 
 
-def test_race_results_table_80x24(snap_compare) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "100x30"])
+def test_race_results_table(snap_compare, size: tuple[int, int]) -> None:
     """A race's results over the main screen: the table (winner marked and selected), its candidates'
     losses drawn on the loss chart from the fork, named in its legend."""
     app = deterministic_app()
@@ -58,4 +85,4 @@ def test_race_results_table_80x24(snap_compare) -> None:
                   names=[c["name"] for c in candidates])  # fmt: skip
     engine.record("race", race=1, fork=fork, horizon=horizon, keep="none", evaluated=True, best=1, awaiting=True,
                   candidates=candidates)  # fmt: skip
-    assert snap_compare(app, terminal_size=(80, 24))
+    assert snap_compare(app, terminal_size=size)

@@ -1,4 +1,4 @@
-"""What the two charts show, as :class:`~lrwatch.charts.plot.ChartSpec` values: no Textual here.
+"""What the charts show, as :class:`~lrwatch.charts.plot.ChartSpec` values: no Textual here.
 
 Every series is decimated to about two points per column before it is drawn, and the
 preview of the run ahead is computed once per timeline (and width), so a frame costs the same
@@ -12,19 +12,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lrwatch.app.axis import XAxis, planned_end, zoomed_end
 from lrwatch.charts.plot import DIM, MARKER_COLOR, NOW_COLOR, PALETTE, ChartSpec, Line
 from lrwatch.record.history import Ema, MetricHistory, decimate
 from lrwatch.schedule.timeline import Timeline
 
 APPLIED_COLOR = PALETTE[0]
 PREVIEW_COLOR = DIM
-CANDIDATE_COLORS = {"exp": 208, "cosine": 170, "cosine-restarts": 141, "step": 220}
+CANDIDATE_COLORS = (208, 170, 141, 220)  # by slot: up to four candidates at once, each its own colour
 # A race's candidates on the loss chart: none of the loss chart's own colours (raw, EMA, val).
 RACE_COLORS = {"continue": 39, "exp": 203, "cosine": 114, "cosine-restarts": 141, "step": 220}
 RAW_LOSS_COLOR = 240
 EMA_COLOR = 208
 VAL_COLOR = 170
 Y_AXIS_WIDTH = 6  # the y tick labels take about this much of the chart's width
+LOG_DECADES = 4.0  # log-y spans at most this many decades: a cosine to 0 would give most of the height to 1e-9
 
 
 SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -100,11 +102,9 @@ def column_envelope(
     return xs[starts], np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts)
 
 
-def planned_end(timeline: Timeline, step: int) -> int:
-    """The last step the x axis spans: the planned run, or a little past ``step`` when unknown."""
-    if timeline.total_steps:
-        return max(timeline.total_steps, step + 1)
-    return max(int(step * 1.25), step + 10 * timeline.steps_per_epoch)
+def candidate_color(slot: int) -> int:
+    """The colour of the candidate in ``slot`` (0–3): the order they were shown in, whatever their kind."""
+    return CANDIDATE_COLORS[slot % len(CANDIDATE_COLORS)]
 
 
 def lr_chart(
@@ -118,25 +118,28 @@ def lr_chart(
     ascii: bool,
     preview: PreviewCache | None,
     candidates: dict[str, Timeline] | None = None,
+    axis: XAxis | None = None,
 ) -> ChartSpec:
-    """Applied LRs (solid), the preview ahead (dim; none when ``preview`` is None), candidates, switch markers."""
-    k = timeline.steps_per_epoch
+    """Applied LRs (solid), the preview ahead (dim; none when ``preview`` is None), candidates (each in
+    its slot's colour), switch markers. ``axis``: the x unit (default: epochs)."""
+    axis = axis or XAxis("epochs", timeline.steps_per_epoch)
     end = planned_end(timeline, step)
     columns = plot_columns(width)
     snap = history.snapshot(points_for(columns, step, end))
-    lines = [Line(snap.steps_lr / k, snap.lr, APPLIED_COLOR, marker="*" if ascii else None)]
+    lines = [Line(axis.x(snap.steps_lr), snap.lr, APPLIED_COLOR, marker="*" if ascii else None)]
     px, py = preview.get(timeline, columns, end) if preview is not None else (np.empty(0), np.empty(0))
     ahead = px >= step
     if ahead.any():
-        x = np.concatenate([[step], px[ahead]]) / k
+        x = axis.x(np.concatenate([[step], px[ahead]]))
         y = np.concatenate([[timeline.lr_at(step)], py[ahead]])
         lines.insert(0, Line(x, y, PREVIEW_COLOR, marker="." if ascii else None))
-    for kind, candidate in (candidates or {}).items():
+    for slot, candidate in enumerate((candidates or {}).values()):
         cx, cy = preview_points(candidate, step, end, columns)
-        lines.append(Line(cx / k, cy, CANDIDATE_COLORS.get(kind, PALETTE[1]), marker="+" if ascii else None))
-    vlines = [(seg.start_step / k, MARKER_COLOR) for seg in timeline.segments[1:]]
-    vlines.append((step / k, NOW_COLOR))
-    return ChartSpec(lines, width, height, log_y=log_y, xlim=(0.0, end / k), vlines=vlines, ascii=ascii)
+        lines.append(Line(axis.x(cx), cy, candidate_color(slot), marker="+" if ascii else None))
+    vlines = [(axis.at(seg.start_step), MARKER_COLOR) for seg in timeline.segments[1:]]
+    vlines.append((axis.at(step), NOW_COLOR))
+    return ChartSpec(lines, width, height, log_y=log_y, xlim=(axis.at(0), axis.at(end)), vlines=vlines, ascii=ascii,
+                     x_suffix=axis.suffix, log_decades=LOG_DECADES)  # fmt: skip
 
 
 @dataclass
@@ -158,6 +161,47 @@ def recent_start(step: int, steps_per_epoch: int) -> int:
     return max(0, step - max(2 * steps_per_epoch, 500))
 
 
+def loss_window(timeline: Timeline, step: int, recent: bool) -> tuple[int, int]:
+    """The loss chart's steps ``(since, until)``: the recent window, or the whole run zoomed to the data
+    while it fills less than half of it (:func:`~lrwatch.app.axis.zoomed_end`)."""
+    if recent:
+        since = recent_start(step, timeline.steps_per_epoch)
+        return since, max(step, since + 1)
+    return 0, zoomed_end(planned_end(timeline, step), step)
+
+
+def smoothed_lines(
+    steps: np.ndarray,
+    values: np.ndarray,
+    ema: tuple[np.ndarray, np.ndarray],
+    *,
+    axis: XAxis,
+    lo: float,
+    hi: float,
+    columns: int,
+    color: int,
+    ascii: bool,
+) -> list[Line]:
+    """A noisy series as the monitor draws it: its per-column band (min and max, faint) and its smoothed
+    line (``ema``: steps and values, one point per column or so) in ``color``. Any metric's chart can use it;
+    ``lo``/``hi`` are the axis's limits in its unit."""
+    band_x, band_lo, band_hi = column_envelope(axis.x(steps), values, lo, hi, columns)
+    raw_marker = "." if ascii else None
+    return [
+        Line(band_x, band_hi, RAW_LOSS_COLOR, marker=raw_marker),
+        Line(band_x, band_lo, RAW_LOSS_COLOR, marker=raw_marker),
+        Line(axis.x(ema[0]), ema[1], color, marker="*" if ascii else None),
+    ]
+
+
+def ema_points(values: np.ndarray, smoothing: float, columns: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, values)``: the EMA (``smoothing`` as ``[`` ``]`` set it) of ``values[start:]``, one mean per
+    column; for a metric without a kept :class:`LossView` (its cost is one pass over ``values``)."""
+    ema = Ema(smoothing)
+    ema.extend(np.asarray(values, dtype=np.float64))
+    return ema.column_means(start, columns)
+
+
 def loss_chart(
     history: MetricHistory,
     view: LossView,
@@ -170,35 +214,32 @@ def loss_chart(
     recent: bool,
     ascii: bool,
     races: list[RaceCurves] | None = None,
+    axis: XAxis | None = None,
 ) -> ChartSpec:
     """Raw training loss (faint), its EMA (bright), validation loss per epoch, and races' candidates
     (each from its fork, in its colour: :func:`race_lines`).
 
-    The whole-run window shares the LR chart's x axis (the planned run) and its switch
-    markers, so a switch and the loss's answer to it line up.
+    The whole-run window is the LR chart's x axis (the planned run), zoomed in by halves while the run has
+    filled less than half of it (:func:`loss_window`); it has the LR chart's switch markers, so a switch and
+    the loss's answer to it line up.
     """
-    k = timeline.steps_per_epoch
+    axis = axis or XAxis("epochs", timeline.steps_per_epoch)
     view.update(history)
     columns = plot_columns(width)
-    since = recent_start(step, k) if recent else 0
-    hi = max(step, since + 1) if recent else planned_end(timeline, step)
+    since, hi = loss_window(timeline, step, recent)
     points = points_for(columns, step - since, hi - since)
     snap = history.snapshot(points, since_step=since)
     rows, ey = view.ema.column_means(history.row_of(since), max(points // 2, 2))
-    ex = history.steps_at(rows)
-    band_x, band_lo, band_hi = column_envelope(snap.steps_loss / k, snap.loss, since / k, hi / k, columns)
-    raw_marker = "." if ascii else None
-    lines = [
-        Line(band_x, band_hi, RAW_LOSS_COLOR, marker=raw_marker),
-        Line(band_x, band_lo, RAW_LOSS_COLOR, marker=raw_marker),
-        Line(ex / k, ey, EMA_COLOR, marker="*" if ascii else None),
-    ]
+    lo_x, hi_x = axis.at(since), axis.at(hi)
+    lines = smoothed_lines(snap.steps_loss, snap.loss, (history.steps_at(rows), ey), axis=axis, lo=lo_x, hi=hi_x,
+                           columns=columns, color=EMA_COLOR, ascii=ascii)  # fmt: skip
     val_steps, val_loss = snap.val.get("val_loss", (np.empty(0), np.empty(0)))
     if len(val_steps):
-        lines.append(Line(val_steps / k, val_loss, VAL_COLOR, marker="o" if ascii else None))
-    lines += race_lines(races or [], k, since, ascii)
-    vlines = [(seg.start_step / k, MARKER_COLOR) for seg in timeline.segments[1:] if seg.start_step >= since]
-    return ChartSpec(lines, width, height, log_y=log_y, xlim=(since / k, hi / k), vlines=vlines, ascii=ascii)
+        lines.append(Line(axis.x(val_steps), val_loss, VAL_COLOR, marker="o" if ascii else None))
+    lines += race_lines(races or [], axis, since, ascii)
+    vlines = [(axis.at(seg.start_step), MARKER_COLOR) for seg in timeline.segments[1:] if since <= seg.start_step <= hi]
+    return ChartSpec(lines, width, height, log_y=log_y, xlim=(lo_x, hi_x), vlines=vlines, ascii=ascii,
+                     x_suffix=axis.suffix, log_decades=LOG_DECADES)  # fmt: skip
 
 
 def race_color(name: str) -> int:
@@ -217,7 +258,7 @@ def race_curves(race: dict) -> RaceCurves:
     return int(race["fork"]), int(race["horizon"]), named
 
 
-def race_lines(races: list[RaceCurves], k: int, since: int, ascii: bool) -> list[Line]:
+def race_lines(races: list[RaceCurves], axis: XAxis, since: int, ascii: bool) -> list[Line]:
     """Each race's candidates' losses from its fork step on (those that end before ``since`` are left out)."""
     lines = []
     for fork, horizon, named in races:
@@ -226,7 +267,8 @@ def race_lines(races: list[RaceCurves], k: int, since: int, ascii: bool) -> list
         for name, x, y in named:
             if len(x):
                 steps = fork + np.asarray(x, dtype=np.float64)
-                lines.append(Line(steps / k, np.asarray(y, dtype=np.float64), race_color(name), "x" if ascii else None))
+                color = race_color(name)
+                lines.append(Line(axis.x(steps), np.asarray(y, dtype=np.float64), color, "x" if ascii else None))
     return lines
 
 

@@ -1,4 +1,5 @@
-"""The schedule keys of the monitor: switch, candidates, edit, nudge, anchor.
+"""The schedule keys of the monitor: switch, candidates, the picker, edit, nudge, anchor, the range test
+and the race.
 
 A mixin of :class:`~lrwatch.app.monitor.LRWatchApp` (its bindings are declared there, with the
 others): each key checks that schedule commands make sense for this run (:meth:`_can_switch`),
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lrwatch.app.candidates import MAX_CANDIDATES, Candidates
+from lrwatch.app.panels import cycle_note
+from lrwatch.app.picker import SchedulePicker
 from lrwatch.app.screens import LrFindScreen, RaceScreen, SpecEditor
 from lrwatch.protocol.commands import MONITOR_ONLY, EditParams, FindLr, Race, RaceEnd, Switch
 from lrwatch.protocol.events import Event
@@ -25,22 +29,31 @@ NUDGE = 1.25
 RACE_DECIDED = -2  # the race table closed because the race ended elsewhere: nothing to send
 
 
-def nudged(kind: str, value: float, up: bool) -> float:
-    """The main parameter one nudge up or down: times ×1.25; gamma moves its distance to 1 by ×1.25."""
-    if MAIN_PARAM[kind] == "gamma":
+def main_param(kind: str) -> str | None:
+    """The parameter ``+`` ``-`` nudge: the kind's length (``T_max``, ``T_0``, ``step_size``) or decay
+    (``gamma``); for another kind its first parameter. None for a kind without parameters."""
+    if kind in MAIN_PARAM:
+        return MAIN_PARAM[kind]
+    params = KINDS[kind][1] if kind in KINDS else ()
+    return params[0].name if params else None
+
+
+def nudged(name: str, value: float, up: bool) -> float:
+    """A parameter one nudge up or down: times ×1.25; a factor in (0, 1] (``gamma``, ``factor``) moves its
+    distance to 1 by ×1.25."""
+    if name in ("gamma", "factor"):
         gap = (1 - value) / NUDGE if up else (1 - value) * NUDGE
         return float(f"{min(max(1 - gap, 1e-3), 1.0):.4g}")
     return float(f"{(value * NUDGE if up else value / NUDGE):.4g}")
 
 
 class ScheduleKeys:
-    """Switch, candidate, edit, nudge and anchor actions (``e c r s``, ``E C R S v enter escape``,
-    ``: /``, ``+ -``, ``a``)."""
+    """Switch, candidate, picker, edit, nudge and anchor actions (``e c r s``, ``E C R S v 1-4 enter
+    escape``, ``p``, ``: /``, ``+ -``, ``a``), the range test (``F``) and the race (``f``)."""
 
     source: RunSource | None
-    candidates: dict[str, Timeline]
+    candidates: Candidates
     anchor: str
-    _candidate_step: int
 
     # provided by the app
     notify: Any
@@ -51,6 +64,8 @@ class ScheduleKeys:
     push_screen: Any
     screen: Any
     _redraw_now: Any
+    epochs_known: bool
+    connected: bool
 
     def _step(self) -> int:
         return int(self.source.status().step) if self.source is not None else 0
@@ -59,6 +74,9 @@ class ScheduleKeys:
         """Whether schedule commands make sense here; if not, say why."""
         if self.source is None:
             self.notify("No run yet: the training loop has not called lrwatch.watch().", severity="warning")
+            return False
+        if not self.connected:  # its timeline is not here yet: nothing to preview or switch from
+            self.notify("The run is not connected yet: nothing was sent.", severity="warning")
             return False
         status = self.source.status()
         if status.read_only:
@@ -69,6 +87,7 @@ class ScheduleKeys:
             return False
         return True
 
+    # -- the range test -------------------------------------------------------------------------
     def action_find_lr(self) -> None:
         """F: the LR range test from the run's current state, at the next step boundary; the run goes on
         from where it was. Its result opens here (``lr_find_done``)."""
@@ -91,20 +110,23 @@ class ScheduleKeys:
             self.push_screen(LrFindScreen(event.data, kind), lambda choice: self._apply_lr_find(choice, event, kind))
 
     def _apply_lr_find(self, choice: str | None, event: Event, kind: str) -> None:
+        """``enter`` on the result: its suggestion becomes a candidate (the active kind from that LR), drawn
+        beside the active schedule; one more ``enter`` applies it, as every other change."""
         steepest = event.data.get("steepest")
         if choice == "apply" and steepest and self._can_switch():
-            self.source.submit(Switch(f"{kind}:lr={steepest:.6g}", anchor="continue"))
-            self._redraw_now()
+            self._show_candidate(f"{kind}:lr={steepest:.6g}", force=True)
+            self.notify("The suggestion is a candidate now: enter applies it, escape clears it.", timeout=6)
 
+    # -- the race -------------------------------------------------------------------------------
     def action_race(self) -> None:
-        """f: race the candidates shown (or every kind, fitted) against continuing, from the next step
+        """f: race the candidates shown (or the comparison set) against continuing, from the next step
         boundary, on the same batches; the results open in the monitors attached (``race_done``)."""
         if not self._can_switch():
             return
-        specs = tuple(str(c.segments[-1].spec) for c in self.candidates.values())
+        specs = tuple(self.candidates.specs.values())
         self.race_asked = True
         self.source.submit(Race(specs, self.race_steps))
-        what = f"{len(specs)} candidate{'s' if len(specs) > 1 else ''}" if specs else "every kind"
+        what = f"{len(specs)} candidate{'s' if len(specs) > 1 else ''}" if specs else "the comparison set (v)"
         self.notify(f"Race: continuing against {what}, from the next step boundary (escape cancels) …", timeout=4)
 
     def race_running(self) -> bool:
@@ -135,42 +157,50 @@ class ScheduleKeys:
         if choice != RACE_DECIDED and self.source is not None and not self.source.status().read_only:
             self.source.submit(RaceEnd(-1 if choice is None else int(choice)))
 
-    def action_switch(self, kind: str) -> None:
+    # -- switching and candidates -----------------------------------------------------------------
+    def action_switch(self, spec: str) -> None:
         if not self._can_switch():
             return
-        self.source.submit(Switch(kind, anchor=self.anchor))
+        self.source.submit(Switch(spec, anchor=parse_spec(spec).anchor or self.anchor))
         self.candidates.clear()
         self._redraw_now()
 
-    def action_candidate(self, kind: str) -> None:
-        if not self._can_switch():
-            return
-        if set(self.candidates) == {kind}:
-            self.candidates.clear()
-        else:
-            self.candidates = {kind: self.source.timeline.switch(self._step(), kind, self.anchor)}
-            self._candidate_step = self._step()
+    def action_candidate(self, spec: str) -> None:
+        """``E C R S``, the picker's ``space``: show ``spec`` as a candidate, or hide it if shown."""
+        if self._can_switch():
+            self._show_candidate(spec)
+
+    def _show_candidate(self, spec: str, force: bool = False) -> None:
+        """Toggle ``spec`` (``force``: show it, replacing a shown one of its kind, even when four are shown)."""
+        step = self._step()
+        if self.candidates.step != step and self.candidates:
+            self.candidates.refresh(self.source.timeline, step, self.anchor)
+        kind = parse_spec(spec).kind
+        if force and (kind in self.candidates or len(self.candidates) >= MAX_CANDIDATES):
+            self.candidates.remove(kind if kind in self.candidates else self.candidates.kinds()[0])
+        why = self.candidates.toggle(spec, self.source.timeline, step, self.anchor)
+        if why:
+            self.notify(why, severity="warning")
         self._redraw_now()
 
     def action_candidate_all(self) -> None:
-        if not self._can_switch():
-            return
-        if len(self.candidates) == len(KINDS):
-            self.candidates.clear()
-        else:
-            self._refresh_candidates(self._step(), list(KINDS))
-        self._redraw_now()
+        """v: the comparison set as candidates (v again hides it)."""
+        if self._can_switch():
+            shown_before = bool(self.candidates)
+            if not self.candidates.show_comparison(self.source.timeline, self._step(), self.anchor):
+                why = "candidates cleared" if shown_before else "nothing to compare: every kind is continuing"
+                self.notify(why, timeout=3)
+            self._redraw_now()
 
-    def _refresh_candidates(self, step: int, kinds: list[str] | None = None) -> None:
-        timeline = self.source.timeline
-        self.candidates = {kind: timeline.switch(step, kind, self.anchor) for kind in (kinds or list(self.candidates))}
-        self._candidate_step = step
+    def action_mark(self, slot: int) -> None:
+        """1–4: the candidate ``enter`` applies."""
+        if self.candidates.mark(slot) is not None:
+            self._redraw_now()
 
     def action_apply_candidate(self) -> None:
-        if len(self.candidates) == 1:
-            self.action_switch(next(iter(self.candidates)))
-        elif self.candidates:
-            self.notify("Several candidates shown: press e, c, r or s to switch to one.")
+        """enter: switch to the marked candidate (the last shown, or the one picked with 1–4)."""
+        if self.candidates.marked is not None:
+            self.action_switch(self.candidates.specs[self.candidates.marked])
 
     def action_clear_candidates(self) -> None:
         if self.race_running():
@@ -179,10 +209,65 @@ class ScheduleKeys:
         self.candidates.clear()
         self._redraw_now()
 
-    def action_edit_spec(self) -> None:
+    def refresh_candidates(self, step: int) -> None:
+        """Re-fit the candidates at ``step`` (the run moved on)."""
+        if self.source is not None:
+            self.candidates.refresh(self.source.timeline, step, self.anchor)
+
+    # -- the picker -------------------------------------------------------------------------------
+    def action_pick(self) -> None:
+        """p: every kind, each previewed from now with its fitted defaults; enter switches, space shows it
+        as a candidate, : edits its spec first."""
         if not self._can_switch():
             return
+        step = self._step()
+        timeline = self.source.timeline
+        current = timeline.segment_at(step).schedule.kind
+        self.push_screen(
+            SchedulePicker(
+                list(KINDS),
+                branch=lambda kind: self.source.timeline.switch(self._step(), kind, self.anchor),
+                chart=self.picker_chart,
+                note=lambda branch: cycle_note(branch, self._step(), self.epochs_known),
+                is_candidate=lambda kind: kind in self.candidates,
+                toggle=lambda kind: self._show_candidate(kind),
+                keys={kind: key for key, kind in KIND_KEYS.items()},
+                start=current,
+            ),
+            self._after_pick,
+        )
+
+    def _after_pick(self, choice: tuple[str, str] | None) -> None:
+        if choice is None:
+            return
+        what, spec = choice
+        if what == "switch":
+            self.action_switch(spec)
+        elif what == "edit":
+            self._edit(spec)
+
+    # -- edit, nudge, anchor --------------------------------------------------------------------
+    def action_edit_spec(self) -> None:
+        if self._can_switch():
+            self._edit(str(self.source.timeline.segment_at(self._step()).spec))
+
+    def _edit(self, initial: str) -> None:
         seg = self.source.timeline.segment_at(self._step())
+
+        def timeline_for(text: str) -> tuple[Timeline, int]:
+            """What the spec typed would make of the run: an edit (same kind) or a switch, and from where."""
+            spec = parse_spec(text)
+            timeline, step = self.source.timeline, self._step()
+            if spec.kind == seg.schedule.kind and spec.anchor is None and spec.lr is None:
+                return timeline.edit(step, **spec.given()), seg.origin_step
+            return timeline.switch(step, spec, spec.anchor or self.anchor), step
+
+        def note(text: str) -> str | None:
+            try:
+                timeline, start = timeline_for(text)
+            except (SpecError, ValueError):
+                return None
+            return cycle_note(timeline, start, self.epochs_known)
 
         def done(text: str | None) -> None:
             if text is None:
@@ -192,16 +277,20 @@ class ScheduleKeys:
                 self.source.submit(EditParams(spec.params))
             else:
                 self.source.submit(Switch(text, anchor=spec.anchor or self.anchor))
+            self.candidates.clear()
             self._redraw_now()
 
-        self.push_screen(SpecEditor(str(seg.spec)), done)
+        self.push_screen(SpecEditor(initial, note=note), done)
 
     def action_nudge(self, up: bool) -> None:
         if not self._can_switch():
             return
         seg = self.source.timeline.segment_at(self._step())
-        name = MAIN_PARAM[seg.schedule.kind]
-        value = nudged(seg.schedule.kind, seg.schedule.params()[name], up)
+        name = main_param(seg.schedule.kind)
+        if name is None or name not in seg.schedule.params():
+            self.notify(f"{seg.schedule.kind} has no parameter to nudge: ':' edits its spec", severity="warning")
+            return
+        value = nudged(name, float(seg.schedule.params()[name]), up)
         try:
             seg.spec.with_params(**{name: value})
         except SpecError as exc:
@@ -215,5 +304,5 @@ class ScheduleKeys:
 
     def watch_anchor(self) -> None:
         if self.candidates:
-            self._refresh_candidates(self._step())
+            self.candidates.refresh(self.source.timeline, self._step(), self.anchor)
         self._redraw_now()

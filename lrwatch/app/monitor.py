@@ -18,35 +18,26 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 
+from lrwatch.app.axis import StepClock
+from lrwatch.app.candidates import Candidates
 from lrwatch.app.charts import (
     LossView,
     PreviewCache,
     RaceCurves,
     StepRate,
-    loss_chart,
-    lr_chart,
-    planned_end,
     race_curves,
 )
+from lrwatch.app.drawing import CHART_MIN_INTERVAL, Drawing
 from lrwatch.app.keys import ScheduleKeys
 from lrwatch.app.link import RunLink
+from lrwatch.app.runkeys import RunKeys
 from lrwatch.app.screen import MonitorScreen
-from lrwatch.app.screens import ConfirmStop, DivergenceScreen, ErrorScreen, HelpScreen
+from lrwatch.app.screens import DivergenceScreen, ErrorScreen
 from lrwatch.app.widgets import ViewScreen
 from lrwatch.live.host import Host
-from lrwatch.protocol.commands import Checkpoint, Pause, Resume, Rollback, Stop
-from lrwatch.protocol.events import LIVE_STATES, Event, RunSource, RunStatus
+from lrwatch.protocol.events import Event, RunSource
 from lrwatch.record.history import Ema
-from lrwatch.schedule.timeline import Timeline
 
-QUIT_WAIT_SECONDS = 10.0
-# New data redraws the charts at most this often (a key press, a switch or a resize at once): a full
-# redraw is ~15 KB of terminal output and, at 120×40, ~8 ms of CPU taken from training. On a larger
-# terminal a redraw costs more, so the interval stretches to keep the builds within CHART_CPU_BUDGET
-# of a core (up to CHART_MAX_INTERVAL).
-CHART_MIN_INTERVAL = 1.0
-CHART_MAX_INTERVAL = 4.0
-CHART_CPU_BUDGET = 0.01
 STATUS_INTERVAL = 1.0
 TIMER_SLACK = 0.05  # frames land a few ms early or late: "a second since" must not mean every other frame
 
@@ -63,7 +54,7 @@ class RunReady(Message):
     """A remote run's first snapshot arrived: draw now rather than at the next frame."""
 
 
-class LRWatchApp(ScheduleKeys, App):
+class LRWatchApp(Drawing, RunKeys, ScheduleKeys, App):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch"
     ENABLE_COMMAND_PALETTE = False
@@ -71,13 +62,15 @@ class LRWatchApp(ScheduleKeys, App):
     BINDINGS = [
         Binding("e", "switch('exp')", "exp"),
         Binding("c", "switch('cosine')", "cos"),
-        Binding("r", "switch('cosine-restarts')", "restarts"),
+        Binding("r", "switch('cosine-restarts')", "sgdr"),
         Binding("s", "switch('step')", "step"),
+        Binding("p", "pick", "kinds"),
         Binding("E", "candidate('exp')", "preview exp", show=False),
         Binding("C", "candidate('cosine')", "preview cosine", show=False),
         Binding("R", "candidate('cosine-restarts')", "preview restarts", show=False),
         Binding("S", "candidate('step')", "preview step", show=False),
         Binding("v", "candidate_all", "compare", show=False),
+        *(Binding(str(slot + 1), f"mark({slot})", f"mark candidate {slot + 1}", show=False) for slot in range(4)),
         Binding("enter", "apply_candidate", "apply", show=False),
         Binding("escape", "clear_candidates", "clear", show=False),
         Binding("colon,slash", "edit_spec", "edit", key_display=":"),
@@ -107,6 +100,7 @@ class LRWatchApp(ScheduleKeys, App):
         ascii_markers: bool = False,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.thread_time,
+        wall_clock: Callable[[], float] = time.time,
         notes: list[str] | None = None,
         owner: bool = True,
         race_steps: int | None = None,
@@ -126,12 +120,13 @@ class LRWatchApp(ScheduleKeys, App):
         self.ascii_markers = ascii_markers
         self.clock = clock
         self.cpu_clock = cpu_clock
+        self.wall_clock = wall_clock
+        self.step_clock = StepClock()  # wall time of the steps: the x axis in time (x)
         self.chart_interval = CHART_MIN_INTERVAL
-        self.candidates: dict[str, Timeline] = {}
+        self.candidates = Candidates()
         self.races: list[RaceCurves] = []  # the races seen: their candidates' curves stay drawn
         self._racing: list[str] = []  # the candidates of a race under way
         self.races_ended: set[int] = set()
-        self._candidate_step = -1
         self._preview = PreviewCache()
         self._loss_view = LossView(Ema(self._monitor_screen.smoothing))
         self._events_seen = 0
@@ -142,6 +137,7 @@ class LRWatchApp(ScheduleKeys, App):
         self._quitting = False
         self._leaving = False  # exit() was called: late run events and frames are dropped (the screen goes)
         self._redraw_pending = False
+        self.connected = False  # the run can be read (a remote one: its first snapshot came)
 
     # -- one app, three run sources ---------------------------------------------------------
     @classmethod
@@ -166,6 +162,10 @@ class LRWatchApp(ScheduleKeys, App):
         """The run this monitor shows (None until a script's ``lrwatch.watch()`` made it)."""
         return self.link.source
 
+    @property
+    def epochs_known(self) -> bool:
+        return self.source is None or self.source.status().epochs_known
+
     # -- the screen -------------------------------------------------------------------------
     @property
     def monitor_screen(self) -> MonitorScreen:
@@ -189,6 +189,7 @@ class LRWatchApp(ScheduleKeys, App):
     def _connect(self) -> bool:
         """The run can be drawn; else the run panel says what we wait for (:class:`RunLink`)."""
         ready, changed, message = self.link.connect()
+        self.connected = ready
         self._dirty = self._dirty or changed
         while self.link.notes:
             self.notify(self.link.notes.pop(0), severity="warning", timeout=6)
@@ -219,15 +220,23 @@ class LRWatchApp(ScheduleKeys, App):
             poll()
         for event in self.source.events_since(self._events_seen):
             self._events_seen += 1
+            self.step_clock.add(event.step, event.time)
             if event.kind == "race_end":  # known before the race's event is shown: a replay opens no table
                 self.races_ended.add(event.data.get("race"))
             self.post_message(RunEvent(event))
         status = self.source.status()
         now = self.clock()
         self.rate.add(now, status.step)
+        if status.live and not status.read_only:
+            self.step_clock.add(status.step, self.wall_clock())
+        self.update_offered()
+        if self.monitor_screen.epochs_known != status.epochs_known:
+            self.monitor_screen.epochs_known = status.epochs_known
+            self._dirty = True
         race = status.race
         racing = (race["index"], race["step"]) if race else None  # its curves grow while the step stands
-        key = (self._chart_column(status.step), self.source.timeline, status.state, racing)
+        columns = self._chart_columns(status.step)
+        key = (columns, self.source.timeline, status.state, racing, self.monitor_screen.axis_mode)
         charts_due = now - self._drawn.get("at", -1e9) >= self.chart_interval - TIMER_SLACK
         draw_charts = self._dirty or (key != self._drawn.get("key") and charts_due)
         # The run panel's numbers move every step: once a second is enough to read them, and a change
@@ -269,78 +278,10 @@ class LRWatchApp(ScheduleKeys, App):
             loss = float(d["loss"]) if d.get("loss") is not None else None
             alert = DivergenceScreen(d["at_step"], d["lr"], loss, d["cause"], d.get("rank"))
             self.push_screen(alert, self._after_divergence)
+        if event.kind == "race_end" and event.data.get("kept", -1) >= 0:
+            self.rate = StepRate()  # the kept steps arrived at once: they are no measure of steps/s
         if event.kind in ("switch", "edit", "finish", "race", "race_end"):
             self._redraw_now()
-
-    def _chart_column(self, step: int) -> int:
-        """Which chart column the run is in: the charts are redrawn when it moves, not on every frame.
-
-        The x axis spans the planned run, so new steps inside one column change nothing a redraw
-        would show but the current column; waiting for the next one costs neither the UI's CPU
-        (stolen from training) nor SSH bandwidth. The recent window scrolls, so it redraws each frame.
-        """
-        if self.monitor_screen.recent:
-            return step
-        end = planned_end(self.source.timeline, step)
-        return step * self.monitor_screen.chart_columns // max(end, 1)
-
-    def _draw_charts(self, status: RunStatus) -> None:
-        started = self.cpu_clock()
-        self._build_charts(status.step, drives_lr=status.drives_lr, race=status.race)
-        cost = self.cpu_clock() - started
-        self.chart_interval = min(max(cost / CHART_CPU_BUDGET, CHART_MIN_INTERVAL), CHART_MAX_INTERVAL)
-
-    def _build_charts(self, step: int, *, drives_lr: bool, race: dict | None = None) -> None:
-        view = self.monitor_screen
-        training = race is not None and race.get("phase") == "training"  # then the race event draws it
-        races = [*self.races, race_curves(race)] if training else self.races
-        timeline = self.source.timeline
-        history = self.source.history
-        if self.candidates and abs(step - self._candidate_step) * 200 > max(timeline.total_steps or 0, 1):
-            self._refresh_candidates(step)
-        self.monitor_screen.draw_charts(
-            lambda w, h: lr_chart(
-                history,
-                timeline,
-                step,
-                width=w,
-                height=h,
-                log_y=view.log_lr,
-                ascii=self.ascii_markers,
-                preview=self._preview if drives_lr else None,
-                candidates=self.candidates,
-            ),
-            lambda w, h: loss_chart(
-                history,
-                self._loss_view,
-                timeline,
-                step,
-                width=w,
-                height=h,
-                log_y=view.log_loss,
-                recent=view.recent,
-                ascii=self.ascii_markers,
-                races=races,
-            ),
-        )
-
-    def _titles(self) -> None:
-        names = dict.fromkeys([*(name for _, _, named in self.races for name, _, _ in named), *self._racing])
-        self.monitor_screen.titles(self.candidates, list(names))
-
-    def _update_status(self, status: RunStatus) -> None:
-        history = self.source.history
-        self.monitor_screen.show_status(
-            status,
-            rate=self.rate.per_second() if status.state == "running" else 0.0,
-            device=self.device,
-            last=history.last() or {},
-            val=history.validation()[2],
-            spec=str(self.source.timeline.segment_at(status.step).spec),
-        )
-
-    def _update_schedule(self, status: RunStatus) -> None:
-        self.monitor_screen.show_schedule(status, self.source.timeline, anchor=self.anchor, candidates=self.candidates)
 
     # -- actions ----------------------------------------------------------------------------
     def _redraw_now(self) -> None:
@@ -368,74 +309,3 @@ class LRWatchApp(ScheduleKeys, App):
         if message.smoothing:
             self._loss_view = LossView(Ema(self.monitor_screen.smoothing))
         self._redraw_now()
-
-    def _after_divergence(self, choice: str | None) -> None:
-        if self.source is None or choice is None:
-            return
-        if choice == "rollback":
-            self.source.submit(Rollback())
-            self.source.submit(Resume())
-        elif choice == "resume":
-            self.source.submit(Resume())
-        elif choice == "stop":
-            self.source.submit(Stop("divergence"))
-
-    def action_checkpoint(self) -> None:
-        if self.source is not None and not self.source.status().read_only:
-            self.source.submit(Checkpoint())
-
-    def action_pause(self) -> None:
-        if self.source is None or self.source.status().read_only:
-            return
-        state = self.source.status().state
-        self.source.submit(Resume() if state == "paused" else Pause())
-
-    def action_help(self) -> None:
-        self.push_screen(HelpScreen())
-
-    def action_detach(self) -> None:
-        """Leave the run training and give the shell back (the run is a process of its own)."""
-        detach = getattr(self.source, "detach", None)
-        if detach is None:
-            self.notify("This run trains inside this process: q stops it.", severity="warning")
-            return
-        detach()
-        self.detached = True
-        self.exit(return_code=0)
-
-    def _run_live(self) -> bool:
-        if self.source is None:
-            return self.link.training
-        return self.source.status().state in (*LIVE_STATES, "stopping")
-
-    def action_quit_run(self) -> None:
-        """Owner: stop the run at a step boundary, wait for it to flush, exit. Attached: ask first."""
-        if self._quitting or isinstance(self.screen, ConfirmStop):
-            return
-        if not self.owner and self.source is not None and self._run_live():
-            self.push_screen(ConfirmStop(), self._after_confirm)
-            return
-        self._stop_and_exit()
-
-    def _after_confirm(self, stop: bool | None) -> None:
-        if stop:
-            self._stop_and_exit()
-
-    def _stop_and_exit(self) -> None:
-        self._quitting = True
-        if self.source is not None and self.source.status().live:
-            self.source.submit(Stop("quit"))
-        deadline = self.clock() + QUIT_WAIT_SECONDS
-        closed = getattr(self.source, "closed", None)
-
-        def check() -> None:
-            if self.link.thread is not None:
-                alive = self.link.training
-            else:
-                alive = closed is not None and not closed.is_set()
-            if alive and self.clock() < deadline:
-                self.set_timer(0.05, check)
-                return
-            self.exit(return_code=1 if self.link.failed else 0)
-
-        check()

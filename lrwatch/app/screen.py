@@ -13,25 +13,25 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
-from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
+from lrwatch.app.axis import next_mode
+from lrwatch.app.candidates import Candidates
 from lrwatch.app.charts import (
     APPLIED_COLOR,
-    CANDIDATE_COLORS,
     EMA_COLOR,
     PREVIEW_COLOR,
     RAW_LOSS_COLOR,
     VAL_COLOR,
+    candidate_color,
     plot_columns,
     race_color,
 )
-from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewScreen, format_duration, progress_bar
+from lrwatch.app.panels import race_line, schedule_lines, status_lines
+from lrwatch.app.widgets import STATE_STYLES, Chart, EventLog, ViewOptions, ViewScreen
 from lrwatch.charts.plot import MARKER_COLOR, ChartSpec, color_hex
-from lrwatch.protocol.commands import MONITOR_ONLY, TAKE_OVER
 from lrwatch.protocol.events import Event, RunStatus
-from lrwatch.run.gpu import gpu_lines
-from lrwatch.schedule.timeline import DEFAULT_REMAINING_EPOCHS, Timeline
+from lrwatch.schedule.timeline import Timeline
 
 LR_LEGEND = (
     f"[{color_hex(APPLIED_COLOR)}]━ applied[/] [{color_hex(PREVIEW_COLOR)}]━ ahead[/] "
@@ -39,32 +39,28 @@ LR_LEGEND = (
 )
 LOSS_LEGEND = f"[{color_hex(RAW_LOSS_COLOR)}]━ raw[/] [{color_hex(EMA_COLOR)}]━ ema[/] [{color_hex(VAL_COLOR)}]━ val[/]"
 MakeSpec = Callable[[int, int], ChartSpec]
-
-
-def race_line(race: dict[str, Any]) -> Text:
-    """``race 1: 2/5 exp 120/468 · ETA 0:42 · esc cancels``: a race under way (two lines in a side panel)."""
-    if race.get("phase") != "training":
-        return Text(f"race {race['race']}: results ready, waiting for a choice", style="bold #e0a000")
-    where = f"{race['index'] + 1}/{race['n']} {race['name']} {race['step']}/{race['horizon']}"
-    eta = format_duration(race["eta"])
-    return Text(f"race {race['race']}: {where} · ETA {eta} · esc cancels", style="bold #e0a000")
+EVENTS_MIN_LINES = 3  # the events panel keeps at least this many lines, whatever the schedule panel shows
+BORDER_ROWS = 2
 
 
 class MonitorScreen(ViewScreen):
-    """The main screen: the layout, the panels and the view keys (log axes, smoothing, the loss window).
+    """The main screen: the layout, the panels and the view keys (log axes, smoothing, the loss window,
+    the x axis).
 
     Below 90 columns the side panels narrow; below 70×20 they give way to one status line above the
     charts (``narrow`` and ``tiny`` classes, see ``lrwatch.tcss``). The run keys live on the app.
     """
 
-    BINDINGS = [Binding("w", "toggle_window", "window", show=False)]
+    BINDINGS = [
+        Binding("w", "toggle_window", "window", show=False),
+        Binding("x", "cycle_axis", "x axis", show=False),
+    ]
 
-    recent: reactive[bool] = reactive(False, init=False)  # the loss window: whole run ↔ the last two epochs
-
-    def __init__(self) -> None:
-        super().__init__(id="monitor")
+    def __init__(self, options: ViewOptions | None = None) -> None:
+        super().__init__(options=options, id="monitor")
         self._panels: dict[str, Text] = {}
         self._fitted: Size | None = None
+        self.epochs_known = True  # the run counts epochs (else the x axis has no epochs to offer)
 
     def compose(self) -> ComposeResult:
         yield Static(id="statusline")
@@ -76,18 +72,35 @@ class MonitorScreen(ViewScreen):
                 yield Static(id="status")
                 yield Static(id="schedule")
                 yield EventLog(id="events")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#status").border_title = "run"
         self.query_one("#schedule").border_title = "schedule"
         self.query_one("#events").border_title = "events"
 
-    def action_toggle_window(self) -> None:
-        self.recent = not self.recent
+    @property
+    def recent(self) -> bool:
+        return self.options.recent
 
-    def watch_recent(self) -> None:
+    def action_toggle_window(self) -> None:
+        self.options.recent = not self.options.recent
         self.post_message(self.ViewChanged())
+
+    def action_cycle_axis(self) -> None:
+        self.options.axis = next_mode(self.axis_mode, self.epochs_known)
+        self.post_message(self.ViewChanged())
+        self.app.notify(f"x axis: {self.axis_name}", timeout=2)
+
+    @property
+    def axis_mode(self) -> str:
+        """The x axis in use: epochs fall back to steps on a run without epochs."""
+        mode = self.options.axis
+        return "steps" if mode == "epochs" and not self.epochs_known else mode
+
+    @property
+    def axis_name(self) -> str:
+        return {"epochs": "epochs", "steps": "steps", "time": "wall time"}[self.axis_mode]
 
     # -- layout -----------------------------------------------------------------------------
     def fit(self, size: Size) -> bool:
@@ -105,6 +118,11 @@ class MonitorScreen(ViewScreen):
         """Plot columns of the LR chart (the x axis's resolution)."""
         return plot_columns(self.query_one("#lr-chart", Chart).content_size.width)
 
+    def _panel_width(self, selector: str) -> int:
+        """The text width of a side panel: its content's, or what the CSS gives it before the first layout."""
+        width = self.query_one(selector).content_size.width
+        return width if width > 0 else (26 if self.has_class("narrow") else 32)
+
     # -- what it shows ----------------------------------------------------------------------
     def show_message(self, message: Text) -> None:
         """A line in the run panel while there is no run to show (starting, failed)."""
@@ -118,14 +136,18 @@ class MonitorScreen(ViewScreen):
         self.query_one("#lr-chart", Chart).draw(lr)
         self.query_one("#loss-chart", Chart).draw(loss)
 
-    def titles(self, candidates: Any, race_names: list[str] | None = None) -> None:
-        """The charts' titles: the view options, and the legend (or the candidates shown; a race's)."""
+    def titles(self, candidates: Candidates, race_names: list[str] | None = None, *, zoomed: bool = False) -> None:
+        """The charts' titles: the view options and the x axis, and the legend (or the candidates shown;
+        a race's). ``zoomed``: the whole-run loss chart shows the part of the run done so far."""
+        axis = "" if self.axis_mode == "epochs" else f" · x {self.axis_name}"
         lr = self.query_one("#lr-chart", Chart)
-        lr.border_title = "learning rate" + (" · log" if self.log_lr else "")
-        shown = " ".join(f"[{color_hex(CANDIDATE_COLORS[k])}]━ {k}[/]" for k in candidates)
+        lr.border_title = "learning rate" + (" · log" if self.log_lr else "") + axis
+        shown = " ".join(
+            f"[{color_hex(candidate_color(slot))}]━ {kind}[/]" for slot, kind in enumerate(candidates.kinds())
+        )
         lr.border_subtitle = shown or LR_LEGEND
         loss = self.query_one("#loss-chart", Chart)
-        window = "recent" if self.recent else "whole run"
+        window = "recent" if self.recent else ("so far" if zoomed else "whole run")
         loss.border_title = f"loss · ema {self.smoothing:g} · {window}" + (" · log" if self.log_loss else "")
         race = " ".join(f"[{color_hex(race_color(name))}]━ {name}[/]" for name in race_names or ())
         loss.border_subtitle = f"{LOSS_LEGEND} · race {race}" if race else LOSS_LEGEND
@@ -133,64 +155,33 @@ class MonitorScreen(ViewScreen):
     def show_status(
         self, status: RunStatus, *, rate: float, device: str, last: dict[str, float], val: dict[str, Any], spec: str
     ) -> None:
-        """The run panel (state, epoch and step, progress, rate and ETA, LR and loss, validation, run dir),
-        and the one-line status in the tiny layout."""
-        state = status.state
-        label, style = STATE_STYLES.get(state, (state, ""))
-        step, total, k = status.step, status.total_steps, status.steps_per_epoch
-        width = max(self.query_one("#status").content_size.width, 10)
-        where = device or status.device or ""
-        if status.ranks > 1:
-            where = f"{where} · rank 0 of {status.ranks}" if where else f"rank 0 of {status.ranks}"
-        lines = [Text.assemble((label, style), "  ", (where, "dim"))]
-        lines += [Text(line, style="dim") for line in gpu_lines(status.gpu)]
-        epochs = f"{total / k:g}" if total else "?"
-        where_in_run = f"epoch {step / k:.1f}/{epochs} · step {step:,}" if status.epochs_known else f"step {step:,}"
-        lines.append(Text(where_in_run))
-        if total:
-            lines.append(progress_bar(step / total, width - 5) + Text(f" {100 * step / total:3.0f}%"))
-        eta = (total - step) / rate if total and rate > 0 else float("nan")
-        lines.append(Text(f"{rate:,.0f} steps/s  ETA {format_duration(eta)}" if state == "running" else ""))
-        lines.append(Text(f"lr {status.lr:.4g}  loss {last.get('loss', float('nan')):.4f}"))
-        if status.race:
-            lines.append(race_line(status.race))
-        if len(val.get("val_loss", ())):
-            acc = val.get("val_acc")
-            acc_text = f"  acc {100 * acc[-1]:.1f}%" if acc is not None and len(acc) else ""
-            lines.append(Text(f"val {val['val_loss'][-1]:.4f}{acc_text}"))
-        if status.run_dir:
-            lines.append(Text(status.run_dir, style="dim", overflow="ellipsis", no_wrap=True))
-        self._set_panel("#status", Text("\n").join(lines))
+        """The run panel, and the one-line status in the tiny layout."""
+        width = self._panel_width("#status")
+        self._set_panel("#status", Text("\n").join(status_lines(status, rate=rate, device=device, last=last, val=val,
+                                                                 width=width)))  # fmt: skip
         if self.has_class("tiny"):
-            at = f"ep {step / k:.1f}/{epochs}" if status.epochs_known else f"step {step:,}"
+            label, style = STATE_STYLES.get(status.state, (status.state, ""))
+            k = status.steps_per_epoch
+            total = f"{status.total_steps / k:g}" if status.total_steps else "?"
+            at = f"ep {status.step / k:.1f}/{total}" if status.epochs_known else f"step {status.step:,}"
             compact = Text.assemble((label, style), f"  {at}  lr {status.lr:.3g}  ")
             compact.append_text(race_line(status.race) if status.race else Text(spec, style="bold"))
             self._set_panel("#statusline", compact)
 
-    def show_schedule(
-        self, status: RunStatus, timeline: Timeline, *, anchor: str, candidates: dict[str, Timeline]
-    ) -> None:
-        """The schedule panel: the active spec, since when and from which LR, its PyTorch line, the next
-        switch's anchor, the candidates shown."""
-        if not status.drives_lr:
-            self._set_panel("#schedule", Text(TAKE_OVER if status.takes_over else MONITOR_ONLY, style="yellow"))
-            return
-        seg = timeline.segment_at(status.step)
-        k = timeline.steps_per_epoch
-        since = f"since epoch {seg.start_step / k:.4g}" if seg.start_step else "from the start"
-        lines = [
-            Text(str(seg.spec), style="bold"),
-            Text(f"{since}, from lr {seg.base_lr:.4g}", style="dim"),
-            Text(seg.schedule.torch_line(), style="#8fbcbb"),
-            Text.assemble("next switch: ", ("restart from initial LR" if anchor == "base" else "continue", "bold")),
-        ]
-        if timeline.total_steps is None:  # the preview cannot know where the run ends
-            unknown = f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} epochs ahead"
-            lines.insert(1, Text(unknown, style="yellow"))
-        if candidates:
-            names = ", ".join(str(c.segments[-1].spec) for c in candidates.values())
-            hint = "enter applies" if len(candidates) == 1 else "press e/c/r/s to switch"
-            lines.append(Text.assemble(("candidate: ", "#e0a000"), names, (f" · {hint}", "dim")))
+    def schedule_budget(self) -> int | None:
+        """Lines the schedule panel may take: the side column less the run panel and the events panel's
+        minimum (None before the first layout)."""
+        side = self.query_one("#side").size.height
+        if side <= 0:
+            return None
+        status = self._panels.get("#status")
+        status_rows = (status.plain.count("\n") + 1 if status is not None else 7) + BORDER_ROWS
+        return max(side - status_rows - (EVENTS_MIN_LINES + BORDER_ROWS) - BORDER_ROWS, 2)
+
+    def show_schedule(self, status: RunStatus, timeline: Timeline, *, anchor: str, candidates: Candidates) -> None:
+        """The schedule panel (:func:`~lrwatch.app.panels.schedule_lines`), within its budget of lines."""
+        lines = schedule_lines(status, timeline, anchor=anchor, candidates=candidates,
+                               width=self._panel_width("#schedule"), height=self.schedule_budget())  # fmt: skip
         self._set_panel("#schedule", Text("\n").join(lines))
 
     def _set_panel(self, selector: str, text: Text) -> None:

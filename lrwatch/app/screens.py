@@ -1,11 +1,13 @@
-"""Modal screens: help, the spec editor, the error report, the divergence alert, the LR range test,
+"""Modal screens: the spec editor, the error report, the divergence alert, the LR range test,
 a race's results."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,32 +20,7 @@ from lrwatch.charts.plot import MARKER_COLOR, PALETTE, ChartSpec, Line
 from lrwatch.record.console import lr_text
 from lrwatch.schedule.spec import SpecError, parse_spec
 
-HELP = """\
-[b]Switch the schedule[/b] (lands at the next step boundary; the preview changes at once)
-  [b]e[/b] exponential   [b]c[/b] cosine   [b]r[/b] cosine restarts (SGDR)   [b]s[/b] step decay
-  [b]E C R S[/b]  show that schedule as a candidate from now, without switching
-  [b]v[/b]        show every kind as a candidate       [b]enter[/b] apply the shown candidate
-  [b]escape[/b]   clear candidates
-  [b]a[/b]        anchor for switches: continue from the current LR ↔ restart from the initial LR
-[b]Tune the active schedule[/b]
-  [b]:[/b] or [b]/[/b]    edit the spec, e.g. cosine:T_max=30,eta_min=1e-4 (same kind: edit; other kind: switch)
-  [b]+ -[/b]      nudge the main parameter (gamma, T_max, T_0, step_size)
-[b]View[/b]
-  [b]l[/b] log-y on the LR chart   [b]L[/b] log-y on the loss chart   [b]w[/b] loss window: whole run ↔ recent
-  [b]\\[ ][/b]  less / more EMA smoothing of the loss
-[b]Run[/b]
-  [b]space[/b] pause / resume    [b]k[/b] save a checkpoint (continue later with --resume RUN_DIR)
-  [b]F[/b] LR range test from here (enter then starts the schedule from its suggestion)
-  [b]f[/b] race the candidates shown (or every kind) against continuing, from here, on the same batches;
-      escape cancels it; at the end enter keeps the selected one, escape restores the run as it was
-  [b]q[/b] stop at a step boundary (saving a checkpoint when it can), flush the run directory and quit
-      (in a monitor that attached to the run, q asks first: y stops the run)
-  [b]d[/b] detach: the shell prompt comes back, training goes on (lrwatch attach brings the monitor back)
-  [b]?[/b] this help
-
-Specs: exp:gamma=G[,decay_steps=D]  cosine:T_max=T[,eta_min=E]
-       cosine-restarts:T_0=T[,T_mult=M][,eta_min=E]  step:step_size=N[,gamma=G]   (times in epochs)
-Press escape or ? to close."""
+SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's plot(skip_start=10, skip_end=5)
 
 
 class Modal(ModalScreen):
@@ -57,22 +34,16 @@ class Modal(ModalScreen):
         self.close(None)
 
 
-class HelpScreen(Modal):
-    BINDINGS = [Binding("escape,question_mark,q", "close", "close")]
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll(id="help-box"):
-            yield Static(HELP, id="help-text")
-
-
 class SpecEditor(Modal):
-    """An input for a schedule spec; a bad spec is refused with its reason and nothing changes."""
+    """An input for a schedule spec; a bad spec is refused with its reason and nothing changes. Under it,
+    while the spec parses, one line on what follows its cycle when that ends before the run (``note``)."""
 
     BINDINGS = [Binding("escape", "close", "cancel")]
 
-    def __init__(self, initial: str) -> None:
+    def __init__(self, initial: str, note: Callable[[str], str | None] | None = None) -> None:
         super().__init__()
         self.initial = initial
+        self.note = note
 
     def compose(self) -> ComposeResult:
         with Vertical(id="editor-box"):
@@ -80,16 +51,23 @@ class SpecEditor(Modal):
             yield Input(value=self.initial, id="spec-input")
             yield Static("", id="spec-error")
 
+    def on_mount(self) -> None:
+        self._show_note(self.initial)
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
         try:
             spec = parse_spec(event.value)
         except SpecError as exc:
-            self.query_one("#spec-error", Static).update(f"[red]{exc}[/red]")
+            self.query_one("#spec-error", Static).update(Text(str(exc), style="red"))
             return
         self.close(str(spec))
 
-    def on_input_changed(self, _event: Input.Changed) -> None:
-        self.query_one("#spec-error", Static).update("")
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._show_note(event.value)
+
+    def _show_note(self, text: str) -> None:
+        note = self.note(text) if self.note is not None else None
+        self.query_one("#spec-error", Static).update(Text(f"⚠ {note}", style="yellow") if note else "")
 
 
 class DivergenceScreen(Modal):
@@ -155,28 +133,49 @@ class ConfirmStop(Modal):
         self.close(event.key == "y")
 
 
-class LrFindScreen(Modal):
-    """The LR range test's result: smoothed loss against log₁₀ lr, the two suggestions; ``enter`` switches
-    the active schedule to start from the steepest one, ``escape`` leaves the run as it is."""
+def clipped_curve(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The range test's curve as ``torch-lr-finder``'s ``plot()`` draws it: the first :data:`SKIP_START` and
+    last :data:`SKIP_END` batches left out (the start is noise, the end the blow-up that stopped the test),
+    where enough remain; ``(lrs, smoothed, first, last)`` with the batches kept (1-based, inclusive)."""
+    n = min(len(lrs), len(smoothed))
+    start, end = (SKIP_START, n - SKIP_END) if n >= SKIP_START + SKIP_END + 2 else (0, n)
+    return lrs[start:end], smoothed[start:end], start + 1, end
 
-    BINDINGS = [Binding("enter", "choose('apply')", "apply"), Binding("escape", "close", "leave")]
+
+class LrFindScreen(Modal):
+    """The LR range test's result: smoothed loss against log₁₀ lr (clipped as ``torch-lr-finder`` plots it;
+    ``l`` log-y), the two suggestions; ``enter`` makes the steepest one a candidate (one more ``enter`` on
+    the main screen applies it), ``escape`` leaves the run as it is."""
+
+    BINDINGS = [
+        Binding("enter", "choose('apply')", "candidate"),
+        Binding("l", "toggle_log", "log-y"),
+        Binding("escape", "close", "leave"),
+    ]
 
     def __init__(self, result: dict, kind: str) -> None:
         super().__init__()
         self.result, self.kind = result, kind
+        self.log_y = False
 
     def compose(self) -> ComposeResult:
         d = self.result
         steepest = d.get("steepest")
-        apply = f"[b]enter[/b] switch to {self.kind} from lr {lr_text(steepest)}   " if steepest else ""
-        stopped = ", stopped when the loss passed 5× its best" if d.get("diverged") else ""
+        apply = f"[b]enter[/b] {self.kind} from it as a candidate · " if steepest else ""
+        stopped = ", stopped at 5× its best loss" if d.get("diverged") else ""
+        lrs = np.asarray(d.get("lrs", []), float)
+        _, _, first, last = clipped_curve(lrs, np.asarray(d.get("smoothed", []), float))
+        shown = f"batches {first}–{last} (as torch-lr-finder plots them)" if len(lrs) else "no batches"
         with Vertical(id="lr-find-box"):
-            yield Static(f"[b]LR range test[/b]: {d.get('points', 0)} batches{stopped}. Smoothed loss over log₁₀ lr:")
+            yield Static(
+                f"[b]LR range test[/b]: {d.get('points', 0)} batches{stopped}\n"
+                f"[dim]smoothed loss over lr, {shown}[/dim]",
+                id="lr-find-title",
+            )
             yield Chart(id="lr-find-chart")
             yield Static(
-                f"suggested lr [b]{lr_text(steepest)}[/b] (steepest descent) · "
-                f"{lr_text(d.get('min_over_10'))} (min/10)\n"
-                f"{apply}[b]escape[/b] leave the run as it is (it goes on from where it was either way)"
+                f"suggested lr [b]{lr_text(steepest)}[/b] (steepest descent) · {lr_text(d.get('min_over_10'))} "
+                f"(min/10)\n{apply}[b]l[/b] log-y · [b]escape[/b] close"
             )
 
     def on_mount(self) -> None:
@@ -185,8 +184,15 @@ class LrFindScreen(Modal):
     def on_resize(self) -> None:
         self.call_after_refresh(self._draw)
 
+    def action_toggle_log(self) -> None:
+        self.log_y = not self.log_y
+        self._draw()
+
     def _draw(self) -> None:
         lrs, smoothed = np.asarray(self.result.get("lrs", []), float), np.asarray(self.result.get("smoothed", []))
+        lrs, smoothed, _, _ = clipped_curve(lrs, smoothed)
+        keep = lrs > 0
+        lrs, smoothed = lrs[keep], smoothed[keep]
         if not len(lrs):
             return
         x = np.log10(lrs)
@@ -194,7 +200,9 @@ class LrFindScreen(Modal):
         marks = [(float(np.log10(steepest)), MARKER_COLOR)] if steepest else []
         span = (float(x[0]), float(x[-1]) if x[-1] > x[0] else float(x[0]) + 1)
         self.query_one("#lr-find-chart", Chart).draw(
-            lambda w, h: ChartSpec([Line(x, smoothed, PALETTE[1])], w, h, xlim=span, vlines=marks)
+            lambda w, h: ChartSpec(
+                [Line(x, smoothed, PALETTE[1])], w, h, xlim=span, vlines=marks, log_y=self.log_y, x_log=True
+            )
         )
 
     def action_choose(self, choice: str) -> None:
@@ -218,16 +226,14 @@ class RaceScreen(Modal):
         by = "val loss" if d.get("evaluated") else "train loss (no evaluate= given)"
         with Vertical(id="race-box"):
             yield Static(
-                f"[b]Race {d.get('race')}[/b]: {len(self.candidates)} candidates × {d.get('horizon')} steps from "
-                f"step {d.get('fork', 0):,}, on the same batches; ranked by {by}"
+                f"[b]Race {d.get('race')}[/b] · {len(self.candidates)} candidates × {d.get('horizon')} steps from "
+                f"step {d.get('fork', 0):,} · ranked by {by}"
             )
             yield DataTable(id="race-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="race-torch")
             yield Static(
-                f"[dim]Short horizons favour lower LRs (Wu et al. 2018): weigh a small Δ against H = "
-                f"{d.get('horizon')} steps.[/dim]\n"
-                "[b]↑↓[/b] select  [b]enter[/b] keep it: go on from its end state  "
-                "[b]escape[/b] restore the run as it was"
+                f"[dim]A short horizon favours lower LRs (Wu et al. 2018): H = {d.get('horizon')} steps.[/dim]\n"
+                "[b]↑↓[/b] select · [b]enter[/b] keep it (go on from its end) · [b]escape[/b] restore the run"
             )
 
     def on_mount(self) -> None:

@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
-from textual.reactive import reactive
 from textual.screen import Screen
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Static
 
 from lrwatch.app.charts import next_smoothing
+from lrwatch.app.textfit import tail_lines
 from lrwatch.charts.plot import ChartSpec, render_rows
 from lrwatch.protocol.events import Event
 from lrwatch.record.console import describe
 
 
-class ViewScreen(Screen):
-    """A screen with the two charts' view keys, shared by the monitor and ``lrwatch view``.
+@dataclass
+class ViewOptions:
+    """How the charts are drawn, shared by every screen of one app (the main screen, a metrics view):
+    a key changes it on one screen and every chart follows."""
 
-    A key flips a reactive of the screen; its ``watch_*`` method posts :class:`ViewChanged`, which
-    bubbles to the app, and the app redraws (no action has to remember to).
+    log_lr: bool = False
+    log_loss: bool = False
+    smoothing: float = 0.9  # the EMA's (0 … 0.999), for every smoothed chart
+    axis: str = "epochs"  # the x axis: epochs, steps or time (falls back to steps on a run without epochs)
+    recent: bool = False  # the loss chart's window: whole run ↔ the last two epochs
+
+
+class ViewScreen(Screen):
+    """A screen with the charts' view keys, shared by the monitor and ``lrwatch view``.
+
+    A key changes the app's :class:`ViewOptions` and posts :class:`ViewChanged`, which bubbles to the
+    app, and the app redraws (no action has to remember to).
     """
 
     BINDINGS = [
@@ -35,34 +47,42 @@ class ViewScreen(Screen):
         Binding("right_square_bracket", "smoothing(1)", "smoother", show=False),
     ]
 
-    log_lr: reactive[bool] = reactive(False, init=False)
-    log_loss: reactive[bool] = reactive(False, init=False)
-    smoothing: reactive[float] = reactive(0.9, init=False)  # the loss EMA's (0 … 0.999)
-
     class ViewChanged(Message):
-        """A view option changed: redraw. ``smoothing``: the loss EMA must be rebuilt first."""
+        """A view option changed: redraw. ``smoothing``: the EMAs must be rebuilt first."""
 
         def __init__(self, *, smoothing: bool = False) -> None:
             super().__init__()
             self.smoothing = smoothing
 
+    def __init__(self, *, options: ViewOptions | None = None, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.options = options if options is not None else ViewOptions()
+
+    @property
+    def log_lr(self) -> bool:
+        return self.options.log_lr
+
+    @property
+    def log_loss(self) -> bool:
+        return self.options.log_loss
+
+    @property
+    def smoothing(self) -> float:
+        return self.options.smoothing
+
     def action_toggle_log_lr(self) -> None:
-        self.log_lr = not self.log_lr
+        self.options.log_lr = not self.options.log_lr
+        self.post_message(self.ViewChanged())
 
     def action_toggle_log_loss(self) -> None:
-        self.log_loss = not self.log_loss
+        self.options.log_loss = not self.options.log_loss
+        self.post_message(self.ViewChanged())
 
     def action_smoothing(self, direction: int) -> None:
-        self.smoothing = next_smoothing(self.smoothing, direction)
-
-    def watch_log_lr(self) -> None:
-        self.post_message(self.ViewChanged())
-
-    def watch_log_loss(self) -> None:
-        self.post_message(self.ViewChanged())
-
-    def watch_smoothing(self) -> None:
-        self.post_message(self.ViewChanged(smoothing=True))
+        smoothing = next_smoothing(self.options.smoothing, direction)
+        if smoothing != self.options.smoothing:
+            self.options.smoothing = smoothing
+            self.post_message(self.ViewChanged(smoothing=True))
 
 
 class Chart(Widget):
@@ -135,22 +155,35 @@ STATE_STYLES = {
 }
 
 
-class EventLog(Static):
-    """The last events, newest at the bottom: switches, edits, pauses, errors, rejected commands."""
+class EventLog(Widget):
+    """The last events, newest at the bottom: switches, edits, pauses, errors, rejected commands.
+
+    Laid out when drawn, at the size it has then, from the newest up: the newest event always shows,
+    whatever happened to the panel's height since it came (a candidate list above it grew, a resize).
+    """
+
+    DEFAULT_CSS = "EventLog { height: 1fr; }"
+    KEPT = 50
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
+        super().__init__(id=id)
         self.lines: list[Text] = []
 
     def add(self, event: Event) -> None:
         line = describe_event(event)
         if line is not None:
             self.lines.append(line)
-            del self.lines[:-50]
-            self.update(Text("\n").join(self.lines[-self.visible_lines() :]))
+            del self.lines[: -self.KEPT]
+            self.refresh()
 
-    def visible_lines(self) -> int:
-        return max(self.content_size.height, 1)
+    def render(self) -> Text:
+        width, height = self.content_size.width, self.content_size.height
+        return Text("\n").join(tail_lines(self.lines, max(width, 1), max(height, 1)))
+
+    @property
+    def shown(self) -> str:
+        """What the panel shows now, as plain text (for tests)."""
+        return self.render().plain
 
 
 def describe_event(event: Event) -> Text | None:

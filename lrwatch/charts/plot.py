@@ -63,6 +63,9 @@ class ChartSpec:
     log_y: bool = False
     vlines: list[tuple[float, int]] = field(default_factory=list)
     ascii: bool = False
+    x_suffix: str = ""  # after each x tick label: "m" on a wall-time axis in minutes
+    log_decades: float | None = None  # log-y: the axis spans at most this many decades below the top
+    x_log: bool = False  # x is log10 of the value: ticks at whole decades, labelled with the value (1e-4, 0.01)
 
 
 def compact(value: float) -> str:
@@ -173,6 +176,8 @@ def frame_of(chart: ChartSpec) -> Frame:
     ys = [np.asarray(line.y, dtype=np.float64) for line in chart.lines]
     positive = np.concatenate([y[np.isfinite(y) & (y > 0)] for y in ys] or [np.empty(0)])
     floor = float(positive.min()) if positive.size else 1e-12
+    if chart.log_decades is not None and positive.size:  # a decay to 0 would spend the height on its last steps
+        floor = max(floor, float(positive.max()) * 10.0**-chart.log_decades)
     lo_y, hi_y = math.inf, -math.inf
     series = []
     for line in chart.lines:
@@ -193,7 +198,12 @@ def frame_of(chart: ChartSpec) -> Frame:
     lo_x, hi_x = chart.xlim
     if hi_x <= lo_x:
         hi_x = lo_x + 1
-    xt = nice_ticks(lo_x, hi_x, max(2, width // 12))
+    if chart.x_log:
+        first_x, last_x = math.ceil(lo_x), math.floor(hi_x)
+        every_x = max(1, math.ceil((last_x - first_x + 1) / max(2, width // 12)))
+        xt = [float(k) for k in range(first_x, last_x + 1, every_x)] or [lo_x, hi_x]
+    else:
+        xt = nice_ticks(lo_x, hi_x, max(2, width // 12))
     y_count = max(2, min(6, height // 3))
     if chart.log_y:
         first, last = max(math.ceil(lo_y), -307), min(math.floor(hi_y), 307)
@@ -205,9 +215,8 @@ def frame_of(chart: ChartSpec) -> Frame:
     else:
         yt = nice_ticks(lo_y, hi_y, y_count)
         ylabels = [compact(v) for v in yt]
-    return Frame(
-        width, height, (lo_x, hi_x), (lo_y, hi_y), xt, [compact(v) for v in xt], yt, ylabels, series, chart.vlines
-    )
+    xlabels = [compact(10**v if chart.x_log else v) + chart.x_suffix for v in xt]
+    return Frame(width, height, (lo_x, hi_x), (lo_y, hi_y), xt, xlabels, yt, ylabels, series, chart.vlines)
 
 
 def text_chart(

@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -349,16 +349,27 @@ class Engine:
             self.reject(command, on_done, "a race is running: escape (or lrwatch send RUN_DIR race-end) ends it")
         return None
 
-    def keep_branch(self, timeline: Timeline | None, rows: list[tuple[float, float]], **why: Any) -> None:
+    def keep_branch(
+        self,
+        timeline: Timeline | None,
+        rows: list[tuple[float, float]],
+        epochs: Iterable[tuple[int, dict[str, float]]] = (),
+        **why: Any,
+    ) -> None:
         """A race's kept candidate: from the fork (this step) on, ``timeline`` (None: unchanged, a logged
-        switch otherwise), and its ``(lr, loss)`` rows become the run's next steps. Switches scripted
-        inside them land at the step after (visibly, as one given for the past)."""
+        switch otherwise), and its ``(lr, loss)`` rows become the run's next steps, with the validation rows
+        of the epochs that ended among them (``(steps done, metrics)``). Switches scripted inside them land
+        at the step after (visibly, as one given for the past)."""
         fork = self.step_index
         if timeline is not None:
             self.set_timeline(timeline)
             self.emit_switch(**why)
+        ends = dict(epochs)
         for i, (lr, loss) in enumerate(rows):
             self._record(fork + i, lr, loss, watch_loss=False)
+            if fork + i + 1 in ends:
+                self.step_index = fork + i + 1
+                self.end_epoch(**ends[fork + i + 1])
         self.step_index = end = fork + len(rows)
         self.steps_taken += len(rows)
         self.commands.postpone(fork, end)

@@ -31,7 +31,8 @@ import numpy as np
 from lrwatch.protocol.commands import MAX_RACE_CANDIDATES, Command, Race, RaceEnd, Stop
 from lrwatch.record.rundir import write_race_rows
 from lrwatch.run.checkpoints import HostState, tensor_bytes
-from lrwatch.schedule.spec import KINDS, SpecError, parse_spec
+from lrwatch.schedule.choices import comparison_horizon, comparison_specs, same_as
+from lrwatch.schedule.spec import SpecError, parse_spec
 from lrwatch.schedule.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class Candidate:
     diverged: bool = False
     seconds: float = 0.0
     end: HostState | None = None
+    epochs: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # evaluations at epoch ends inside
 
     @property
     def val_loss(self) -> float:
@@ -102,14 +104,22 @@ class Candidate:
 
 
 def candidates_for(timeline: Timeline, fork: int, specs: Iterable[str]) -> list[Candidate]:
-    """Continuing first, then each spec switched in at the fork (none given: every kind, fitted)."""
+    """Continuing first, then each spec switched in at the fork (none given: the comparison set,
+    :func:`~lrwatch.schedule.choices.comparison_specs`). A spec that is the same schedule as continuing or
+    an earlier candidate (its LRs over the rest of the run: :func:`~lrwatch.schedule.choices.same_as`) is
+    not raced twice."""
     seg = timeline.segment_at(fork)
     out = [Candidate("continue", str(seg.spec), timeline, seg.schedule.torch_line())]
-    for text in list(specs) or list(KINDS):
+    horizon = comparison_horizon(timeline, fork)
+    for text in list(specs) or comparison_specs(timeline, fork):
         spec = parse_spec(text)  # SpecError: one line, nothing changes
         branch = timeline.switch(fork, spec)
+        if any(same_as(branch, c.timeline, fork, horizon) for c in out):
+            continue
         new = branch.segments[-1]
         out.append(Candidate(spec.kind, str(new.spec), branch, new.schedule.torch_line()))
+    if len(out) == 1:
+        raise SpecError("nothing to race: every candidate is the schedule in force (continuing)")
     if len(out) > MAX_RACE_CANDIDATES:
         raise SpecError(f"a race takes at most {MAX_RACE_CANDIDATES} candidates (continuing included)")
     return out
@@ -230,13 +240,19 @@ class RaceRun:
         self.snapshot.load(self.model, self.optimizer)
         groups = self.engine.control.groups_for(candidate.timeline)
         started = time.monotonic()
-        for step, batch in zip(range(self.fork, self.fork + self.horizon), self.batches(self.fork), strict=False):
+        end, k = self.fork + self.horizon, candidate.timeline.steps_per_epoch
+        # An epoch that ends inside the race is evaluated there, as the loop would have: a kept candidate's
+        # run then has that epoch's validation row (the race's own end is the loop's to evaluate).
+        epoch_ends = self.engine.epochs_known and self.evaluate is not None
+        for step, batch in zip(range(self.fork, end), self.batches(self.fork), strict=False):
             candidate.lrs.append(groups.set(step))
             loss = self.train_step(batch)
             candidate.losses.append(float(loss.detach().item() if hasattr(loss, "detach") else loss))
             if not math.isfinite(candidate.losses[-1]):
                 candidate.diverged = True
                 break
+            if epoch_ends and (step + 1) % k == 0 and step + 1 < end:
+                candidate.epochs.append((step + 1, _metrics(self.evaluate())))
             ended = self._poll(wait=0.0)
             if ended is not None:
                 return ended
@@ -307,7 +323,7 @@ class RaceRun:
             kept = self.candidates[keep]
             kept.end.load(self.model, self.optimizer)
             rows = list(zip(kept.lrs, kept.losses, strict=True))
-            engine.keep_branch(kept.timeline if keep else None, rows, requested=kept.spec, reason="race")
+            engine.keep_branch(kept.timeline if keep else None, rows, kept.epochs, requested=kept.spec, reason="race")
         else:
             self.snapshot.load(self.model, self.optimizer)
         why = "stop" if isinstance(command, Stop) else "cancelled" if cancelled else "kept" if keep >= 0 else "restored"
