@@ -53,8 +53,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("lrwatch serve: needs textual-serve (pip install 'lrwatch[serve]')", file=sys.stderr)
         return EXIT_USAGE
     if args.run_dir is not None and not (args.run_dir / "run.json").is_file():
-        print(f"lrwatch serve: {args.run_dir} is not a run directory (no run.json)", file=sys.stderr)
-        return EXIT_USAGE
+        from lrwatch.live.starting import STARTING_NOTE, starting_record
+
+        if starting_record(args.run_dir) is None:
+            print(f"lrwatch serve: {args.run_dir} is not a run directory (no run.json)", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"lrwatch serve: {args.run_dir} is {STARTING_NOTE}; each tab waits for it", flush=True)
     if not 0 < args.port < 65536:
         print(f"lrwatch serve: --port must be 1..65535 (got {args.port})", file=sys.stderr)
         return EXIT_USAGE
