@@ -177,7 +177,8 @@ class MonitorScreen(ViewScreen):
             return
         seg = timeline.segment_at(status.step)
         k = timeline.steps_per_epoch
-        since = f"since epoch {seg.start_step / k:.4g}" if seg.start_step else "from the start"
+        since = f"since epoch {seg.start_step / k:.4g}" if status.epochs_known else f"since step {seg.start_step:,}"
+        since = since if seg.start_step else "from the start"
         lines = [
             Text(str(seg.spec), style="bold"),
             Text(f"{since}, from lr {seg.base_lr:.4g}", style="dim"),
@@ -185,7 +186,8 @@ class MonitorScreen(ViewScreen):
             Text.assemble("next switch: ", ("restart from initial LR" if anchor == "base" else "continue", "bold")),
         ]
         if timeline.total_steps is None:  # the preview cannot know where the run ends
-            unknown = f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} epochs ahead"
+            unit = "epochs" if status.epochs_known else "steps"  # without epochs, an epoch is one step
+            unknown = f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} {unit} ahead"
             lines.insert(1, Text(unknown, style="yellow"))
         if candidates:
             names = ", ".join(str(c.segments[-1].spec) for c in candidates.values())

@@ -87,7 +87,7 @@ class RunWriter:
 
     def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         values = ",".join(_num(metrics[k]) if k in metrics else "" for k in self.val_names)
-        self._rows.append(f"{step},{_num(epoch)},,,{values}\n")
+        self._rows.append(f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,,{values}\n")  # no epochs: empty
         self.flush()
 
     def add_event(self, event: Event) -> None:
