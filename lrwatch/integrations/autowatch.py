@@ -52,6 +52,7 @@ import lrwatch
 from lrwatch.integrations.takeover import TakenOver, schedulers_of
 from lrwatch.live.host import current_host
 from lrwatch.run.checkpoints import save_state_file
+from lrwatch.run.monitor import run_state
 
 
 class RunStopped(BaseException):
@@ -151,7 +152,7 @@ class AutoWatch:
         torch.autograd.backward = self._saved["backward"]
         torch.utils.data.DataLoader.__iter__ = self._saved["iter"]
         if self.monitor is not None:
-            self._save_state()  # whatever ended the script: --resume continues from here
+            self._save_state(self.monitor.engine)  # whatever ended the script: --resume continues from here
         elif not self.declined and kind is None:
             print(
                 "lrwatch run: the script never called optimizer.step() (nor lrwatch.watch()): nothing to watch",
@@ -182,19 +183,30 @@ class AutoWatch:
         steps_per_epoch = self.steps_per_epoch or self.loader_length  # None: unknown, the x axis counts steps
         total = (steps_per_epoch or 1) * self.epochs if self.epochs else total_from_schedulers(optimizer)
         counted = optimizer_step_count(optimizer) if self.resume is not None else None
-        self.monitor = lrwatch.watch(
-            optimizer,
-            steps_per_epoch=steps_per_epoch,
-            total_steps=total,
-            drive_lr=False,
-            take_over=True,
-            resume=self.resume,
-            resume_step=self.resume_step if self.resume_step is not None else counted,
-            config={"hooked": True, "steps_per_epoch_from": self._source_of_epoch()},
-        )
+        host = current_host()
+        chained = host.on_engine
+
+        def before_first_step(engine: Any) -> None:  # commands that waited for this step are applied next
+            if engine.run_dir is not None:
+                engine.checkpointer = lambda _reason: self._save_state(engine)  # k, send checkpoint, stops
+            if chained is not None:
+                chained(engine)
+
+        host.on_engine = before_first_step
+        try:
+            self.monitor = lrwatch.watch(
+                optimizer,
+                steps_per_epoch=steps_per_epoch,
+                total_steps=total,
+                drive_lr=False,
+                take_over=True,
+                resume=self.resume,
+                resume_step=self.resume_step if self.resume_step is not None else counted,
+                config={"hooked": True, "steps_per_epoch_from": self._source_of_epoch()},
+            )
+        finally:
+            host.on_engine = chained
         engine = self.monitor.engine
-        if engine.run_dir is not None:
-            engine.checkpointer = self._save_state  # k, send checkpoint, every stop: lrwatch's own state
         if not (self.steps_per_epoch or self.loader_length):
             self.monitor.warn("steps per epoch unknown (no DataLoader with a length): the x axis counts steps")
         if self.resume is not None and self.resume_step is None and counted is None:
@@ -280,15 +292,15 @@ class AutoWatch:
         else:
             self._taken.report()
 
-    def _save_state(self, _reason: str = "end") -> Path | None:
+    @staticmethod
+    def _save_state(engine: Any) -> Path | None:
         """``RUN_DIR/lrwatch_state.json``: the step, the timeline, the switches to come (the model is the
         script's to save). A failed write is a warning: it never ends training."""
-        engine = self.monitor.engine
         if engine.run_dir is None:
             return None
         try:
-            return save_state_file(engine.run_dir, self.monitor.state_dict())
+            return save_state_file(engine.run_dir, run_state(engine))
         except (OSError, ValueError) as exc:
             with contextlib.suppress(Exception):
-                self.monitor.warn(f"lrwatch's state was not saved ({exc})")
+                engine.warn(f"lrwatch's state was not saved ({exc})")
             return None
