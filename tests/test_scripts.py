@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ import numpy as np
 from lrwatch.record.rundir import read_metric_rows
 from lrwatch.run.checkpoints import recorded_state
 from lrwatch.schedule.timeline import Timeline
-from tests.test_live import CLI, ENV, events, lrwatch, wait_for
+from tests.test_live import CLI, ENV, events, lrwatch, run_pid, wait_for
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 ONE_THREAD = {**ENV, "OMP_NUM_THREADS": "1"}  # tiny models: on 2 shared cores, more threads only contend
@@ -137,7 +139,17 @@ def test_a_detached_script_is_listed_and_steered_before_its_first_step(tmp_path:
         capture_output=True, text=True, timeout=60, env=ONE_THREAD, cwd=tmp_path,
     )  # fmt: skip
     assert detached.returncode == 0, detached.stderr
-    assert time.monotonic() - started < 5.0  # it answers well before the script's first step
+    try:
+        steer_before_the_first_step(run_dir, time.monotonic() - started)
+    finally:
+        if (run_dir / "live.json").exists():  # a failed check must not leave the run paused for ever
+            os.kill(run_pid(run_dir), signal.SIGTERM)
+    lrs = [r[2] for r in steps(run_dir)]
+    assert np.allclose(lrs, Timeline.start("cosine:T_max=20", lr=get_lr(0), steps_per_epoch=1).lrs(np.arange(6)))
+
+
+def steer_before_the_first_step(run_dir: Path, took: float) -> None:
+    assert took < 5.0  # it answers well before the script's first step
     (row,) = [r for r in json.loads(lrwatch("ls", "--json").stdout) if r["run_dir"] == str(run_dir.resolve())]
     assert row["state"] == "starting" and row["epoch"] is None
     assert "(before the script's first optimizer step)" in lrwatch("ls").stdout
@@ -156,8 +168,6 @@ def test_a_detached_script_is_listed_and_steered_before_its_first_step(tmp_path:
     out, err = view.communicate(timeout=30)
     assert view.returncode == 0 and "starting" in err and "run:" in out, (out, err)
     wait_for(lambda: not (run_dir / "live.json").exists(), "the run to end", 60)
-    lrs = [r[2] for r in steps(run_dir)]
-    assert np.allclose(lrs, Timeline.start("cosine:T_max=20", lr=get_lr(0), steps_per_epoch=1).lrs(np.arange(6)))
 
 
 def test_a_stop_before_the_first_step_ends_the_script_at_once(tmp_path: Path) -> None:
