@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -195,3 +196,41 @@ def test_demo_detach_answers_send_as_soon_as_it_returns(tmp_path: Path) -> None:
     assert paused.returncode == 0 and json.loads(paused.stdout)["event"] == "pause", paused.stderr
     assert lrwatch("send", str(run_dir), "stop").returncode == 0
     wait_for(lambda: not (run_dir / "live.json").exists(), "the run to end", 30)
+
+
+def test_a_starting_run_answers_queues_commands_and_hands_them_to_its_engine(tmp_path: Path) -> None:
+    """In one process: the server of a starting run, then the engine it adopts (``Host.attach`` does that)."""
+    from lrwatch.live.client import RemoteRunSource, RunClient
+    from lrwatch.live.host import Host
+    from lrwatch.live.starting import starting_record
+    from lrwatch.protocol.commands import Switch
+    from lrwatch.run.engine import Engine
+    from tests.conftest import FakeOptimizer
+
+    host = Host(run_dir=tmp_path, log=None)
+    host.serve_early()
+    record = host.early.record
+    assert starting_record(tmp_path) == record  # live, no run.json yet: what view and serve wait for
+    client = RunClient(record.socket, kind="send")
+    assert client.status().state == "starting"
+    monitor = RemoteRunSource.of_path(record.socket).start()
+    wait_for(lambda: monitor.status().state == "starting", "the monitor to hear the run is starting")
+    answers: list[dict] = []
+    sender = threading.Thread(target=lambda: answers.append(client.command(Switch("exp:gamma=0.5"))))
+    sender.start()
+    time.sleep(0.3)
+    assert not answers and not monitor.ready.is_set()  # both wait for the first step
+    timeline = Timeline.start("cosine", lr=0.02, steps_per_epoch=1)
+    engine = Engine(FakeOptimizer(0.02), timeline, run_dir=tmp_path, drive_lr=False, take_over=True)
+    server = host.attach(engine)
+    assert server is not None and server.record == record  # the same socket, now the engine's
+    engine.begin()  # the first step's boundary: the switch that waited lands at step 0, from the LR set then
+    sender.join(10)
+    assert answers[0]["event"]["event"] == "switch" and answers[0]["event"]["step"] == 0
+    assert answers[0]["event"]["base_lr"] == 0.02 and engine.control.took_over_at == 0
+    assert monitor.ready.wait(10)  # its snapshot, then the switch's timeline
+    wait_for(lambda: monitor.timeline.segments[-1].spec.kind == "exp", "the monitor to see the switch")
+    assert starting_record(tmp_path) is None
+    client.close()
+    engine.finish()
+    assert monitor.closed.wait(10)
