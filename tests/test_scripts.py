@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lrwatch.record.rundir import read_metric_rows
 from lrwatch.run.checkpoints import recorded_state
@@ -110,6 +111,8 @@ def test_a_switch_takes_sequential_lr_over_and_get_last_lr_tells_the_truth(tmp_p
     lrwatch_next = [*lrs[32::8], expected[-1] * 0.5 ** (1 / 8)]
     assert np.allclose(seen["last_lr"][3:], lrwatch_next, rtol=1e-12)
     assert seen["private_last_lr"][3:] == seen["last_lr"][3:]
+    saved = torch.load(str(tmp_path / "s.json") + ".pt", weights_only=True)  # the script's checkpoint, as it was
+    assert saved["scheduler"]["_last_lr"][0] == lrwatch_next[-1] and "step" not in saved["scheduler"]
     messages = [e.get("message", "") for e in events(run_dir)]
     assert any("SequentialLR (LinearLR, CosineAnnealingLR) no longer sets the LR" in m for m in messages), messages
 
@@ -158,6 +161,7 @@ def steer_before_the_first_step(run_dir: Path, took: float) -> None:
                             stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
     paused = lrwatch("send", str(run_dir), "pause")  # waits for the first step's boundary
     assert paused.returncode == 0 and json.loads(paused.stdout)["step"] == 0, paused.stderr
+    assert "is starting; the command waits for its first optimizer step" in paused.stderr
     switched = lrwatch("send", str(run_dir), "switch", "cosine:T_max=20")
     event = json.loads(switched.stdout)
     assert switched.returncode == 0 and event["step"] == 0 and event["base_lr"] == get_lr(0)  # what the script set

@@ -289,7 +289,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         _say(f"lrwatch send: {exc}")
         return EXIT_NO_RUN
     try:
-        epochs = client.status().epochs_known  # a run without epochs: its line says the step only
+        status = client.status()
+        epochs = status.epochs_known  # a run without epochs: its line says the step only
+        if status.state == STARTING:
+            _say(f"lrwatch send: {args.run_dir} is starting; the command waits for its first optimizer step")
         answer = client.command(command, timeout=args.timeout)
     except (OSError, ConnectionError, ValueError) as exc:
         _say(f"lrwatch send: no answer from the run ({exc or type(exc).__name__})")

@@ -4,10 +4,11 @@
 first switch. From then on lrwatch sets the LR before every ``optimizer.step()``; the scheduler object would
 go on computing LRs nobody applies, and the script's own reports (``scheduler.get_last_lr()``, a
 ``ReduceLROnPlateau``'s halvings) would lie. So, as the HF integration does with the Trainer's scheduler,
-every scheduler of that optimizer is taken over on that one object: its ``step()`` does nothing, and its
-``get_last_lr()`` and ``_last_lr`` report the LR lrwatch set (:meth:`TakenOver.report`, at every step
-boundary). A warning says what was taken over: the schedulers by name, or, with none, the LR the script
-sets by hand (``param_group["lr"] = ...``, as nanoGPT's ``get_lr`` does), overridden before every step.
+every scheduler of that optimizer is taken over, that one object only: its ``step()`` does nothing, and
+its ``get_last_lr()`` and ``_last_lr`` report the LR lrwatch set (:meth:`TakenOver.report`, at every step
+boundary); its ``state_dict()`` stays its own, so the script's checkpoints save and load as before. A
+warning says what was taken over: the schedulers by name, or, with none, the LR the script sets by hand
+(``param_group["lr"] = ...``, as nanoGPT's ``get_lr`` does), overridden before every step.
 
 PyTorch keeps no list of an optimizer's schedulers; each holds ``scheduler.optimizer``. They are found by
 ``gc.get_referrers`` (what refers to the optimizer, and what holds that), once per take-over.
@@ -15,6 +16,7 @@ PyTorch keeps no list of an optimizer's schedulers; each holds ``scheduler.optim
 
 from __future__ import annotations
 
+import copyreg
 import gc
 from typing import Any
 
@@ -47,29 +49,57 @@ def scheduler_names(schedulers: list[Any]) -> str:
     return ", ".join(names)
 
 
-def _no_step(*_args: Any, **_kwargs: Any) -> None:
-    """A taken-over scheduler's ``step``: lrwatch sets the LR now."""
+class _TakenOver:
+    """Mixed into a taken-over scheduler's class: ``step()`` does nothing, ``get_last_lr()`` reads the LR
+    lrwatch set in each param group (as PyTorch's own reads its ``_last_lr``)."""
+
+    _lrwatch_taken_over = True
+
+    def step(self, *_args: Any, **_kwargs: Any) -> None:
+        """lrwatch sets the LR now: the scheduler no longer does."""
+
+    def get_last_lr(self) -> list[Any]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def __reduce_ex__(self, _protocol: Any) -> Any:
+        """Pickled (``torch.save(scheduler)``) as its own PyTorch class, which is what it is again on load:
+        pickle's own protocol-0 reduction (``copyreg._reconstructor``), which loads without lrwatch."""
+        return copyreg._reconstructor, (_original(type(self)), object, None), dict(self.__dict__)
+
+
+_classes: dict[type, type] = {}
+
+
+def _original(cls: type) -> type:
+    return next(base for base in cls.__mro__[1:] if base is not _TakenOver)
+
+
+def _taken_over_class(cls: type) -> type:
+    """``cls`` with :class:`_TakenOver`'s methods first; same name, so the script's logs read as before."""
+    if cls not in _classes:
+        _classes[cls] = type(cls.__name__, (_TakenOver, cls), {"__qualname__": cls.__qualname__})
+    return _classes[cls]
 
 
 class TakenOver:
-    """The script's schedulers of ``optimizer``, silenced: ``step()`` does nothing, ``get_last_lr()`` reports
-    the LR lrwatch set (each param group's, as PyTorch's does)."""
+    """The script's schedulers of ``optimizer``, taken over: ``step()`` does nothing, ``get_last_lr()`` and
+    ``_last_lr`` report the LR lrwatch set (each param group's, as PyTorch's do).
+
+    The methods are replaced by giving each scheduler object a subclass of its own class (``__class__``),
+    not by setting them on the instance: PyTorch's ``state_dict()`` is the instance's ``__dict__``, which a
+    script saves in its checkpoints, and must hold nothing but the scheduler's own state."""
 
     def __init__(self, optimizer: Any) -> None:
         self.optimizer = optimizer
         self.schedulers = schedulers_of(optimizer)
         for scheduler in self.schedulers:
-            scheduler.step = _no_step  # on this object only: the class and other schedulers are untouched
-            scheduler.get_last_lr = self.lrs
+            if not getattr(scheduler, "_lrwatch_taken_over", False):
+                scheduler.__class__ = _taken_over_class(type(scheduler))
         self.report()
 
-    def lrs(self) -> list[Any]:
-        """What ``get_last_lr()`` returns now: the LR lrwatch set in each param group."""
-        return [group["lr"] for group in self.optimizer.param_groups]
-
     def report(self) -> None:
-        """Keep ``_last_lr`` (read by scripts and by PyTorch's own ``state_dict``) equal to lrwatch's LR."""
-        lrs = self.lrs()
+        """Keep ``_last_lr`` (read by scripts, saved by ``state_dict()``) equal to lrwatch's LR."""
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
         for scheduler in self.schedulers:
             scheduler._last_lr = list(lrs)
 

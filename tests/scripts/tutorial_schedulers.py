@@ -2,8 +2,9 @@
 
 ``sys.argv[1]``: ``sequential`` (``SequentialLR(LinearLR warmup, CosineAnnealingLR)``) or ``plateau``
 (``ReduceLROnPlateau`` on a validation loss that stops improving: its target is noise). Each epoch prints
-``scheduler.get_last_lr()``. Lines marked ``# seen`` record, in ``sys.argv[2]``, the LR each optimizer step
-used and what ``get_last_lr()`` said after each epoch's ``scheduler.step()``.
+``scheduler.get_last_lr()`` and saves a checkpoint with the scheduler's state (``sys.argv[2]`` + ``.pt``).
+Lines marked ``# seen`` record, in ``sys.argv[2]``, the LR each optimizer step used and what
+``get_last_lr()`` said after each epoch's ``scheduler.step()``.
 """
 
 import json
@@ -45,6 +46,8 @@ for epoch in range(epochs):
     else:
         scheduler.step()
     print(f"Epoch {epoch}, val loss {val_loss:.4f}, lr {scheduler.get_last_lr()[0]:.6f}")
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    torch.save(checkpoint, report + ".pt")
     seen["last_lr"].append(scheduler.get_last_lr()[0])  # seen
     seen["private_last_lr"].append(scheduler._last_lr[0])  # seen
     with open(report, "w") as f:  # seen
