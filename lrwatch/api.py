@@ -26,7 +26,7 @@ from typing import Any
 from lrwatch.live.host import current_host
 from lrwatch.protocol.commands import Switch
 from lrwatch.record.rundir import default_run_dir, read_metric_rows
-from lrwatch.run.checkpoints import WeightsSnapshot, load_checkpoint, load_state, parse_state, set_rng_state
+from lrwatch.run.checkpoints import WeightsSnapshot, load_resume_state, load_state, parse_state, set_rng_state
 from lrwatch.run.distributed import RankSync, join_ranks
 from lrwatch.run.divergence import DivergencePolicy
 from lrwatch.run.engine import Engine
@@ -55,6 +55,7 @@ def watch(
     val_names: Sequence[str] = ("val_loss", "val_acc"),
     checkpoint_every: float | None = None,
     resume: str | Path | None = None,
+    resume_step: int | None = None,
     extra_state: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     train_step: Callable[[Any], Any] | None = None,
@@ -80,7 +81,11 @@ def watch(
         take_over: with ``drive_lr=False``: the first switch hands the LR to lrwatch, which from then on
             sets it before every ``optimizer.step()``, whatever the loop's own scheduler does.
         switches: ``"EPOCH:SPEC"`` switches applied when the run gets there, as key presses would be.
-        resume: a run directory with a checkpoint: restore model, optimizer, timeline, step, RNG states.
+        resume: a run directory with a checkpoint: restore model, optimizer, timeline, step, RNG states. One
+            with lrwatch's state only (``lrwatch_state.json``: a script that saves its own model) restores
+            the timeline and step; the script loads its model and optimizer itself.
+        resume_step: the step the loop goes on from, when it is not the one lrwatch saved (the script's own
+            checkpoint is older): the run directory's rows from there on are dropped, the timeline is kept.
         extra_state: more things to checkpoint: ``torch.Generator`` or anything with ``state_dict``.
         train_step, batches: for lrwatch to run steps itself (:meth:`Monitor.find_lr`): ``train_step(batch)``
             does forward, backward and ``optimizer.step()`` and returns the loss; ``batches(start_step)``
@@ -101,10 +106,16 @@ def watch(
     epochs_known = steps_per_epoch is not None
     steps_per_epoch = steps_per_epoch or 1
     total = total_steps if total_steps is not None else (steps_per_epoch * epochs if epochs else None)
-    scripted = [parse_switch(text) for text in switches]
+    given = list(host.switches)  # lrwatch run --schedule/--switch: the command line's, after the script's own
+    if host.schedule is not None and take_over and not drive_lr:
+        given.insert(0, f"0:{host.schedule}")  # a script lrwatch only watched: taken over at its first step
+    elif host.schedule is not None:
+        schedule = host.schedule
+    scripted = [parse_switch(text) for text in (*switches, *given)]
     if resume is not None:
-        state = load_checkpoint(resume)
+        state = load_resume_state(resume)
         start_step, saved_timeline, saved_switches = parse_state(state["lrwatch"])
+        start_step = start_step if resume_step is None else int(resume_step)
         timeline = replace(saved_timeline, total_steps=total)
         directory = resume
     else:
@@ -139,8 +150,13 @@ def watch(
     if resume is not None:
         if model is not None and state["model"] is not None:
             model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if state["rng"] is not None:
+            set_rng_state(state["rng"])
+        drives_from = state["lrwatch"].get("drives_from")
+        if take_over and not drive_lr and drives_from is not None:
+            engine.control.hand_over_at = int(drives_from)  # lrwatch had taken the LR over there
         for name, obj in monitor.extra_state.items():
             if name in state["extra"]:
                 load_state(obj, state["extra"][name])

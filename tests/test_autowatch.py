@@ -69,7 +69,7 @@ def test_a_plain_script_is_watched_step_by_step(tmp_path: Path) -> None:
 
 
 def test_a_switch_takes_the_lr_over_and_stop_ends_the_script(tmp_path: Path) -> None:
-    child = run_script(tmp_path, epochs=40, pause=0.01)
+    child = run_script(tmp_path, epochs=400, pause=0.01)  # long enough that the stop finds it running
     run_dir = tmp_path / "run"
     try:
         wait_for(lambda: (run_dir / "live.json").exists() and len(rows(run_dir)) > 20, "the script to step")

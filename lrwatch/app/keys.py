@@ -82,6 +82,9 @@ class ScheduleKeys:
         if status.read_only:
             self.notify("A read-only view of a run: nothing to switch.", severity="warning")
             return False
+        if status.state == "starting":  # no timeline yet (lrwatch send RUN_DIR switch SPEC queues one)
+            self.notify("The run is starting: switch once its first optimizer step is taken.", severity="warning")
+            return False
         if not status.drives_lr and not status.takes_over:
             self.notify(MONITOR_ONLY, severity="warning")
             return False

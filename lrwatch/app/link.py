@@ -77,6 +77,8 @@ class RunLink:
             if source.failure is not None and (ended := source.fallback()) is not None:
                 self.source = ended  # it ended before we connected: its run directory, read-only
                 return True, True, None
+            if source.failure is None and source.status().state == "starting":
+                return False, changed, Text("the run is starting: waiting for its first optimizer step …", style="dim")
             if source.failure is None:
                 return False, changed, Text("starting the run, connecting to it …", style="dim")
             return False, changed, Text(f"✖ {source.failure}\n{source.detail()}", style="bold red")

@@ -123,7 +123,8 @@ def schedule_lines(
         since = f"since {where(seg.origin_step, k, known)}" if seg.origin_step else "from the start"
     blocks.add(90, f"{since} · lr {seg.base_lr:.4g}", style="dim")
     if timeline.total_steps is None:  # the preview cannot know where the run ends
-        blocks.add(85, f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} epochs ahead", style=NOTE_STYLE)
+        unit = "epochs" if known else "steps"  # without epochs, an epoch is one step
+        blocks.add(85, f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} {unit} ahead", style=NOTE_STYLE)
     blocks.add(40, seg.schedule.torch_line(), style=TORCH_STYLE)
     note = cycle_note(timeline, seg.origin_step, known)
     if note:

@@ -144,6 +144,7 @@ def format_duration(seconds: float) -> str:
 
 
 STATE_STYLES = {
+    "starting": ("○ starting", "dim"),
     "created": ("○ starting", "dim"),
     "running": ("● running", "bold green"),
     "paused": ("‖ paused", "bold yellow"),

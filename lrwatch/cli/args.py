@@ -51,6 +51,15 @@ def switch_arg(text: str) -> SwitchAt:
     return SwitchAt(epoch, parse_spec(spec))
 
 
+def switch_text(text: str) -> str:
+    """``EPOCH:SPEC`` as given (whatever :func:`parse_switch` accepts), checked now; applied by ``watch()``."""
+    try:
+        parse_switch(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _positive(kind: type) -> callable:
     what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
 
@@ -157,7 +166,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script", help="a Python training script; one that never calls lrwatch.watch() is hooked")
     run.add_argument("--headless", action="store_true", help="no UI; lrwatch's lines go to stderr")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
-    run.add_argument("--resume", type=_run_dir_arg, default=None, metavar="RUN_DIR", help="continue a run")
+    run.add_argument(
+        "--resume",
+        type=_run_dir_arg,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run in its run directory: from its checkpoint, or (a script that saves its own) at the "
+        "step its optimizer's state counts; --schedule/--switch given now become new switches",
+    )
+    run.add_argument(
+        "--resume-step",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="with --resume: the step the script resumes at, when its optimizer counts none (SGD)",
+    )
+    run.add_argument(
+        "--schedule",
+        type=spec_arg,
+        default=None,
+        metavar="SPEC",
+        help="the schedule from the first step (a script lrwatch only watches: it takes the LR over there; "
+        "default: the script's own)",
+    )
+    run.add_argument(
+        "--switch",
+        type=switch_text,
+        action="append",
+        default=[],
+        metavar="EPOCH:SPEC",
+        help="switch to SPEC at EPOCH (repeatable), exactly as a key press would",
+    )
     run.add_argument(
         "--nproc-per-node",
         type=_positive(int),
@@ -250,6 +289,12 @@ def _add_ui_args(p: argparse.ArgumentParser, *, live: bool = True) -> None:
         )
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a step >= 0 (got {text!r})")
+    return int(text)
+
+
 def _run_dir_arg(text: str) -> Path:
     from lrwatch.record.rundir import run_dir_problem
 
@@ -259,12 +304,13 @@ def _run_dir_arg(text: str) -> Path:
     return Path(text)
 
 
-def check_resumable(run_dir: Path | None) -> None:
-    """Refuse a bad checkpoint before anything starts (``CheckpointError``: one line, exit 2)."""
+def check_resumable(run_dir: Path | None, *, own_checkpoints: bool = False) -> None:
+    """Refuse a bad checkpoint before anything starts (``CheckpointError``: one line, exit 2).
+    ``own_checkpoints``: the script saves its model itself (``lrwatch run``): lrwatch's state is enough."""
     if run_dir is not None:
-        from lrwatch.run.checkpoints import load_checkpoint
+        from lrwatch.run.checkpoints import load_checkpoint, load_resume_state
 
-        load_checkpoint(run_dir)
+        (load_resume_state if own_checkpoints else load_checkpoint)(run_dir)
 
 
 def _add_output_args(p: argparse.ArgumentParser, *, default_format: str) -> None:

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from lrwatch.live.launch import (
     source_for_child,
     spawn_run,
 )
-from lrwatch.live.sockets import is_stale, live_runs, run_alive, unpublish
+from lrwatch.live.sockets import is_stale, live_runs, record_of_run_dir, run_alive, unpublish
+from lrwatch.live.starting import STARTING
 from lrwatch.protocol.commands import (
     RACE_KEEP,
     Checkpoint,
@@ -48,6 +50,7 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_NO_RUN = 3
 SEND_TIMEOUT_SECONDS = 60.0
+ANSWER_WAIT_SECONDS = 60.0  # --detach: a run answers in about a second (its socket is served before torch loads)
 SEND_COMMANDS = (
     "switch SPEC | edit KEY=VALUE[,KEY=VALUE...] | pause | resume | stop | checkpoint | find-lr | "
     "race [SPEC ...] [--keep none|best] [--race-steps N] | race-end [N]"
@@ -95,11 +98,20 @@ def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir:
     """Start the run process; then either show its monitor here (owner), or return (``--detach``)."""
     child = spawn_run(command, argv, run_dir)
     if args.detach:
+        started = time.monotonic()
+        if not answers_send(child, run_dir):  # so that `lrwatch ... --detach && lrwatch send RUN_DIR ...` works
+            code = child.poll()
+            if code is None:
+                _say(f"lrwatch: the run (pid {child.pid}) has not answered in {ANSWER_WAIT_SECONDS:g} s; "
+                     f"see {run_dir / LOG_NAME}")  # fmt: skip
+                return 1
+            _say(f"lrwatch: the run ended at once (status {code}):\n{log_tail(run_dir)}")
+            return code or 1
         print(f"lrwatch {command}: training in the background (pid {child.pid}); run dir {run_dir}")
         print(f"  output: {run_dir / LOG_NAME}")
         print(f"  watch:  {attach_line(run_dir)}")
         try:
-            code = child.wait(DETACH_WAIT_SECONDS)  # a run that fails at once says so here
+            code = child.wait(max(0.0, DETACH_WAIT_SECONDS - (time.monotonic() - started)))  # one that fails at once
         except subprocess.TimeoutExpired:
             return 0
         _say(f"lrwatch: the run ended at once (status {code}):\n{log_tail(run_dir)}")
@@ -115,6 +127,26 @@ def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir:
     except subprocess.TimeoutExpired:
         _say(f"lrwatch: the run (pid {child.pid}) is still stopping; {attach_line(run_dir)}")
         return 0
+
+
+def answers_send(child: subprocess.Popen, run_dir: Path) -> bool:
+    """Wait until the run ``child`` serves its socket and answers a ``status`` (as ``send`` would reach it);
+    ``False`` if it ended first or took longer than :data:`ANSWER_WAIT_SECONDS`."""
+    deadline = time.monotonic() + ANSWER_WAIT_SECONDS
+    while child.poll() is None and time.monotonic() < deadline:
+        record = record_of_run_dir(run_dir)
+        if record is not None and child.pid in (record.pid, record.launcher):
+            try:
+                client = RunClient(record.socket, kind="ls", timeout=2.0)
+                try:
+                    client.status()
+                    return True
+                finally:
+                    client.close()
+            except (RunGone, OSError, ValueError):
+                pass
+        time.sleep(0.05)
+    return False
 
 
 # -- attach -----------------------------------------------------------------------------------
@@ -181,12 +213,16 @@ def run_rows() -> list[dict[str, Any]]:
                 client.close()
             shown = ("state", "step", "epoch", "epochs_known", "schedule", "clients", "total_steps")
             row.update({k: getattr(status, k) for k in shown})
+            if not status.epochs_known:
+                row["epoch"] = None  # steps only: an epoch here would be one step
+            if status.state == STARTING:
+                row.update(step=None, note="starting (before the script's first optimizer step)")
         except (RunGone, OSError, ValueError) as exc:
             row.update(state="not answering", step=None, clients=None, error=str(exc))
         rows.append(row)
     for record in stale:
         step = steps_done(record.run_dir)
-        note = lost_text(step)
+        note = f"{lost_text(step)}; its live record was removed"
         rows.append({**record.to_dict(), "stale": True, "state": "lost", "step": step, "clients": None, "note": note})
     return rows
 
@@ -256,7 +292,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(line)
     for row in rows:
         if row.get("note"):
-            print(f"{_short_path(row['run_dir'])}: {row['note']}; its live record was removed")
+            print(f"{_short_path(row['run_dir'])}: {row['note']}")
     return 0
 
 
@@ -316,6 +352,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         _say(f"lrwatch send: {exc}")
         return EXIT_NO_RUN
     try:
+        status = client.status()
+        epochs = status.epochs_known  # a run without epochs: its line says the step only
+        if status.state == STARTING:
+            _say(f"lrwatch send: {args.run_dir} is starting; the command waits for its first optimizer step")
         answer = client.command(command, timeout=args.timeout)
     except (OSError, ConnectionError, ValueError) as exc:
         _say(f"lrwatch send: no answer from the run ({exc or type(exc).__name__})")
@@ -327,7 +367,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     event = answer["event"]
     print(json.dumps(event))
-    line = plain_line(Event.from_dict(event))
+    line = plain_line(Event.from_dict(event), epochs=epochs)
     if line is not None:
         _say(line.strip())
     return EXIT_REFUSED if event.get("event") == "rejected" else 0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import csv
 import json
@@ -10,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,8 +98,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError("lrwatch demo: --find-lr runs without the monitor: add --headless")
     if _launches(args):  # the run process builds the task: this one need not import torch
         return launch(args, run_dir)
-    from lrwatch.demo import DemoConfig, DemoTask
-
     fields = {
         "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch,
@@ -109,32 +109,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "per_epoch": args.per_epoch,
         "checkpoint_every": args.checkpoint_every,
     }
-    if args.resume is not None:
-        # The data, model and run length come from the run being resumed; a --schedule or --switch
-        # given now is applied as a new switch (see lrwatch.watch).
-        fields = DemoConfig.from_run_dir(args.resume).as_fields() | {
-            "schedule": str(args.schedule) if args.schedule_given else None,
-            "switches": fields["switches"],
-            "checkpoint_every": args.checkpoint_every,
-        }
-    try:
-        task = DemoTask(DemoConfig(**fields, device=args.device))
-    except ValueError as exc:
-        raise UsageError(f"lrwatch demo: {exc}") from None
+
+    def build() -> Any:
+        from lrwatch.demo import DemoConfig, DemoTask
+
+        try:
+            if args.resume is not None:
+                # The data, model and run length come from the run being resumed; a --schedule or --switch
+                # given now is applied as a new switch (see lrwatch.watch).
+                resumed = DemoConfig.from_run_dir(args.resume).as_fields() | {
+                    "schedule": str(args.schedule) if args.schedule_given else None,
+                    "switches": fields["switches"],
+                    "checkpoint_every": args.checkpoint_every,
+                }
+                return DemoTask(DemoConfig(**resumed, device=args.device))
+            return DemoTask(DemoConfig(**fields, device=args.device))
+        except ValueError as exc:
+            raise UsageError(f"lrwatch demo: {exc}") from None
+
     if args.find_lr:
-        steepest, tenth = task.find_lr(run_dir)
         from lrwatch.record.console import lr_text
 
+        steepest, tenth = build().find_lr(run_dir)
         print(f"suggested lr {lr_text(steepest)} (steepest), {lr_text(tenth)} (min/10); {run_dir}/lr_find.csv")
         return 0
-    if not args.spawned:
-        cfg = task.config
-        print(f"lrwatch demo: {cfg.epochs} epochs × {cfg.steps} steps on {task.device}, run dir {run_dir}")
-    return run_headless(task.train, args, run_dir=run_dir)
+
+    def train() -> None:  # under the host, whose socket is served already: the data is built meanwhile
+        task = build()
+        if not args.spawned:
+            cfg = task.config
+            print(f"lrwatch demo: {cfg.epochs} epochs × {cfg.steps} steps on {task.device}, run dir {run_dir}")
+        task.train()
+
+    return run_headless(train, args, run_dir=run_dir)
 
 
 def _divergence_args(args: argparse.Namespace) -> dict:
     return {"on_divergence": args.on_divergence, "spike_factor": args.spike_factor}
+
+
+def _schedule_args(args: argparse.Namespace) -> dict:
+    """``lrwatch run --schedule/--switch``: for the script's ``watch()``, or the hooks' (the demo has its own)."""
+    if args.command != "run":
+        return {}
+    return {"schedule": str(args.schedule) if args.schedule is not None else None, "switches": tuple(args.switch)}
 
 
 def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdout") -> int:
@@ -157,7 +175,9 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
         on_hangup=args.on_hangup,
         spawned=args.spawned,
         **_divergence_args(args),
+        **_schedule_args(args),
     )
+    early_stop: list[str] = []  # a stop sent before the first step: the script is interrupted, as by Ctrl+C
 
     def stop(reason: str) -> None:
         if host.engine is not None and host.engine.state in LIVE_STATES:
@@ -171,15 +191,23 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
             return
         if host.engine is None:
             raise KeyboardInterrupt
-        stop(signal.Signals(signum).name)
+        stop(early_stop[0] if early_stop else signal.Signals(signum).name)
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    def interrupt(reason: str) -> None:  # the server's thread: the main thread runs on_signal
+        early_stop.append(reason)
+        _thread.interrupt_main(signal.SIGTERM)
+
     handled = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
     previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+    host.serve_early(interrupt)  # listed and steerable before the script's first optimizer step
     try:
         run_loop(host, target)
     except KeyboardInterrupt:
+        if early_stop and host.engine is None:
+            print(f"lrwatch: stopped ({early_stop[0]}) before the first optimizer step", file=sys.stderr)
+            return 0
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
@@ -187,6 +215,8 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         console.uninstall()
+    if isinstance(host.error, UsageError) and host.engine is None:
+        raise host.error  # the run's own arguments, found bad while it was built
     failed = host.error is not None or (host.engine is not None and host.engine.state == "error")
     if host.error is not None and host.engine is None:
         print(f"lrwatch: the loop failed before lrwatch.watch(): {host.error!r}", file=sys.stderr)
@@ -210,9 +240,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     with ``--nproc-per-node N``, N ranks under torchrun, rank 0's ``watch()`` attached to us."""
     import runpy
 
-    from lrwatch.integrations.autowatch import AutoWatch
-    from lrwatch.live.launch import run_ranks
-
     script = Path(args.script)
     if not script.is_file():
         raise UsageError(f"lrwatch run: no such script: {script}")
@@ -221,16 +248,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         script_args = script_args[1:]
 
     def target() -> None:
+        from lrwatch.integrations.autowatch import AutoWatch  # torch: imported once the socket is served
+
         sys.argv = [str(script), *script_args]
         sys.path.insert(0, str(script.resolve().parent))
-        with AutoWatch(steps_per_epoch=args.steps_per_epoch, epochs=args.epochs):  # a script without watch()
+        hooks = AutoWatch(
+            steps_per_epoch=args.steps_per_epoch, epochs=args.epochs, resume=args.resume, resume_step=args.resume_step
+        )
+        with hooks:  # a script without watch(): watched from its first optimizer step
             runpy.run_path(str(script), run_name="__main__")
 
-    check_resumable(args.resume)
+    if args.resume_step is not None and args.resume is None:
+        raise UsageError("lrwatch run: --resume-step goes with --resume RUN_DIR")
+    check_resumable(args.resume, own_checkpoints=True)
     run_dir = args.resume or args.run_dir or default_run_dir()
     if _launches(args):
         return launch(args, run_dir)
     if args.nproc_per_node is not None:
+        from lrwatch.live.launch import run_ranks
+
         return run_ranks(str(script), script_args, args.nproc_per_node, _rank_settings(args, run_dir))
     return run_headless(target, args, run_dir=run_dir, log="stderr")
 
@@ -244,13 +280,19 @@ def _rank_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
         "LRWATCH_SPIKE_FACTOR": repr(args.spike_factor),
         "LRWATCH_ON_HANGUP": args.on_hangup,
         "LRWATCH_SPAWNED": "1" if args.spawned else "",
+        "LRWATCH_SCHEDULE": str(args.schedule) if args.schedule is not None else "",
+        "LRWATCH_SWITCHES": "\n".join(args.switch),
     }
 
 
 def cmd_view(args: argparse.Namespace) -> int:
     """``lrwatch view RUN_DIR ...``: one run in the monitor, read-only; several overlaid; or a summary."""
     from lrwatch.live.sockets import run_alive
+    from lrwatch.live.starting import wait_until_started
 
+    for path in args.run_dirs:  # a run still before its first optimizer step: said, and waited for
+        if not wait_until_started(path, lambda text: print(f"lrwatch view: {text}", file=sys.stderr, flush=True)):
+            raise RunDirError(f"{path}: the run ended before its first optimizer step; nothing to view")
     readers = [RunReader(path, alive=lambda path=path: run_alive(path)) for path in args.run_dirs]
     notes = [f"{r.name}: {note}" for r in readers for note in [*r.skipped, r.incomplete_tail()] if note]
     if args.summary:

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from lrwatch.live.server import RunServer
 from lrwatch.live.sockets import new_record
+from lrwatch.live.starting import serve_starting
 from lrwatch.protocol.events import Event
 from lrwatch.record.console import HeadlessPrinter
 from lrwatch.run.distributed import RankSync
@@ -42,6 +43,9 @@ class Host:
     serve: bool = True  # serve the run's socket (lrwatch attach, send, ls)
     on_hangup: str = "detach"  # "stop": the run stops when the monitor that started it is lost
     spawned: bool = False  # this process is a run started for a monitor (divergence: pause only while watched)
+    schedule: str | None = None  # --schedule: the initial spec (a script's watch(): instead of its own)
+    switches: tuple[str, ...] = ()  # --switch EPOCH:SPEC, after the script's own
+    early: RunServer | None = None  # served before the engine exists (serve_early): the engine adopts it
 
     @classmethod
     def from_environment(cls) -> Host:
@@ -57,7 +61,21 @@ class Host:
             spike_factor=float(env.get("LRWATCH_SPIKE_FACTOR") or 10.0),
             on_hangup=env.get("LRWATCH_ON_HANGUP") or "detach",
             spawned=env.get("LRWATCH_SPAWNED") == "1",
+            schedule=env.get("LRWATCH_SCHEDULE") or None,
+            switches=tuple(filter(None, env.get("LRWATCH_SWITCHES", "").split("\n"))),
         )
+
+    def serve_early(self, interrupt: Callable[[str], None] | None = None) -> None:
+        """Serve the run's socket now, before the script's first step makes the engine (``lrwatch run``,
+        ``lrwatch demo``; see :mod:`lrwatch.live.starting`); ``interrupt`` ends the script if stopped meanwhile."""
+        if self.serve and self.run_dir is not None and os.environ.get("LRWATCH_NO_SOCKET") != "1":
+            self.early = serve_starting(self.run_dir, on_owner_lost=self.on_hangup, interrupt=interrupt)
+
+    def close_early(self) -> None:
+        """The script ended without an engine: its starting run's socket goes."""
+        if self.early is not None:
+            self.early.close()
+            self.early = None
 
     def attach(self, engine: Engine, sync: RankSync | None = None) -> RunServer | None:
         """Take ``engine``: its headless lines and socket (rank 0 only, under DDP)."""
@@ -66,7 +84,15 @@ class Host:
         if sync is None or sync.leader:
             if self.log is not None:
                 engine.add_listener(HeadlessPrinter(engine, self.log))
-            if self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
+            early, self.early = self.early, None
+            same_dir = engine.run_dir is not None and early is not None
+            if same_dir and engine.run_dir.resolve() == Path(early.record.run_dir):
+                server = early  # the socket served while the run was starting: the engine's now
+                server.adopt(engine)
+                _close_at_finish(engine, server)
+            elif self.serve and os.environ.get("LRWATCH_NO_SOCKET") != "1":
+                if early is not None:
+                    early.close()  # the script's watch() chose another run directory
                 lost = sync.peer_lost if sync is not None else None
                 server = serve(engine, on_owner_lost=self.on_hangup, on_rank_lost=lost)  # kept until the run ends
         elif self.log is not None and os.environ.get("LRWATCH_ALL_RANKS") == "1":
@@ -91,12 +117,16 @@ def serve(
         engine.warn(f"no socket for lrwatch attach/send ({exc}); training goes on")
         return None
 
+    _close_at_finish(engine, server)
+    return server
+
+
+def _close_at_finish(engine: Engine, server: RunServer) -> None:
     def on_event(event: Event) -> None:
         if event.kind == "finish":
             server.close()  # in the training thread, after the run's last event: clients get it too
 
     engine.add_listener(on_event)
-    return server
 
 
 _host_lock = threading.Lock()
@@ -144,6 +174,8 @@ def run_loop(host: Host, target: Any) -> None:
             host.error = exc
         else:
             _finish(host)
+        finally:
+            host.close_early()  # the script ended before its first step: its starting run's socket goes
 
 
 def _finish(host: Host, error: BaseException | None = None) -> None:

@@ -58,6 +58,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"lrwatch serve: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if args.run_dir is not None and not (args.run_dir / "run.json").is_file():
+        from lrwatch.live.starting import STARTING_NOTE
+
+        print(f"lrwatch serve: {args.run_dir} is {STARTING_NOTE}; each tab waits for it", flush=True)
     if not 0 < args.port < 65536:
         print(f"lrwatch serve: --port must be 1..65535 (got {args.port})", file=sys.stderr)
         return EXIT_USAGE

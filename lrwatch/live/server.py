@@ -52,6 +52,7 @@ class _Client:
     feed: Feed | None = None  # a subscriber's: what it has been sent
     rank: str = ""  # a DDP rank's link: "rank 1 (pid 123)"
     closing: bool = False  # close once the output is sent (after an error line)
+    waiting: bool = False  # subscribed while the run was starting: its snapshot comes with the engine
     grace: int = 0  # bytes of the snapshot still unsent: they do not count as a backlog
 
     @property
@@ -101,6 +102,14 @@ class RunServer:
         self._thread = threading.Thread(target=self._serve, name="lrwatch-server", daemon=True)
         self._thread.start()
 
+    def adopt(self, engine: Engine) -> None:
+        """The engine of a run served while it was starting (:mod:`lrwatch.live.starting`): the commands
+        that waited go to it, and subscribers get their snapshot."""
+        starting, self.engine = self.engine, engine
+        starting.hand_to(engine)
+        self._count_monitors()
+        self._wake()
+
     def close(self) -> None:
         """Send what is left (the ``finish`` event too), close every client, remove the socket and records."""
         if self._thread is None or self._closing.is_set():
@@ -123,6 +132,9 @@ class RunServer:
                 timeout = max(0.0, last_tick + TICK_SECONDS - time.monotonic()) if subscribed else None
                 for key, mask in self._selector.select(timeout):
                     self._ready(key, mask)
+                if not self._starting:
+                    for client in [c for c in self.clients if c.waiting]:
+                        self._subscribe(client)
                 self._send_results()
                 if time.monotonic() - last_tick >= TICK_SECONDS:
                     last_tick = time.monotonic()
@@ -234,13 +246,11 @@ class RunServer:
         if kind == "status":
             self._send(client, {"type": "status", "status": self.status().to_dict()}, live=False)
         elif kind == "subscribe":
-            if client.feed is None:
-                client.feed = Feed(self.engine)
-                snapshot = encode(client.feed.snapshot(self.status()))
-                client.grace = len(client.out) + len(snapshot)
-                client.out += snapshot
-                self._flush(client)
-                self._count_monitors()
+            if self._starting:
+                client.waiting = True  # the snapshot comes with the engine; meanwhile, where the run is
+                self._send(client, {"type": "status", "status": self.status().to_dict()}, live=False)
+            elif client.feed is None:
+                self._subscribe(client)
         elif kind == "command":
             self._command(client, message)
         elif kind == "detach":
@@ -275,6 +285,19 @@ class RunServer:
 
         self.engine.submit(command, on_done=done)
 
+    @property
+    def _starting(self) -> bool:
+        return getattr(self.engine, "starting", False)
+
+    def _subscribe(self, client: _Client) -> None:
+        client.waiting = False
+        client.feed = Feed(self.engine)
+        snapshot = encode(client.feed.snapshot(self.status()))
+        client.grace = len(client.out) + len(snapshot)
+        client.out += snapshot
+        self._flush(client)
+        self._count_monitors()
+
     def _send_results(self) -> None:
         while self._results:
             client, request_id, event = self._results.popleft()
@@ -293,15 +316,12 @@ class RunServer:
 
     def status(self) -> RunStatus:
         engine = self.engine
+        live = {"pid": self.record.pid, "socket": self.record.socket, "run_dir": self.record.run_dir}
+        clients = sum(1 for c in self.clients if c.subscribed)
+        if self._starting:
+            return replace(engine.status(), **live, clients=clients)
         seg = engine.timeline.segment_at(engine.step_index)
-        return replace(
-            engine.status(),
-            pid=self.record.pid,
-            socket=self.record.socket,
-            run_dir=self.record.run_dir,
-            schedule=str(seg.spec) if engine.drive_lr else None,
-            clients=sum(1 for c in self.clients if c.subscribed),
-        )
+        return replace(engine.status(), **live, schedule=str(seg.spec) if engine.drive_lr else None, clients=clients)
 
     def _push(self, client: _Client) -> None:
         """What is new for this subscriber since its last push, then the run's status."""

@@ -9,9 +9,10 @@ from typing import Any, Literal, Protocol, get_args
 
 from lrwatch.protocol.commands import Command
 
-RunState = Literal["created", "running", "paused", "stopping", "stopped", "finished", "error", "lost"]
+# "starting": served before its first optimizer step (lrwatch.live.starting); commands wait for that step
+RunState = Literal["starting", "created", "running", "paused", "stopping", "stopped", "finished", "error", "lost"]
 RUN_STATES: tuple[RunState, ...] = get_args(RunState)
-LIVE_STATES: tuple[RunState, ...] = ("created", "running", "paused")  # commands still land
+LIVE_STATES: tuple[RunState, ...] = ("starting", "created", "running", "paused")  # commands still land
 ENDED_STATES: tuple[RunState, ...] = ("finished", "stopped", "error")  # how a run ends ("lost": its process died)
 
 EventKind = Literal[

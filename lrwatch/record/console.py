@@ -145,7 +145,7 @@ class HeadlessPrinter:
             return epoch_line(self.engine, event, rate)
         if event.kind == "finish":
             return f"{event.data['status']} at step {event.step}; run dir {self.engine.run_dir}"
-        return plain_line(event)
+        return plain_line(event, epochs=getattr(self.engine, "epochs_known", True))
 
 
 def epoch_line(engine: Any, event: Event, rate: float) -> str:
@@ -154,12 +154,13 @@ def epoch_line(engine: Any, event: Event, rate: float) -> str:
     last = engine.history.last() or {}
     total = engine.timeline.total_steps
     total_epochs = total // engine.timeline.steps_per_epoch if total else "?"
+    where = f"epoch {round(event.epoch):>3}/{total_epochs}  " if getattr(engine, "epochs_known", True) else ""
     metrics = "  ".join(
         f"{name} {100 * value:.1f}%" if name.endswith("acc") else f"{name} {value:.4f}"
         for name, value in event.data.items()
     )
     return (
-        f"epoch {round(event.epoch):>3}/{total_epochs}  step {event.step:>6}  lr {last.get('lr', 0):.4g}  "
+        f"{where}step {event.step:>6}  lr {last.get('lr', 0):.4g}  "
         f"loss {last.get('loss', float('nan')):.4f}  {metrics}{'  ' if metrics else ''}{rate:.0f} steps/s"
     )
 
@@ -233,10 +234,12 @@ def lr_text(lr: float | None) -> str:
     return f"{lr:.3g}" if lr is not None else "none"
 
 
-def plain_line(event: Event) -> str | None:
-    """``  switch at step 300 (epoch 1.5): exp:gamma=0.5``: an event as one line of plain text."""
+def plain_line(event: Event, *, epochs: bool = True) -> str | None:
+    """``  switch at step 300 (epoch 1.5): exp:gamma=0.5``: an event as one line of plain text (a run
+    without epochs, ``epochs=False``: the step only)."""
     text = describe(event)
     if text is None:
         return None
     detail = f": {text.detail}" if text.detail else ""
-    return f"  {text.label} at step {event.step} (epoch {event.epoch:g}){detail}"
+    where = f" (epoch {event.epoch:g})" if epochs else ""
+    return f"  {text.label} at step {event.step}{where}{detail}"

@@ -30,7 +30,7 @@ def run_dir_problem(path: str | Path) -> str | None:
         return f"{path}: no such directory"
     if not p.is_dir():
         return f"{path}: not a directory"
-    if not (p / "run.json").is_file() and not (p / "events.jsonl").is_file():
+    if not any((p / name).is_file() for name in ("run.json", "events.jsonl", "live.json")):  # live.json: starting
         return f"{path}: not an lrwatch run directory (no run.json)"
     return None
 
@@ -99,7 +99,7 @@ class RunWriter:
 
     def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         values = ",".join(_num(metrics[k]) if k in metrics else "" for k in self.val_names)
-        self._rows.append(f"{step},{_num(epoch)},,,{values}\n")
+        self._rows.append(f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,,{values}\n")  # no epochs: empty
         self.flush()
 
     def add_event(self, event: Event) -> None:

@@ -67,7 +67,7 @@ def take_over(engine: Any, command: Switch) -> None:
         spec = replace(spec, anchor=command.anchor)
     base = spec.lr or (engine.timeline.initial_lr if spec.anchor == "base" else engine.lr)  # lr=, base, or now
     engine.set_timeline(engine.timeline.take_over(s, spec, base))
-    engine.control.hand_over()
+    engine.control.hand_over(s)
     engine.emit_switch(requested=command.spec, took_over=True)
     engine.warn(f"lrwatch took over the LR at step {s} (from {engine.lr:.4g}): it now sets it before every "
                 "optimizer step; the script's own scheduler no longer counts")  # fmt: skip
@@ -75,6 +75,8 @@ def take_over(engine: Any, command: Switch) -> None:
 
 def checkpoint(engine: Any, _command: Checkpoint) -> None:
     if engine.checkpoint("request") is None and (engine.sync is None or engine.sync.leader):  # rank 0 saves
+        if engine.checkpointer is not None:
+            raise SpecError("the checkpoint could not be written (the warning says why)")
         raise SpecError("no checkpoint: pass model= to lrwatch.watch() to enable checkpoints")
 
 

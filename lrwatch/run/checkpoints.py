@@ -3,11 +3,18 @@
 ``RUN_DIR/checkpoint.pt`` holds ``{"format": 2, "lrwatch": <Monitor.state_dict()>, "reason", "model",
 "optimizer", "rng", "extra"}``: tensors and plain types only, so ``torch.load(..., weights_only=True)``
 reads it. Format 1 (lrwatch's state at the top level) still loads.
+
+A run whose script saves its own model (``lrwatch run`` on a script with no ``lrwatch.watch()``) has
+``RUN_DIR/lrwatch_state.json`` instead: lrwatch's state alone, as JSON (:func:`save_state_file`). A run
+directory with neither is continued from what it recorded (:func:`recorded_state`: the timeline its events
+rebuild, the step after its last row). :func:`load_resume_state` picks the first of the three.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,7 @@ from lrwatch.schedule.spec import SpecError
 from lrwatch.schedule.timeline import Timeline
 
 CHECKPOINT_NAME = "checkpoint.pt"
+STATE_NAME = "lrwatch_state.json"
 CHECKPOINT_FORMAT = 2  # 1: lrwatch's state at the top level (still loaded); 2: under "lrwatch"
 STATE_FORMAT = 1
 
@@ -161,3 +169,50 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
         keys = ("step", "timeline", "scripted")
         state = {**state, "lrwatch": {"format": STATE_FORMAT, **{k: state[k] for k in keys}}}
     return state
+
+
+def save_state_file(run_dir: str | Path, state: dict[str, Any]) -> Path:
+    """``RUN_DIR/lrwatch_state.json``: lrwatch's own state (``Monitor.state_dict()``), written atomically."""
+    path = Path(run_dir) / STATE_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def recorded_state(run_dir: str | Path) -> dict[str, Any]:
+    """lrwatch's state as the run directory recorded it (no state was saved: a ``kill -9``): the timeline
+    its events rebuild, the step after its last row, the step of its first take-over."""
+    from lrwatch.record.reader import RunDirError, RunReader
+
+    try:
+        reader = RunReader(run_dir)
+    except RunDirError as exc:
+        raise CheckpointError(str(exc)) from None
+    if reader.timeline is None:
+        raise CheckpointError(f"{run_dir}: nothing to continue (no start event in events.jsonl)")
+    steps = reader.history.column("step", 0, len(reader.history))
+    taken = [e.step for e in reader.events if e.kind == "switch" and e.data.get("took_over")]
+    state = {"format": STATE_FORMAT, "step": int(steps[-1]) + 1 if len(steps) else 0,
+             "timeline": reader.timeline.to_dict(), "scripted": []}  # fmt: skip
+    return state | ({"drives_from": taken[0]} if taken else {})
+
+
+def load_resume_state(run_dir: str | Path) -> dict[str, Any]:
+    """What a resume continues from, shaped as a checkpoint: ``checkpoint.pt`` (model, optimizer, RNG states
+    and lrwatch's state), else lrwatch's state alone (``lrwatch_state.json``, or what the run recorded),
+    with ``model``, ``optimizer`` and ``rng`` None: the script restores those from its own checkpoint."""
+    path = Path(run_dir)
+    if (path / CHECKPOINT_NAME).exists():
+        return load_checkpoint(path)
+    if (path / STATE_NAME).exists():
+        try:
+            state = json.loads((path / STATE_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path / STATE_NAME}: unreadable ({exc})") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path / STATE_NAME}: not lrwatch's state")
+    else:
+        state = recorded_state(path)
+    parse_state(state)  # refused now, in one line, if malformed
+    return {"format": CHECKPOINT_FORMAT, "lrwatch": state, "model": None, "optimizer": None, "rng": None, "extra": {}}

@@ -249,7 +249,7 @@ class Engine:
     def end_epoch(self, **metrics: float) -> None:
         """Record validation metrics at the end of an epoch (``val_loss=…, val_acc=…``)."""
         k = self._timeline.steps_per_epoch
-        epoch = self.step_index / k
+        epoch = self.step_index / k if self.epochs_known else math.nan  # metrics.csv: steps only, as its rows
         values = {name: float(v) for name, v in metrics.items()}
         self.log.add_epoch(self.step_index, epoch, values)
         self.emit("epoch", **values)
@@ -276,7 +276,8 @@ class Engine:
             return None
         self.log.flush()
         path = self.checkpointer(reason)
-        self.emit("checkpoint", path=str(path), reason=reason)
+        if path is not None:  # None: it could not be written, and said why
+            self.emit("checkpoint", path=str(path), reason=reason)
         return path
 
     # -- step boundary ----------------------------------------------------------------------

@@ -31,6 +31,8 @@ class LrControl:
         self.drive = drive
         self.take_over = take_over and not drive  # the first switch hands the LR to lrwatch
         self.took_over = False
+        self.took_over_at: int | None = None  # the step from which lrwatch drives (a checkpoint keeps it)
+        self.hand_over_at: int | None = None  # a resumed run: hand over when the run gets there again
         self.warn = warn
         self.lr = timeline.initial_lr if drive else float(optimizer.param_groups[0]["lr"])
         self._groups = GroupLrs(optimizer, timeline)
@@ -55,12 +57,16 @@ class LrControl:
     def set(self, step: int) -> None:
         """The LR of ``step``, from the timeline, into every param group (when lrwatch drives)."""
         self._step = step
+        if self.hand_over_at is not None and step >= self.hand_over_at and not self.took_over:
+            self.hand_over(self.hand_over_at)
         if self.drive:
             self.lr = self._groups.set(step)
 
-    def hand_over(self) -> None:
-        """From now on lrwatch drives the LR, and sets it before every ``optimizer.step()``."""
+    def hand_over(self, step: int) -> None:
+        """From ``step`` (the boundary it happens at) lrwatch drives the LR, and sets it before every
+        ``optimizer.step()``."""
         self.drive, self.took_over = True, True
+        self.took_over_at = step
 
     def reapply(self) -> None:
         """Set this step's LR again (after a hand-over: the loop's scheduler may have moved it)."""

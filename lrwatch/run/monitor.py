@@ -211,13 +211,7 @@ class Monitor:
     def state_dict(self) -> dict[str, Any]:
         """lrwatch's state, to save beside your model in your own checkpoint: the step, the timeline with
         every switch, the switches still planned. Plain types only: it loads with ``weights_only=True``."""
-        engine = self.engine
-        return {
-            "format": STATE_FORMAT,
-            "step": engine.step_index,
-            "timeline": engine.timeline.to_dict(),
-            "scripted": [[step, command.to_dict()] for step, command in engine.scheduled_commands()],
-        }
+        return run_state(self.engine)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (call it right after :func:`watch`, before the first step,
@@ -225,6 +219,8 @@ class Monitor:
         ``step_in_epoch`` say where your loop picks up. The run directory is the one ``watch()`` opened."""
         step, timeline, scheduled = parse_state(state)
         total = self.engine.timeline.total_steps
+        if state.get("drives_from") is not None and self.engine.control.take_over:
+            self.engine.control.hand_over_at = int(state["drives_from"])
         self.engine.restore(step, replace(timeline, total_steps=total or timeline.total_steps), scheduled)
 
     def _save(self, reason: str) -> Path:
@@ -246,6 +242,19 @@ class Monitor:
         torch.save(state, tmp)
         tmp.replace(path)
         return path
+
+
+def run_state(engine: Engine) -> dict[str, Any]:
+    """:meth:`Monitor.state_dict` of ``engine``'s run: the step, the timeline, the switches still planned,
+    and the step from which lrwatch drives the LR, if it took it over (``lrwatch run``)."""
+    state = {
+        "format": STATE_FORMAT,
+        "step": engine.step_index,
+        "timeline": engine.timeline.to_dict(),
+        "scripted": [[step, command.to_dict()] for step, command in engine.scheduled_commands()],
+    }
+    taken = engine.control.took_over_at
+    return state | ({"drives_from": taken} if taken is not None else {})
 
 
 _open_monitors: list[Monitor] = []
