@@ -37,19 +37,23 @@ def test_spec_normalises_order_and_numbers() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("linear", "unknown schedule 'linear'; choose one of: exp, cosine, cosine-restarts, step"),
-        ("exp:gama=0.9", "exp: unknown key 'gama'; allowed: gamma, decay_steps, lr, anchor"),
+        (
+            "lin",
+            "unknown schedule 'lin'; choose one of: exp, cosine, cosine-restarts, step, multistep, constant, "
+            "linear, poly, onecycle, inverse-sqrt, wsd, cooldown, plateau",
+        ),
+        ("exp:gama=0.9", "exp: unknown key 'gama'; allowed: gamma, decay_steps, warmup, warmup_start, lr, anchor"),
         ("exp:gamma=1.5", "exp: gamma must be in (0, 1] (got 1.5)"),
         ("exp:gamma=0", "exp: gamma must be in (0, 1] (got 0)"),
-        ("cosine:T_max=0", "cosine: T_max must be > 0 epochs (got 0)"),
+        ("cosine:T_max=0", "cosine: T_max must be > 0 (got 0)"),
         ("cosine:eta_min=-1", "cosine: eta_min must be >= 0 (got -1)"),
         ("cosine-restarts:T_mult=1.5", "cosine-restarts: T_mult must be an integer in [1, 1000] (got 1.5)"),
-        ("step:step_size=ten", "step: step_size must be a number (got 'ten')"),
+        ("step:step_size=ten", "step: step_size must be epochs or Nsteps (got 'ten')"),
         ("step:step_size", "step: expected key=value, got 'step_size'"),
         ("cosine:T_max=1,T_max=2", "cosine: T_max given twice"),
         ("cosine:anchor=start", "cosine: anchor must be one of continue, base (got 'start')"),
-        ("cosine:T_max=nan", "cosine: T_max must be > 0 epochs (got nan)"),
-        ("cosine:T_max=inf", "cosine: T_max must be > 0 epochs (got inf)"),
+        ("cosine:T_max=nan", "cosine: T_max must be > 0 (got nan)"),
+        ("cosine:T_max=inf", "cosine: T_max must be > 0 (got inf)"),
         ("cosine:lr=0", "cosine: lr must be a finite number > 0 (got 0)"),
         ("cosine:lr=fast", "cosine: lr must be a number (got 'fast')"),
     ],
@@ -95,19 +99,19 @@ def test_any_text_parses_or_fails_cleanly(text: str) -> None:
 def test_defaults_resolve_to_valid_schedules(kind: str, remaining: float) -> None:
     schedule = resolve(parse_spec(kind), remaining)
     assert parse_spec(str(spec_of(schedule))).kind == kind
-    lrs = schedule.lr(0.1, np.linspace(0, remaining, 50))
+    lrs = schedule.lr(0.1, np.linspace(0, remaining, 50))  # one step an epoch
     assert np.all(np.isfinite(lrs)) and np.all(lrs >= 0) and np.all(lrs <= 0.1 + 1e-15)
 
 
 def test_default_parameters_for_a_mid_run_switch() -> None:
-    assert resolve(parse_spec("cosine"), 30) == CosineAnnealing(T_max=30)
-    assert resolve(parse_spec("cosine-restarts"), 30) == CosineWarmRestarts(T_0=10)
-    assert resolve(parse_spec("cosine-restarts:T_mult=2"), 70) == CosineWarmRestarts(T_0=10, T_mult=2)
-    assert resolve(parse_spec("step"), 30) == StepDecay(step_size=10, gamma=0.1)
+    assert resolve(parse_spec("cosine"), 30).curve == CosineAnnealing(T_max=30)
+    assert resolve(parse_spec("cosine-restarts"), 30).curve == CosineWarmRestarts(T_0=10)
+    assert resolve(parse_spec("cosine-restarts:T_mult=2"), 70).curve == CosineWarmRestarts(T_0=10, T_mult=2)
+    assert resolve(parse_spec("step"), 30).curve == StepDecay(step_size=10, gamma=0.1)
     exp = resolve(parse_spec("exp"), 20)
-    assert isinstance(exp, ExponentialDecay)
+    assert isinstance(exp.curve, ExponentialDecay)
     assert exp.lr(1.0, np.array([20.0]))[0] == pytest.approx(0.01, rel=1e-3)
-    assert resolve(parse_spec("cosine:T_max=5"), 30) == CosineAnnealing(T_max=5)
+    assert resolve(parse_spec("cosine:T_max=5"), 30).curve == CosineAnnealing(T_max=5)
 
 
 @pytest.mark.parametrize(
@@ -135,8 +139,8 @@ def test_closed_forms_at_a_glance() -> None:
 @settings(max_examples=200, deadline=None)
 @given(remaining=st.floats(min_value=0.01, max_value=1e5), t_mult=st.integers(1, 4))
 def test_fitted_cycles_never_end_before_the_run(remaining: float, t_mult: int) -> None:
-    cosine = resolve(parse_spec("cosine"), remaining)
+    cosine = resolve(parse_spec("cosine"), remaining).curve
     assert remaining * (1 - 1e-9) <= cosine.T_max <= remaining * (1 + 1e-3)
-    restarts = resolve(parse_spec(f"cosine-restarts:T_mult={t_mult}"), remaining)
+    restarts = resolve(parse_spec(f"cosine-restarts:T_mult={t_mult}"), remaining).curve
     three_cycles = restarts.T_0 * (1 + t_mult + t_mult**2)
     assert remaining * (1 - 1e-9) <= three_cycles <= remaining * (1 + 1e-3)

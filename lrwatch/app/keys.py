@@ -13,21 +13,30 @@ from typing import TYPE_CHECKING, Any
 from lrwatch.app.screens import LrFindScreen, RaceScreen, SpecEditor
 from lrwatch.protocol.commands import MONITOR_ONLY, EditParams, FindLr, Race, RaceEnd, Switch
 from lrwatch.protocol.events import Event
-from lrwatch.schedule.spec import KINDS, SpecError, parse_spec
+from lrwatch.schedule.base import Span
+from lrwatch.schedule.spec import CLASSIC, SpecError, parse_spec
 
 if TYPE_CHECKING:
     from lrwatch.protocol.events import RunSource
     from lrwatch.schedule.timeline import Timeline
 
 KIND_KEYS = {"e": "exp", "c": "cosine", "r": "cosine-restarts", "s": "step"}
-MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size"}
+MAIN_PARAM = {
+    "exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size", "multistep": "gamma",
+    "linear": "total_iters", "poly": "total_iters", "onecycle": "total_steps", "inverse-sqrt": "timescale",
+    "wsd": "decay", "cooldown": "length", "plateau": "factor",
+}  # fmt: skip
 NUDGE = 1.25
 RACE_DECIDED = -2  # the race table closed because the race ended elsewhere: nothing to send
 
 
-def nudged(kind: str, value: float, up: bool) -> float:
-    """The main parameter one nudge up or down: times ×1.25; gamma moves its distance to 1 by ×1.25."""
-    if MAIN_PARAM[kind] == "gamma":
+def nudged(kind: str, value: float | Span, up: bool) -> float | str:
+    """The main parameter one nudge up or down: times ×1.25 (a time keeps its unit); gamma and factor move
+    their distance to 1 by ×1.25."""
+    if isinstance(value, Span):
+        scaled = value.value * NUDGE if up else value.value / NUDGE
+        return str(Span(float(round(scaled)) if value.steps else float(f"{scaled:.4g}"), value.steps))
+    if MAIN_PARAM[kind] in ("gamma", "factor"):
         gap = (1 - value) / NUDGE if up else (1 - value) * NUDGE
         return float(f"{min(max(1 - gap, 1e-3), 1.0):.4g}")
     return float(f"{(value * NUDGE if up else value / NUDGE):.4g}")
@@ -155,10 +164,10 @@ class ScheduleKeys:
     def action_candidate_all(self) -> None:
         if not self._can_switch():
             return
-        if len(self.candidates) == len(KINDS):
+        if len(self.candidates) == len(CLASSIC):
             self.candidates.clear()
         else:
-            self._refresh_candidates(self._step(), list(KINDS))
+            self._refresh_candidates(self._step(), list(CLASSIC))
         self._redraw_now()
 
     def _refresh_candidates(self, step: int, kinds: list[str] | None = None) -> None:
@@ -200,7 +209,10 @@ class ScheduleKeys:
         if not self._can_switch():
             return
         seg = self.source.timeline.segment_at(self._step())
-        name = MAIN_PARAM[seg.schedule.kind]
+        name = MAIN_PARAM.get(seg.schedule.kind)
+        if name is None:
+            self.notify(f"{seg.schedule.kind} has no parameter to nudge: : edits its spec", severity="warning")
+            return
         value = nudged(seg.schedule.kind, seg.schedule.params()[name], up)
         try:
             seg.spec.with_params(**{name: value})

@@ -31,7 +31,7 @@ from lrwatch.charts.plot import MARKER_COLOR, ChartSpec, color_hex
 from lrwatch.protocol.commands import MONITOR_ONLY, TAKE_OVER
 from lrwatch.protocol.events import Event, RunStatus
 from lrwatch.run.gpu import gpu_lines
-from lrwatch.schedule.timeline import DEFAULT_REMAINING_EPOCHS, Timeline
+from lrwatch.schedule.timeline import Timeline
 
 LR_LEGEND = (
     f"[{color_hex(APPLIED_COLOR)}]━ applied[/] [{color_hex(PREVIEW_COLOR)}]━ ahead[/] "
@@ -185,7 +185,7 @@ class MonitorScreen(ViewScreen):
             Text.assemble("next switch: ", ("restart from initial LR" if anchor == "base" else "continue", "bold")),
         ]
         if timeline.total_steps is None:  # the preview cannot know where the run ends
-            unknown = f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} epochs ahead"
+            unknown = "length unknown: a fitted switch asks for it"
             lines.insert(1, Text(unknown, style="yellow"))
         if candidates:
             names = ", ".join(str(c.segments[-1].spec) for c in candidates.values())

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from lrwatch.schedule.base import Span, parse_span
 from lrwatch.schedule.spec import KINDS, ScheduleSpec, SpecError, parse_spec, parse_switch
 from lrwatch.schedule.timeline import Timeline
 
@@ -29,11 +30,14 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass(frozen=True)
 class SwitchAt:
-    epoch: float
+    when: Span  # an epoch, or a step (``Nsteps``)
     spec: ScheduleSpec
 
     def step(self, steps_per_epoch: int) -> int:
-        return round(self.epoch * steps_per_epoch)
+        return round(self.when.to_steps(steps_per_epoch))
+
+    def __str__(self) -> str:
+        return f"{self.when}:{self.spec}"
 
 
 def spec_arg(text: str) -> ScheduleSpec:
@@ -45,10 +49,18 @@ def spec_arg(text: str) -> ScheduleSpec:
 
 def switch_arg(text: str) -> SwitchAt:
     try:
-        epoch, spec = parse_switch(text)
+        when, spec = parse_switch(text)
     except SpecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return SwitchAt(epoch, parse_spec(spec))
+    return SwitchAt(when, parse_spec(spec))
+
+
+def length_arg(text: str) -> Span:
+    """A run's length: epochs, or ``Nsteps`` (a whole number of steps > 0)."""
+    span = parse_span(text)
+    if span is None or not (span.value > 0 and np.isfinite(span.value)) or (span.steps and not span.value.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected a length > 0 in epochs, or Nsteps (got {text!r})")
+    return span
 
 
 def _positive(kind: type) -> callable:
@@ -73,14 +85,20 @@ def _add_schedule_args(p: argparse.ArgumentParser, *, lr_default: float | None, 
         action="append",
         default=[],
         metavar="EPOCH:SPEC",
-        help="switch to SPEC at EPOCH (repeatable), exactly as a key press would",
+        help="switch to SPEC at EPOCH (or Nsteps:SPEC; repeatable), exactly as a key press would",
     )
     p.add_argument("--lr", type=_positive(float), default=lr_default, required=lr_default is None, help="initial LR")
+    p.add_argument("--epochs", type=_positive(int), default=epochs_default, help="epochs")
     p.add_argument(
-        "--epochs", type=_positive(int), default=epochs_default, required=epochs_default is None, help="epochs"
+        "--total-steps",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="the run's length in optimizer steps (instead of epochs × steps per epoch)",
     )
     p.add_argument("--per-epoch", action="store_true", help="update the LR once per epoch (default: every batch)")
-    p.epilog = f"SPEC is KIND[:key=value,...], KIND one of {kinds}; e.g. cosine-restarts:T_0=10,T_mult=2"
+    p.epilog = (f"SPEC is KIND[:key=value,...], KIND one of {kinds}; times in epochs or Nsteps, e.g. "
+                "cosine:T_max=5000steps,warmup=500steps")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,11 +257,18 @@ def _add_output_args(p: argparse.ArgumentParser, *, default_format: str) -> None
 
 
 def build_timeline(
-    spec: ScheduleSpec, switches: Sequence[SwitchAt], *, lr: float, steps_per_epoch: int, epochs: int, per_epoch: bool
+    spec: ScheduleSpec,
+    switches: Sequence[SwitchAt],
+    *,
+    lr: float,
+    steps_per_epoch: int,
+    epochs: int | None,
+    per_epoch: bool,
+    total_steps: int | None = None,
 ) -> Timeline:
-    total = steps_per_epoch * epochs
+    total = total_steps if total_steps is not None else steps_per_epoch * epochs
     timeline = Timeline.start(spec, lr=lr, steps_per_epoch=steps_per_epoch, total_steps=total, per_epoch=per_epoch)
-    for sw in sorted(switches, key=lambda s: s.epoch):
+    for sw in sorted(switches, key=lambda s: s.step(steps_per_epoch)):
         timeline = timeline.switch(sw.step(steps_per_epoch), sw.spec)
     return timeline
 

@@ -27,6 +27,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     """Print or draw one schedule, or overlay several (``lrwatch compare`` draws the textbook four)."""
     if args.switch and len(args.spec) > 1:
         raise UsageError(f"lrwatch {args.command}: --switch applies to a single SPEC (got {len(args.spec)})")
+    if args.epochs is None and getattr(args, "total_steps", None) is None:
+        raise UsageError(f"lrwatch {args.command}: give the run's length: --epochs N or --total-steps N")
     timelines = [
         build_timeline(
             spec,
@@ -35,11 +37,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             steps_per_epoch=args.steps_per_epoch,
             epochs=args.epochs,
             per_epoch=args.per_epoch,
+            total_steps=getattr(args, "total_steps", None),
         )
         for spec in args.spec
     ]
     names = [str(t.segments[0].spec) for t in timelines]
-    steps = np.arange(timelines[0].total_steps)
+    steps = np.arange(max(t.total_steps for t in timelines))  # a cooldown ends its run early
     epochs = timelines[0].epoch_at(steps)
     lrs = [t.lrs(steps) for t in timelines]
     out = sys.stdout
@@ -61,7 +64,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         color = color_wanted(out)
         width, height = terminal_size()
         height -= len(names) if len(names) > 1 else 0  # room for the legend below
-        title = f"learning rate · lr {args.lr:g} · {args.epochs} epochs"
+        length = f"{args.epochs} epochs" if args.epochs is not None else f"{timelines[0].total_steps} steps"
+        title = f"learning rate · lr {args.lr:g} · {length}"
         if len(names) == 1:
             title = f"learning rate · {names[0]} · lr {args.lr:g}"
         chart = text_chart(
@@ -102,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "seed": args.seed,
         "schedule": str(args.schedule),
-        "switches": tuple(f"{sw.epoch:g}:{sw.spec}" for sw in args.switch),
+        "switches": tuple(str(sw) for sw in args.switch),
         "per_epoch": args.per_epoch,
         "checkpoint_every": args.checkpoint_every,
     }

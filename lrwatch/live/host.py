@@ -42,6 +42,7 @@ class Host:
     serve: bool = True  # serve the run's socket (lrwatch attach, send, ls)
     on_hangup: str = "detach"  # "stop": the run stops when the monitor that started it is lost
     spawned: bool = False  # this process is a run started for a monitor (divergence: pause only while watched)
+    total_steps: int | None = None  # --total-steps: the run's length, for a watch() that does not give it
 
     @classmethod
     def from_environment(cls) -> Host:
@@ -57,6 +58,7 @@ class Host:
             spike_factor=float(env.get("LRWATCH_SPIKE_FACTOR") or 10.0),
             on_hangup=env.get("LRWATCH_ON_HANGUP") or "detach",
             spawned=env.get("LRWATCH_SPAWNED") == "1",
+            total_steps=int(env["LRWATCH_TOTAL_STEPS"]) if env.get("LRWATCH_TOTAL_STEPS") else None,
         )
 
     def attach(self, engine: Engine, sync: RankSync | None = None) -> RunServer | None:

@@ -143,11 +143,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def checkpoint_name(reason: str, step: int) -> str:
+    """The file a checkpoint goes to: ``checkpoint.pt``, the latest; a cooldown's fork keeps its own
+    (``checkpoint-fork-STEP.pt``: the stable phase, to train on from with a longer plan)."""
+    return f"checkpoint-fork-{step}.pt" if reason == "fork" else CHECKPOINT_NAME
+
+
+def run_dir_of(resume: str | Path) -> Path:
+    """The run directory of ``--resume``: a run directory, or a checkpoint file in one."""
+    path = Path(resume)
+    return path.parent if path.is_file() else path
+
+
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """The latest checkpoint of ``run_dir``, loaded with ``torch.load(..., weights_only=True)``."""
+    """The latest checkpoint of ``run_dir`` (or the checkpoint file given), loaded with
+    ``torch.load(..., weights_only=True)``."""
     import torch
 
-    path = Path(run_dir) / CHECKPOINT_NAME
+    path = Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / CHECKPOINT_NAME
     if not path.exists():
         raise CheckpointError(f"{run_dir}: no {CHECKPOINT_NAME} (save one with the k key or --checkpoint-every)")
     try:

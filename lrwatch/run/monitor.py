@@ -18,7 +18,7 @@ from typing import Any
 
 from lrwatch.protocol.commands import Race
 from lrwatch.record.rundir import write_lr_find
-from lrwatch.run.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_NAME, STATE_FORMAT, parse_state, rng_state, state_of
+from lrwatch.run.checkpoints import CHECKPOINT_FORMAT, STATE_FORMAT, checkpoint_name, parse_state, rng_state, state_of
 from lrwatch.run.distributed import rank_error
 from lrwatch.run.engine import Engine
 from lrwatch.run.losses import DeviceLosses, on_device
@@ -241,7 +241,7 @@ class Monitor:
             "rng": rng_state(),
             "extra": {name: state_of(obj) for name, obj in self.extra_state.items()},
         }
-        path = engine.run_dir / CHECKPOINT_NAME
+        path = engine.run_dir / checkpoint_name(reason, engine.step_index)
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)

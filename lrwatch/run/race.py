@@ -31,7 +31,7 @@ import numpy as np
 from lrwatch.protocol.commands import MAX_RACE_CANDIDATES, Command, Race, RaceEnd, Stop
 from lrwatch.record.rundir import write_race_rows
 from lrwatch.run.checkpoints import HostState, tensor_bytes
-from lrwatch.schedule.spec import KINDS, SpecError, parse_spec
+from lrwatch.schedule.spec import CLASSIC, SpecError, parse_spec
 from lrwatch.schedule.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -102,10 +102,10 @@ class Candidate:
 
 
 def candidates_for(timeline: Timeline, fork: int, specs: Iterable[str]) -> list[Candidate]:
-    """Continuing first, then each spec switched in at the fork (none given: every kind, fitted)."""
+    """Continuing first, then each spec switched in at the fork (none given: the four classic kinds, fitted)."""
     seg = timeline.segment_at(fork)
     out = [Candidate("continue", str(seg.spec), timeline, seg.schedule.torch_line())]
-    for text in list(specs) or list(KINDS):
+    for text in list(specs) or list(CLASSIC):
         spec = parse_spec(text)  # SpecError: one line, nothing changes
         branch = timeline.switch(fork, spec)
         new = branch.segments[-1]
