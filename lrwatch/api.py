@@ -154,6 +154,7 @@ def watch(
     if model is not None and leader:
         engine.checkpointer = monitor._save  # saved once, by rank 0; --resume restores every rank
     if resume is not None:
+        engine.plateau.load_state_dict(state["lrwatch"].get("plateau"))
         if model is not None and state["model"] is not None:
             model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

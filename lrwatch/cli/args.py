@@ -130,10 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--resume",
-        type=_run_dir_arg,
+        type=_resume_arg,
         default=None,
         metavar="RUN_DIR",
-        help="continue a run from its checkpoint; --schedule/--switch given now become new switches",
+        help="continue a run from its checkpoint (or from a checkpoint file in it: a cooldown's fork); "
+        "--schedule/--switch given now become new switches, --epochs/--total-steps a new length",
     )
     _add_divergence_args(demo)
     _add_live_args(demo)
@@ -143,7 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script", help="a Python training script; one that never calls lrwatch.watch() is hooked")
     run.add_argument("--headless", action="store_true", help="no UI; lrwatch's lines go to stderr")
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
-    run.add_argument("--resume", type=_run_dir_arg, default=None, metavar="RUN_DIR", help="continue a run")
+    run.add_argument(
+        "--resume",
+        type=_resume_arg,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run (or a checkpoint file of it)",
+    )
     run.add_argument(
         "--nproc-per-node",
         type=_positive(int),
@@ -159,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--epochs", type=_positive(int), default=None, help="a script without lrwatch.watch(): the planned epochs"
+    )
+    run.add_argument(
+        "--total-steps",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="the run's length in optimizer steps, for a watch() that does not give it (fitted defaults need it)",
     )
     _add_divergence_args(run)
     _add_live_args(run)
@@ -240,6 +254,15 @@ def _run_dir_arg(text: str) -> Path:
     if not (path / "run.json").is_file():
         raise argparse.ArgumentTypeError(f"{text} is not a run directory (no run.json)")
     return path
+
+
+def _resume_arg(text: str) -> Path:
+    """``--resume``: a run directory, or a checkpoint file in one (``RUN_DIR/checkpoint-fork-500.pt``)."""
+    path = Path(text)
+    if path.is_file():
+        _run_dir_arg(str(path.parent))
+        return path
+    return _run_dir_arg(text)
 
 
 def check_resumable(run_dir: Path | None) -> None:

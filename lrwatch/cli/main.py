@@ -16,7 +16,7 @@ import numpy as np
 from lrwatch.cli.args import UsageError, build_parser, build_timeline, check_resumable
 from lrwatch.record.reader import RunDirError, RunReader
 from lrwatch.record.rundir import default_run_dir
-from lrwatch.run.checkpoints import CheckpointError
+from lrwatch.run.checkpoints import CheckpointError, run_dir_of
 from lrwatch.schedule.spec import SpecError
 
 EXIT_USAGE = 2
@@ -92,7 +92,7 @@ def _launches(args: argparse.Namespace) -> bool:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     check_resumable(args.resume)
-    run_dir = args.resume or args.run_dir or default_run_dir()
+    run_dir = run_dir_of(args.resume) if args.resume else args.run_dir or default_run_dir()
     if args.find_lr and not args.headless:
         raise UsageError("lrwatch demo: --find-lr runs without the monitor: add --headless")
     if _launches(args):  # the run process builds the task: this one need not import torch
@@ -109,14 +109,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "switches": tuple(str(sw) for sw in args.switch),
         "per_epoch": args.per_epoch,
         "checkpoint_every": args.checkpoint_every,
+        "total_steps": args.total_steps,
     }
     if args.resume is not None:
         # The data, model and run length come from the run being resumed; a --schedule or --switch
         # given now is applied as a new switch (see lrwatch.watch).
-        fields = DemoConfig.from_run_dir(args.resume).as_fields() | {
+        # A length given now (--epochs, --total-steps) is a longer plan: a cooldown's fork trains on.
+        given = {name for name in ("epochs", "total_steps") if _given(args, "--" + name.replace("_", "-"))}
+        fields = DemoConfig.from_run_dir(run_dir).as_fields() | {
             "schedule": str(args.schedule) if args.schedule_given else None,
             "switches": fields["switches"],
             "checkpoint_every": args.checkpoint_every,
+            **{name: fields[name] for name in given},
         }
     try:
         task = DemoTask(DemoConfig(**fields, device=args.device))
@@ -132,6 +136,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg = task.config
         print(f"lrwatch demo: {cfg.epochs} epochs × {cfg.steps} steps on {task.device}, run dir {run_dir}")
     return run_headless(task.train, args, run_dir=run_dir)
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args.raw_argv)
 
 
 def _divergence_args(args: argparse.Namespace) -> dict:
@@ -157,6 +165,7 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
         log=getattr(sys, log),  # the console's stream: it moves to the log when the terminal goes
         on_hangup=args.on_hangup,
         spawned=args.spawned,
+        total_steps=getattr(args, "total_steps", None),
         **_divergence_args(args),
     )
 
@@ -228,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             runpy.run_path(str(script), run_name="__main__")
 
     check_resumable(args.resume)
-    run_dir = args.resume or args.run_dir or default_run_dir()
+    run_dir = run_dir_of(args.resume) if args.resume else args.run_dir or default_run_dir()
     if _launches(args):
         return launch(args, run_dir)
     if args.nproc_per_node is not None:
@@ -245,6 +254,7 @@ def _rank_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
         "LRWATCH_SPIKE_FACTOR": repr(args.spike_factor),
         "LRWATCH_ON_HANGUP": args.on_hangup,
         "LRWATCH_SPAWNED": "1" if args.spawned else "",
+        "LRWATCH_TOTAL_STEPS": str(args.total_steps or ""),
     }
 
 

@@ -55,7 +55,7 @@ def switch(engine: Any, command: Switch) -> None:
     if timeline.ends_at is not None:
         engine.checkpoint("fork")
     engine.set_timeline(timeline)
-    engine.emit_switch(requested=command.spec)
+    engine.tell(engine.emit_switch(requested=command.spec))  # the answer to lrwatch send, after the fork's checkpoint
     zero_start(engine)
 
 
@@ -101,7 +101,7 @@ def take_over(engine: Any, command: Switch) -> None:
         engine.checkpoint("fork")
     engine.set_timeline(timeline)
     engine.control.hand_over()
-    engine.emit_switch(requested=command.spec, took_over=True)
+    engine.tell(engine.emit_switch(requested=command.spec, took_over=True))
     engine.warn(f"lrwatch took over the LR at step {s} (from {engine.lr:.4g}): it now sets it before every "
                 "optimizer step; the script's own scheduler no longer counts")  # fmt: skip
 

@@ -224,10 +224,10 @@ class Engine:
         if watch_loss:
             self.divergence.observe(step, loss)
 
-    def emit_switch(self, **extra: Any) -> None:
+    def emit_switch(self, **extra: Any) -> Event:
         """A ``switch`` event for the segment just added: its spec, anchor, base LR and PyTorch line."""
         seg = self._timeline.segments[-1]
-        self.emit(
+        return self.emit(
             "switch",
             spec=str(seg.spec),
             anchor=seg.anchor,

@@ -70,6 +70,12 @@ class Monitor:
         return self.engine.start_step % self.engine.timeline.steps_per_epoch
 
     @property
+    def total_steps(self) -> int | None:
+        """The run's planned length in steps (``None``: unknown). It follows ``lrwatch send RUN_DIR length N``,
+        the monitor's prompt, and a cooldown (the run ends with it)."""
+        return self.engine.timeline.total_steps
+
+    @property
     def stopped(self) -> bool:
         return self.engine.state in ("stopping", "stopped", "finished", "error")
 
@@ -210,14 +216,19 @@ class Monitor:
 
     def state_dict(self) -> dict[str, Any]:
         """lrwatch's state, to save beside your model in your own checkpoint: the step, the timeline with
-        every switch, the switches still planned. Plain types only: it loads with ``weights_only=True``."""
+        every switch, the switches still planned, a plateau's bookkeeping. Plain types only: it loads with
+        ``weights_only=True``."""
         engine = self.engine
-        return {
+        state = {
             "format": STATE_FORMAT,
             "step": engine.step_index,
             "timeline": engine.timeline.to_dict(),
             "scripted": [[step, command.to_dict()] for step, command in engine.scheduled_commands()],
         }
+        plateau = engine.plateau.state_dict()
+        if plateau is not None:
+            state["plateau"] = plateau
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (call it right after :func:`watch`, before the first step,
@@ -226,6 +237,7 @@ class Monitor:
         step, timeline, scheduled = parse_state(state)
         total = self.engine.timeline.total_steps
         self.engine.restore(step, replace(timeline, total_steps=total or timeline.total_steps), scheduled)
+        self.engine.plateau.load_state_dict(state.get("plateau"))
 
     def _save(self, reason: str) -> Path:
         """lrwatch's own checkpoint: :meth:`state_dict` with model, optimizer, RNG and extra states."""
