@@ -18,7 +18,7 @@ from lrwatch.schedule.timeline import Timeline
 
 APPLIED_COLOR = PALETTE[0]
 PREVIEW_COLOR = DIM
-CANDIDATE_COLORS = {"exp": 208, "cosine": 170, "cosine-restarts": 141, "step": 220}
+CANDIDATE_COLORS = {"exp": 208, "cosine": 170, "cosine-restarts": 141, "step": 220, "cooldown": 51}
 # A race's candidates on the loss chart: none of the loss chart's own colours (raw, EMA, val).
 RACE_COLORS = {"continue": 39, "exp": 203, "cosine": 114, "cosine-restarts": 141, "step": 220}
 RAW_LOSS_COLOR = 240

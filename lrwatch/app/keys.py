@@ -8,13 +8,15 @@ candidate is drawn at once (``_redraw_now``), the run applies the command at its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from lrwatch.app.length import LengthPrompt
 from lrwatch.app.screens import LrFindScreen, RaceScreen, SpecEditor
-from lrwatch.protocol.commands import MONITOR_ONLY, EditParams, FindLr, Race, RaceEnd, Switch
+from lrwatch.protocol.commands import MONITOR_ONLY, EditParams, FindLr, Length, Race, RaceEnd, Switch, parse_length
 from lrwatch.protocol.events import Event
-from lrwatch.schedule.base import Span
-from lrwatch.schedule.spec import CLASSIC, SpecError, parse_spec
+from lrwatch.schedule.base import Span, fmt_value
+from lrwatch.schedule.spec import CLASSIC, LengthUnknown, SpecError, parse_spec
 
 if TYPE_CHECKING:
     from lrwatch.protocol.events import RunSource
@@ -144,22 +146,60 @@ class ScheduleKeys:
         if choice != RACE_DECIDED and self.source is not None and not self.source.status().read_only:
             self.source.submit(RaceEnd(-1 if choice is None else int(choice)))
 
+    def _with_length(self, spec: str, then: Callable[[Timeline], None]) -> None:
+        """``then(timeline)`` now; or, when ``spec`` fits a default to the run's unknown length, after the
+        length prompt (its answer is sent to the run first, as a ``Length``)."""
+        timeline = self.source.timeline
+        try:
+            if timeline.total_steps is None:
+                timeline.switch(self._step(), spec, self.anchor)
+        except LengthUnknown as exc:
+            key = str(exc).split(":")[1].split()[0]
+
+            def done(text: str | None) -> None:
+                if text is not None and self._can_switch():
+                    self.source.submit(Length(text))
+                    then(timeline.with_length(round(parse_length(text).to_steps(timeline.steps_per_epoch))))
+
+            self.push_screen(
+                LengthPrompt(f"{spec.split(':')[0]}'s {key}", self._step(), timeline.steps_per_epoch), done
+            )
+            return
+        except SpecError:
+            pass  # the run refuses it, and says why
+        then(timeline)
+
     def action_switch(self, kind: str) -> None:
+        """Switch to ``kind`` (or a full spec) at the next step boundary; asks for the run's length first when
+        a default fitted to it needs it."""
         if not self._can_switch():
             return
-        self.source.submit(Switch(kind, anchor=self.anchor))
-        self.candidates.clear()
-        self._redraw_now()
+
+        def switch(_timeline: Timeline) -> None:
+            self.source.submit(Switch(kind, anchor=self.anchor))
+            self.candidates.clear()
+            self._redraw_now()
+
+        self._with_length(kind, switch)
 
     def action_candidate(self, kind: str) -> None:
         if not self._can_switch():
             return
         if set(self.candidates) == {kind}:
             self.candidates.clear()
-        else:
-            self.candidates = {kind: self.source.timeline.switch(self._step(), kind, self.anchor)}
+            self._redraw_now()
+            return
+
+        def show(timeline: Timeline) -> None:
+            try:
+                self.candidates = {kind: timeline.switch(self._step(), kind, self.anchor)}
+            except SpecError as exc:
+                self.notify(str(exc), severity="warning")
+                return
             self._candidate_step = self._step()
-        self._redraw_now()
+            self._redraw_now()
+
+        self._with_length(kind, show)
 
     def action_candidate_all(self) -> None:
         if not self._can_switch():
@@ -172,12 +212,21 @@ class ScheduleKeys:
 
     def _refresh_candidates(self, step: int, kinds: list[str] | None = None) -> None:
         timeline = self.source.timeline
-        self.candidates = {kind: timeline.switch(step, kind, self.anchor) for kind in (kinds or list(self.candidates))}
+        shown = {}
+        for kind in kinds or list(self.candidates):
+            try:
+                shown[kind] = timeline.switch(step, kind, self.anchor)
+            except SpecError:  # a fit that needs the run's length: shown once it has one
+                if kind in self.candidates:
+                    shown[kind] = self.candidates[kind]
+        self.candidates = shown
         self._candidate_step = step
 
     def action_apply_candidate(self) -> None:
         if len(self.candidates) == 1:
-            self.action_switch(next(iter(self.candidates)))
+            kind, shown = next(iter(self.candidates.items()))
+            # A cooldown is applied as shown: its fitted length is a quarter of the steps done when it was shown
+            self.action_switch(str(shown.segments[-1].spec) if kind == "cooldown" else kind)
         elif self.candidates:
             self.notify("Several candidates shown: press e, c, r or s to switch to one.")
 
@@ -198,10 +247,11 @@ class ScheduleKeys:
                 return
             spec = parse_spec(text)
             if spec.kind == seg.schedule.kind and spec.anchor is None and spec.lr is None:  # lr=: a new start
-                self.source.submit(EditParams(spec.params))
+                values = tuple((k, v if type(v) in (int, float) else fmt_value(v)) for k, v in spec.params)
+                self.source.submit(EditParams(values))  # JSON: numbers, or spec notation (5000steps, 30/60)
+                self._redraw_now()
             else:
-                self.source.submit(Switch(text, anchor=spec.anchor or self.anchor))
-            self._redraw_now()
+                self._with_length(text, lambda _t: self.source.submit(Switch(text, anchor=spec.anchor or self.anchor)))
 
         self.push_screen(SpecEditor(str(seg.spec)), done)
 

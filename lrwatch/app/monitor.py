@@ -77,6 +77,7 @@ class LRWatchApp(ScheduleKeys, App):
         Binding("C", "candidate('cosine')", "preview cosine", show=False),
         Binding("R", "candidate('cosine-restarts')", "preview restarts", show=False),
         Binding("S", "candidate('step')", "preview step", show=False),
+        Binding("D", "candidate('cooldown')", "preview cooldown", show=False),
         Binding("v", "candidate_all", "compare", show=False),
         Binding("enter", "apply_candidate", "apply", show=False),
         Binding("escape", "clear_candidates", "clear", show=False),

@@ -184,6 +184,10 @@ class MonitorScreen(ViewScreen):
             Text(seg.schedule.torch_line(), style="#8fbcbb"),
             Text.assemble("next switch: ", ("restart from initial LR" if anchor == "base" else "continue", "bold")),
         ]
+        if seg.schedule.kind == "plateau":  # its reductions depend on the metric: the preview cannot know them
+            lines.insert(3, Text(f"flat ahead: drops follow {seg.schedule.params()['metric']}", style="yellow"))
+        elif seg.end_step is not None:
+            lines.insert(3, Text(f"the run ends at step {seg.end_step:,}", style="yellow"))
         if timeline.total_steps is None:  # the preview cannot know where the run ends
             unknown = "length unknown: a fitted switch asks for it"
             lines.insert(1, Text(unknown, style="yellow"))
