@@ -199,8 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedule_args(sched, lr_default=None, epochs_default=None)
     _add_output_args(sched, default_format="csv")
 
-    compare = sub.add_parser("compare", help="draw the textbook comparison: step, exponential, cosine, SGDR")
-    compare.set_defaults(spec=[parse_spec(text) for text in TEXTBOOK], switch=[])
+    compare = sub.add_parser(
+        "compare", help="draw schedules side by side (default: the textbook four: step, exponential, cosine, SGDR)"
+    )
+    compare.set_defaults(switch=[])
+    compare.add_argument(
+        "spec", type=spec_arg, nargs="*", metavar="SPEC", help="schedules to draw, any kind (default: the textbook 4)"
+    )
     compare.add_argument("--lr", type=_positive(float), default=0.1, help="initial LR (default 0.1)")
     compare.add_argument("--epochs", type=_positive(int), default=50, help="epochs (default 50)")
     compare.add_argument("--per-epoch", action="store_true", help="staircase: update the LR once per epoch")

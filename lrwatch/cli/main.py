@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lrwatch.cli.args import UsageError, build_parser, build_timeline, check_resumable
+from lrwatch.cli.args import TEXTBOOK, UsageError, build_parser, build_timeline, check_resumable
 from lrwatch.record.reader import RunDirError, RunReader
 from lrwatch.record.rundir import default_run_dir
 from lrwatch.run.checkpoints import CheckpointError, run_dir_of
-from lrwatch.schedule.spec import SpecError
+from lrwatch.schedule.spec import SpecError, parse_spec
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -320,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_view(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "compare" and not args.spec:
+            args.spec = [parse_spec(text) for text in TEXTBOOK]
         if args.command in ("schedule", "compare"):
             if args.steps_per_epoch is None:  # smooth per-batch curves in plots; one row per epoch in data
                 args.steps_per_epoch = 20 if args.format == "plot" and not args.per_epoch else 1
