@@ -22,6 +22,7 @@ HELP = """\
 [b]Switch the schedule[/b] (lands at the next step boundary; the preview changes at once)
   [b]e[/b] exponential   [b]c[/b] cosine   [b]r[/b] cosine restarts (SGDR)   [b]s[/b] step decay
   [b]E C R S[/b]  show that schedule as a candidate from now, without switching
+  [b]D[/b]        the cooldown as a candidate: decay from here, and end the run (a quarter of the steps so far)
   [b]v[/b]        show every kind as a candidate       [b]enter[/b] apply the shown candidate
   [b]escape[/b]   clear candidates
   [b]a[/b]        anchor for switches: continue from the current LR ↔ restart from the initial LR
@@ -42,7 +43,8 @@ HELP = """\
   [b]?[/b] this help
 
 Specs: exp:gamma=G[,decay_steps=D]  cosine:T_max=T[,eta_min=E]
-       cosine-restarts:T_0=T[,T_mult=M][,eta_min=E]  step:step_size=N[,gamma=G]   (times in epochs)
+       cosine-restarts:T_0=T[,T_mult=M][,eta_min=E]  step:step_size=N[,gamma=G]   wsd  cooldown:length=L
+       (times in epochs, or Nsteps; every kind takes warmup=W: see the README's Schedules)
 Press escape or ? to close."""
 
 
