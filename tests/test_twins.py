@@ -116,10 +116,10 @@ def test_wsd_is_get_wsd_schedule(
 
 
 def test_wsd_fitted_to_the_run_is_get_wsd_schedule_with_20_percent_decay() -> None:
-    """``wsd:warmup=500steps`` in a 10,000-step run: decay 20% of what follows the warmup, stable the rest."""
+    """``wsd:warmup=500steps`` in a 10,000-step run: decay 20% of the run, stable what the warmup leaves."""
     timeline = Timeline.start("wsd:warmup=500steps", lr=1e-3, steps_per_epoch=100, total_steps=N_STEPS)
-    assert str(timeline.segments[0].spec) == "wsd:decay=1900steps,stable=7600steps,warmup=500steps"
-    make = lambda o: hf.get_wsd_schedule(o, 500, 1900, num_training_steps=N_STEPS, decay_type="1-sqrt")  # noqa: E731
+    assert str(timeline.segments[0].spec) == "wsd:decay=2000steps,stable=7500steps,warmup=500steps"
+    make = lambda o: hf.get_wsd_schedule(o, 500, 2000, num_training_steps=N_STEPS, decay_type="1-sqrt")  # noqa: E731
     assert_close(timeline.lrs(np.arange(N_STEPS)), torch_per_epoch(make, 1e-3), scale=1e-3)
 
 

@@ -65,14 +65,15 @@ class Cooldown:
 
 
 def _fit_wsd(values: dict[str, Any], fit: Fit) -> dict[str, Any]:
-    """``decay`` = 20% of the rest (Hägele et al.), ``stable`` = what remains; the warmup starts at ``min_lr_ratio``."""
+    """``decay`` = 20% of the run from the segment's start, its warmup included (Hägele et al.: a cooldown of 20%
+    of the training steps), ``stable`` = what remains after the warmup; the warmup starts at ``min_lr_ratio``."""
     out: dict[str, Any] = {}
     if "warmup_start" not in values:
         out["warmup_start"] = values["min_lr_ratio"]
     if "decay" in values and "stable" in values:
         return out
     rest = fit.rest("stable" if "decay" in values else "decay")
-    decay = values.get("decay") or fit.span(0.2 * rest)
+    decay = values.get("decay") or fit.span(0.2 * (rest + fit.warmup_steps))
     out["decay"] = decay
     if "stable" not in values:
         left = rest - fit.steps(decay)
