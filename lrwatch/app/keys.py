@@ -154,16 +154,14 @@ class ScheduleKeys:
             if timeline.total_steps is None:
                 timeline.switch(self._step(), spec, self.anchor)
         except LengthUnknown as exc:
-            key = str(exc).split(":")[1].split()[0]
+            why = f"{exc.kind}'s {exc.key}"
 
             def done(text: str | None) -> None:
                 if text is not None and self._can_switch():
                     self.source.submit(Length(text))
                     then(timeline.with_length(round(parse_length(text).to_steps(timeline.steps_per_epoch))))
 
-            self.push_screen(
-                LengthPrompt(f"{spec.split(':')[0]}'s {key}", self._step(), timeline.steps_per_epoch), done
-            )
+            self.push_screen(LengthPrompt(why, self._step(), timeline.steps_per_epoch), done)
             return
         except SpecError:
             pass  # the run refuses it, and says why
@@ -251,7 +249,12 @@ class ScheduleKeys:
                 self.source.submit(EditParams(values))  # JSON: numbers, or spec notation (5000steps, 30/60)
                 self._redraw_now()
             else:
-                self._with_length(text, lambda _t: self.source.submit(Switch(text, anchor=spec.anchor or self.anchor)))
+
+                def switch(_timeline: Timeline) -> None:
+                    self.source.submit(Switch(text, anchor=spec.anchor or self.anchor))
+                    self._redraw_now()
+
+                self._with_length(text, switch)
 
         self.push_screen(SpecEditor(str(seg.spec)), done)
 

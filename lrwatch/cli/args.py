@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from lrwatch.schedule.base import Span, parse_span
+from lrwatch.schedule.base import Span
 from lrwatch.schedule.spec import KINDS, ScheduleSpec, SpecError, parse_spec, parse_switch
 from lrwatch.schedule.timeline import Timeline
 
@@ -53,14 +53,6 @@ def switch_arg(text: str) -> SwitchAt:
     except SpecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return SwitchAt(when, parse_spec(spec))
-
-
-def length_arg(text: str) -> Span:
-    """A run's length: epochs, or ``Nsteps`` (a whole number of steps > 0)."""
-    span = parse_span(text)
-    if span is None or not (span.value > 0 and np.isfinite(span.value)) or (span.steps and not span.value.is_integer()):
-        raise argparse.ArgumentTypeError(f"expected a length > 0 in epochs, or Nsteps (got {text!r})")
-    return span
 
 
 def _positive(kind: type) -> callable:

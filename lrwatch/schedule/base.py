@@ -26,7 +26,14 @@ class SpecError(ValueError):
 
 class LengthUnknown(SpecError):
     """A default fitted to the rest of the run, in a run whose length is unknown: the message names the key
-    and how to give the length."""
+    (``key``) and how to give the length."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(
+            f"{kind}: {key} is fitted to the rest of the run, whose length is unknown: give {key}=..., "
+            "or the length (lrwatch send RUN_DIR length N, --total-steps N, watch(total_steps=N))"
+        )
+        self.kind, self.key = kind, key
 
 
 class Curve(Protocol):
@@ -213,10 +220,7 @@ class Fit:
     def rest(self, key: str) -> float:
         """The steps from the end of the warmup to the end of the run; :class:`LengthUnknown` if unknown."""
         if self.remaining_steps is None:
-            raise LengthUnknown(
-                f"{self.kind}: {key} is fitted to the rest of the run, whose length is unknown: give {key}=..., "
-                "or the length (lrwatch send RUN_DIR length N, --total-steps N, watch(total_steps=N))"
-            )
+            raise LengthUnknown(self.kind, key)
         return max(self.remaining_steps - self.warmup_steps, 1e-9)
 
     def span(self, steps: float, *, up: bool = False) -> Span:
