@@ -127,7 +127,7 @@ class Param:
         raw = raw.strip()
         if self.type == "choice":
             if raw not in self.choices:
-                raise SpecError(f"{kind}: {self.name} must be one of {', '.join(self.choices)} (got {raw!r})")
+                raise SpecError(f"{kind}: {self.name} must be one of {', '.join(self.choices)} (got {raw[:40]!r})")
             return raw
         if self.type == "name":
             if not _NAME.match(raw):
