@@ -82,6 +82,7 @@ class Engine:
         self.divergence = DivergenceResponse(self, watch)  # a diverged loss: pause, stop or roll back
         self.stop_reason: str | None = None
         self.completed = False  # the run reached the end of its schedule (a cooldown's last step)
+        self._ends_at = timeline.ends_at  # kept with the timeline: the step boundary reads it every step
         self.plateau = PlateauWatch(self)  # a plateau schedule's evaluations
         self.commands = CommandQueue()
         self.step_index = start_step
@@ -308,7 +309,7 @@ class Engine:
             pending = self.commands.take(wait=PAUSE_POLL_SECONDS)
             if pending is not None:
                 self._apply(*pending)
-        ends_at = self._timeline.ends_at
+        ends_at = self._ends_at
         if ends_at is not None and self.step_index >= ends_at and self.state in ("running", "paused"):
             self.completed = True  # the cooldown's last step is done: the run ends here, as planned
             self.state, self.stop_reason = "stopping", "the cooldown ended"
@@ -375,6 +376,7 @@ class Engine:
 
     def set_timeline(self, timeline: Timeline) -> None:
         self._timeline = timeline
+        self._ends_at = timeline.ends_at
         self.control.set_timeline(timeline)
 
     def _set_lr(self, step: int) -> None:
