@@ -19,14 +19,20 @@ loop's own PyTorch scheduler and only watches (monitor-only).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from lrwatch.live.host import current_host
 from lrwatch.protocol.commands import Switch
 from lrwatch.record.rundir import default_run_dir, read_metric_rows
-from lrwatch.run.checkpoints import WeightsSnapshot, load_resume_state, load_state, parse_state, set_rng_state
+from lrwatch.run.checkpoints import (
+    WeightsSnapshot,
+    load_resume_state,
+    load_state,
+    parse_state,
+    run_dir_of,
+    set_rng_state,
+)
 from lrwatch.run.distributed import RankSync, join_ranks
 from lrwatch.run.divergence import DivergencePolicy
 from lrwatch.run.engine import Engine
@@ -71,19 +77,24 @@ def watch(
             unknown; an epoch is then one step (the x axis counts steps), ``metrics.csv``'s epoch column is empty.
         epochs: the planned length, for the preview and fitted defaults (``None``: unknown).
         total_steps: the planned length in steps, when it is not ``steps_per_epoch × epochs`` (a framework
-            that knows its optimizer steps, e.g. Lightning's ``estimated_stepping_batches``).
-        schedule: initial spec, e.g. ``"cosine:T_max=25,eta_min=0.001"`` (default ``cosine``). On a resume,
-            a schedule that differs from the one in force is applied as a new, logged switch.
+            that knows its optimizer steps, e.g. Lightning's ``estimated_stepping_batches``). Unknown (neither
+            given): a default fitted to the rest of the run is refused until the length is given
+            (``lrwatch send RUN_DIR length N``, or the monitor's prompt).
+        schedule: initial spec, e.g. ``"cosine:T_max=25,eta_min=0.001"`` or ``"wsd:warmup=2000steps"`` (times in
+            epochs, or ``Nsteps``). Default ``cosine``; ``constant`` when the run's length is unknown. On a
+            resume, a schedule that differs from the one in force is applied as a new, logged switch.
         lr: initial LR (default: the optimizer's group 0 LR).
         per_epoch: change the LR only at epoch boundaries, like ``scheduler.step()`` once per epoch.
         model: enables checkpoints (``k`` key, ``checkpoint_every``, and one on every stop).
         drive_lr: ``False``: monitor-only; the loop's own scheduler sets the LR, switching is off.
         take_over: with ``drive_lr=False``: the first switch hands the LR to lrwatch, which from then on
             sets it before every ``optimizer.step()``, whatever the loop's own scheduler does.
-        switches: ``"EPOCH:SPEC"`` switches applied when the run gets there, as key presses would be.
-        resume: a run directory with a checkpoint: restore model, optimizer, timeline, step, RNG states. One
-            with lrwatch's state only (``lrwatch_state.json``: a script that saves its own model) restores
-            the timeline and step; the script loads its model and optimizer itself.
+        switches: ``"EPOCH:SPEC"`` (or ``"Nsteps:SPEC"``) switches applied when the run gets there, as key
+            presses would be.
+        resume: a run directory with a checkpoint, or a checkpoint file (a cooldown's fork, say): restore model,
+            optimizer, timeline, step, RNG states. One with lrwatch's state only (``lrwatch_state.json``: a
+            script that saves its own model) restores the timeline and step; the script loads its model and
+            optimizer itself.
         resume_step: the step the loop goes on from, when it is not the one lrwatch saved (the script's own
             checkpoint is older): the run directory's rows from there on are dropped, the timeline is kept.
         extra_state: more things to checkpoint: ``torch.Generator`` or anything with ``state_dict``.
@@ -105,22 +116,29 @@ def watch(
         lr = float(optimizer.param_groups[0]["lr"])
     epochs_known = steps_per_epoch is not None
     steps_per_epoch = steps_per_epoch or 1
+    if total_steps is None:
+        total_steps = host.total_steps
     total = total_steps if total_steps is not None else (steps_per_epoch * epochs if epochs else None)
     given = list(host.switches)  # lrwatch run --schedule/--switch: the command line's, after the script's own
     if host.schedule is not None and take_over and not drive_lr:
-        given.insert(0, f"0:{host.schedule}")  # a script lrwatch only watched: taken over at its first step
+        given.insert(0, f"0steps:{host.schedule}")  # a script lrwatch only watched: taken over at its first step
     elif host.schedule is not None:
         schedule = host.schedule
-    scripted = [parse_switch(text) for text in (*switches, *given)]
+    scripted = [(when.to_steps(steps_per_epoch), spec) for when, spec in map(parse_switch, (*switches, *given))]
     if resume is not None:
         state = load_resume_state(resume)
         start_step, saved_timeline, saved_switches = parse_state(state["lrwatch"])
         start_step = start_step if resume_step is None else int(resume_step)
-        timeline = replace(saved_timeline, total_steps=total)
-        directory = resume
+        timeline = saved_timeline.with_length(total if total is not None else saved_timeline.total_steps)
+        directory = run_dir_of(resume)
     else:
         timeline = Timeline.start(
-            schedule or "cosine", lr=lr, steps_per_epoch=steps_per_epoch, total_steps=total, per_epoch=per_epoch
+            schedule or ("cosine" if total is not None else "constant"),
+            lr=lr,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            per_epoch=per_epoch,
+            steps_only=not epochs_known,
         )
         start_step = 0
         directory = Path(run_dir) if run_dir is not None else (host.run_dir or default_run_dir())
@@ -146,8 +164,8 @@ def watch(
         engine.racer = lambda command: monitor._race(command, ask=True)  # the f key and lrwatch send race
     if model is not None and leader:
         engine.checkpointer = monitor._save  # saved once, by rank 0; --resume restores every rank
-    k = steps_per_epoch
     if resume is not None:
+        engine.plateau.load_state_dict(state["lrwatch"].get("plateau"))
         if model is not None and state["model"] is not None:
             model.load_state_dict(state["model"])
         if state["optimizer"] is not None:
@@ -164,10 +182,10 @@ def watch(
         applied = {(seg.start_step, str(seg.spec)) for seg in timeline.segments}
         for step, cmd in saved_switches:
             engine.schedule_command(step, cmd)
-        for epoch, spec in scripted:
-            if (round(epoch * k), spec) in applied:
+        for at, spec in scripted:
+            if (round(at), spec) in applied:
                 continue  # the same command line given again on a resume: already in the timeline
-            step = max(round(epoch * k), start_step)  # one given for the past lands now, visibly
+            step = max(round(at), start_step)  # one given for the past lands now, visibly
             if (step, json_key(Switch(spec).to_dict())) not in pending:
                 engine.schedule_command(step, Switch(spec))
         active = timeline.segment_at(start_step).spec
@@ -176,8 +194,8 @@ def watch(
         if leader:
             _load_history(engine, directory, start_step)
     else:
-        for epoch, spec in scripted:
-            engine.schedule_command(round(epoch * k), Switch(spec))
+        for at, spec in scripted:
+            engine.schedule_command(round(at), Switch(spec))
     gpu_trouble = probe_gpu(engine, optimizer, sync is not None) if leader else None
     server = host.attach(engine, sync)
     if sync is not None:

@@ -32,6 +32,7 @@ class DemoConfig:
     switches: tuple[str, ...] = ()
     per_epoch: bool = False
     checkpoint_every: float | None = None
+    total_steps: int | None = None  # the run's length, when not epochs × steps
     train_size: int = 60_000
     val_size: int = 6_000
     classes: int = 10
@@ -163,6 +164,7 @@ class DemoTask:
             self.optimizer,
             model=self.model,
             epochs=cfg.epochs,
+            total_steps=cfg.total_steps,
             steps_per_epoch=cfg.steps,
             schedule=cfg.schedule,
             lr=cfg.lr,
@@ -174,9 +176,9 @@ class DemoTask:
             evaluate=lambda: dict(zip(("val_loss", "val_acc"), self.evaluate(), strict=True)),
             config={"command": "demo", **self.config.as_fields(), "device": str(self.device), "steps": cfg.steps},
         )
-        total, k = cfg.epochs * cfg.steps, cfg.steps
+        k = cfg.steps
         batches = self.batches(monitor.start_step)  # from the seed and the step: a resume needs no data state
-        while (step := monitor.step_index) < total:
+        while (step := monitor.step_index) < (monitor.total_steps or cfg.epochs * k):  # it follows `length N`
             loss = self.train_step(next(batches))
             if not monitor.step(loss):  # a tensor: on a GPU, read without a per-step sync
                 break

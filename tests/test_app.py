@@ -82,7 +82,8 @@ async def test_candidate_preview_then_apply_with_enter() -> None:
         assert events(app, "switch")[0].data["spec"].startswith("step:")
         assert not app.candidates
         await pilot.press("v")  # the comparison set, less the kind that would equal continuing (step, fitted now)
-        assert app.candidates.kinds() == ["cosine", "exp", "cosine-restarts"] and app.candidates.marked == "cosine"
+        assert app.candidates.kinds() == ["cosine", "exp", "cosine-restarts", "linear"]
+        assert app.candidates.marked == "cosine"
         await pilot.press("escape")
         assert not app.candidates
         for key in ("E", "C", "R", "S"):  # shown together, each toggled by its key

@@ -71,7 +71,7 @@ def _strip(text: str) -> str:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["schedule", "cosine:T_max=0", "--lr", "0.1", "--epochs", "3"], "T_max must be > 0 epochs (got 0)"),
+        (["schedule", "cosine:T_max=0", "--lr", "0.1", "--epochs", "3"], "T_max must be > 0 (got 0)"),
         (["schedule", "cosine", "--epochs", "3"], "the following arguments are required: --lr"),
         (["schedule", "cosine", "--lr", "-1", "--epochs", "3"], "argument --lr: expected a number > 0 (got '-1')"),
         (["schedule", "cosine", "--lr", "0.1", "--epochs", "x"], "--epochs: expected an integer > 0 (got 'x')"),

@@ -125,8 +125,8 @@ def test_bad_command_is_rejected_and_changes_nothing() -> None:
     assert engine.timeline is before
     rejected = [e for e in engine.events_since(0) if e.kind == "rejected"]
     assert [e.data["reason"] for e in rejected] == [
-        "cosine: T_max must be > 0 epochs (got -1)",
-        "cosine: unknown key 'gamma'; allowed: T_max, eta_min, lr, anchor",
+        "cosine: T_max must be > 0 (got -1)",
+        "cosine: unknown key 'gamma'; allowed: T_max, eta_min, warmup, warmup_start, lr, anchor",
     ]
 
 

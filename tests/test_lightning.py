@@ -185,3 +185,54 @@ def test_under_ddp_every_rank_follows_rank_0s_run(tmp_path: Path) -> None:
     assert [r[0] for r in steps] == list(range(2 * per_epoch)) and int(ranks[0][3]) == 2 * per_epoch
     assert events[-1].data["status"] == "finished"
     assert not list(tmp_path.glob("runs"))  # rank 1 wrote nothing
+
+
+class WarmedUp(Regression):
+    """A module with its own schedule: ``SequentialLR`` warmup from 5% then a cosine, stepped every step."""
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        optimizer.register_step_pre_hook(lambda opt, *_: self.stepped_lrs.append(opt.param_groups[0]["lr"]))
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.05, total_iters=3)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=12)
+        scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[3])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def test_the_modules_own_warmup_schedule_is_kept_lr_for_lr(tmp_path: Path) -> None:
+    """No ``schedule=``: the SequentialLR warmup + cosine is driven as ``cosine:...,warmup=3steps,warmup_start=0.05``
+    from the peak LR (not from the warmup's 5%), LR for LR."""
+    reference = WarmedUp()
+    scheduler = reference.configure_optimizers()["lr_scheduler"]["scheduler"]
+    expected = []
+    for _ in range(15):
+        expected.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    model = WarmedUp()
+    fit(model, [LRWatchCallback(run_dir=tmp_path)])
+    steps, _, events = run_rows(tmp_path)
+    assert np.allclose(model.stepped_lrs, expected, rtol=1e-12, atol=0) and max(model.stepped_lrs) == 0.1
+    assert np.allclose([r[2] for r in steps], expected, rtol=1e-12, atol=0)
+    start = Timeline.from_dict(events[0].data["timeline"])
+    assert str(start.segments[0].spec) == "cosine:T_max=12steps,warmup=3steps,warmup_start=0.05"
+
+
+class OwnLambda(Regression):
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        optimizer.register_step_pre_hook(lambda opt, *_: self.stepped_lrs.append(opt.param_groups[0]["lr"]))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.9**s)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def test_a_scheduler_without_an_equivalent_keeps_stepping_until_the_first_switch(tmp_path: Path) -> None:
+    model = OwnLambda()
+    callback = LRWatchCallback(run_dir=tmp_path)
+    fit(model, [Commands(callback, 6, Switch("exp:gamma=0.5")), callback])
+    lrs = np.array(model.stepped_lrs)
+    assert np.allclose(lrs[:6], 0.1 * 0.9 ** np.arange(6))  # the module's own LambdaLR, watched
+    assert lrs[6] == lrs[5] and np.allclose(lrs[7:] / lrs[6:-1], 0.5 ** (1 / 5))  # lrwatch's, from the LR in force
+    _, _, events = run_rows(tmp_path)
+    assert any("no lrwatch equivalent" in e.data.get("message", "") for e in events)
+    assert next(e for e in events if e.kind == "switch").data.get("took_over")

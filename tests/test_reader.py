@@ -51,7 +51,7 @@ def test_a_finished_run_reads_back_exactly(tmp_path: Path) -> None:
 
 
 def test_a_growing_run_is_followed(tmp_path: Path) -> None:
-    engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine", lr=0.1, steps_per_epoch=K), run_dir=tmp_path)
+    engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine:T_max=4", lr=0.1, steps_per_epoch=K), run_dir=tmp_path)
     engine.begin()
     for _ in range(5):
         engine.step(1.0)
@@ -61,7 +61,7 @@ def test_a_growing_run_is_followed(tmp_path: Path) -> None:
     assert reader.poll() is False
     for _ in range(7):
         engine.step(1.0)
-    engine.submit(Switch("step"))
+    engine.submit(Switch("step:step_size=2"))
     engine.step(1.0)
     engine.log.flush()
     assert reader.poll() is True

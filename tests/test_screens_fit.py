@@ -3,8 +3,6 @@ help, a read-only view's keys, and charts that stay live on a run of unknown len
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
@@ -19,7 +17,7 @@ from lrwatch.charts.plot import ChartSpec, Line, frame_of
 from lrwatch.run.engine import Engine
 from lrwatch.schedule.choices import after_cycle, comparison_specs, same_as
 from lrwatch.schedule.spec import KINDS
-from lrwatch.schedule.timeline import Segment, Timeline
+from lrwatch.schedule.timeline import Timeline
 from tests.conftest import FakeOptimizer, app_wait_for
 
 K = 40
@@ -55,7 +53,7 @@ def test_event_log_shows_the_newest_events_whatever_its_height() -> None:
 # -- the x axis ----------------------------------------------------------------------------------
 def test_unknown_length_axis_grows_in_jumps_so_the_current_step_moves_across_it() -> None:
     """The freeze of a run without epochs: with the end at 1.25 × step the step stood in one column."""
-    timeline = Timeline.start("cosine", lr=0.1, steps_per_epoch=1)
+    timeline = Timeline.start("constant", lr=0.1, steps_per_epoch=1)  # a run of unknown length
     columns = [step * 60 // planned_end(timeline, step) for step in range(75, 2000, 25)]
     assert len(set(columns)) > 20
     assert all(planned_end(timeline, s) >= max(1.25 * s, s + 10) for s in range(0, 5000, 7))
@@ -91,31 +89,20 @@ def test_log_y_spans_at_most_the_decades_asked() -> None:
 
 
 # -- candidates and the comparison set ---------------------------------------------------------------
-@dataclass(frozen=True)
-class _Linear:
-    """A linear decay to 0 over ``total_iters`` epochs, then flat (the shape of LinearLR shorter than the run)."""
-
-    total_iters: float
-    kind: str = "linear"
-
-    def lr(self, base_lr: float, t: np.ndarray) -> np.ndarray:
-        return base_lr * np.clip(1 - np.asarray(t, dtype=np.float64) / self.total_iters, 0, 1)
-
-
 def test_after_cycle_says_when_a_cosine_rises_again_and_when_a_decay_goes_flat() -> None:
     short = Timeline.start("cosine:T_max=30", lr=0.1, steps_per_epoch=K, total_steps=40 * K)
     assert after_cycle(short, 0, short.total_steps) == ("rises", 30 * K, 0.0)
     for spec in ("cosine", "exp", "step", "cosine-restarts", "cosine-restarts:T_0=5,T_mult=2", "step:step_size=3"):
         fitted = Timeline.start(spec, lr=0.1, steps_per_epoch=K, total_steps=40 * K)
         assert after_cycle(fitted, 0, fitted.total_steps) is None, spec
-    linear = Timeline(0.1, K, (Segment(0, 0, 0.1, _Linear(20)),), 40 * K)
-    assert after_cycle(linear, 0, 40 * K) == ("flat", 20 * K, 0.0)
+    linear = Timeline.start("linear:total_iters=20", lr=0.1, steps_per_epoch=K, total_steps=40 * K)
+    assert after_cycle(linear, 0, 40 * K) == ("flat", 20 * K, 0.0)  # LinearLR shorter than the run
     assert after_cycle(short, 0, None) is None  # the run's length unknown: nothing to say
 
 
 def test_comparison_set_leaves_out_what_equals_continuing() -> None:
     timeline = Timeline.start("exp:gamma=0.8913", lr=0.1, steps_per_epoch=K, total_steps=40 * K)
-    assert comparison_specs(timeline, 0) == ["cosine", "step", "cosine-restarts"]  # exp, fitted, is continuing
+    assert comparison_specs(timeline, 0) == ["cosine", "step", "cosine-restarts", "linear"]  # exp is continuing
     assert comparison_specs(timeline, 20 * K) == ["cosine", "exp", "step", "cosine-restarts"]
     near = timeline.switch(0, "exp:gamma=0.8917")
     assert same_as(near, timeline, 0, 40 * K) and not same_as(timeline.switch(0, "exp:gamma=0.85"), timeline, 0, 40 * K)
@@ -124,7 +111,8 @@ def test_comparison_set_leaves_out_what_equals_continuing() -> None:
 # -- the app ---------------------------------------------------------------------------------------
 def deterministic(steps: int = 12 * K, *, total: int | None = 30 * K, epochs_known: bool = True) -> LRWatchApp:
     k = K if epochs_known else 1
-    engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine", lr=0.1, steps_per_epoch=k, total_steps=total),
+    start = "cosine" if total is not None else "constant"  # as watch() starts a run of unknown length
+    engine = Engine(FakeOptimizer(0.1), Timeline.start(start, lr=0.1, steps_per_epoch=k, total_steps=total),
                     epochs_known=epochs_known)  # fmt: skip
     engine.begin()
     for s in range(steps):

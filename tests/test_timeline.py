@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lrwatch.schedule.base import Span
 from lrwatch.schedule.spec import SpecError
 from lrwatch.schedule.timeline import Timeline
 
@@ -32,13 +33,13 @@ def test_anchor_base_restarts_from_the_initial_lr() -> None:
 def test_cosine_without_t_max_anneals_over_the_rest_of_the_run() -> None:
     timeline = start(epochs=40).switch(100, "cosine")
     seg = timeline.segments[-1]
-    assert seg.schedule.T_max == 30
+    assert seg.schedule.params()["T_max"] == Span(30)
     assert timeline.lr_at(399) == pytest.approx(seg.base_lr * (1 + np.cos(np.pi * 29.9 / 30)) / 2)
 
 
 def test_restarts_without_t_0_fit_three_cycles_in_the_rest() -> None:
     timeline = start(epochs=40).switch(100, "cosine-restarts")
-    assert timeline.segments[-1].schedule.T_0 == 10
+    assert timeline.segments[-1].schedule.params()["T_0"] == Span(10)
     lrs = timeline.lrs(np.array([100, 200, 300]))
     np.testing.assert_allclose(lrs, timeline.segments[-1].base_lr)
 
@@ -99,10 +100,17 @@ def test_lr_sequence_is_continuous_at_continue_switches(switches: list[tuple[int
 
 
 def test_bad_start_arguments() -> None:
-    with pytest.raises(SpecError, match="lr must be"):
-        Timeline.start("cosine", lr=0, steps_per_epoch=1)
+    with pytest.raises(SpecError, match="lr must be a finite number >= 0"):
+        Timeline.start("cosine:T_max=5", lr=-1, steps_per_epoch=1)
     with pytest.raises(SpecError, match="steps per epoch"):
-        Timeline.start("cosine", lr=0.1, steps_per_epoch=0)
+        Timeline.start("cosine:T_max=5", lr=0.1, steps_per_epoch=0)
+
+
+def test_an_lr_of_0_is_an_lr() -> None:
+    """A warmup's first step and a finished decay have LR 0: a run may start there, and continue from there."""
+    timeline = Timeline.start("cosine:T_max=5", lr=0.0, steps_per_epoch=1)
+    assert timeline.lrs(np.arange(4)).tolist() == [0.0] * 4
+    assert timeline.take_over(3, "exp:gamma=0.5", 0.0).lr_at(5) == 0.0
 
 
 def test_a_group_timeline_replays_switches_edits_and_scales_from_its_own_lr() -> None:
@@ -130,7 +138,7 @@ def test_a_spec_may_give_its_starting_lr() -> None:
     timeline = Timeline.start("exp:gamma=0.5", lr=0.1, steps_per_epoch=10, total_steps=100)
     switched = timeline.switch(30, "cosine:lr=0.02")
     assert switched.segments[-1].base_lr == 0.02 and switched.lr_at(30) == 0.02
-    assert Timeline.start("cosine:lr=0.3", lr=0.1, steps_per_epoch=1).initial_lr == 0.3
+    assert Timeline.start("cosine:T_max=5,lr=0.3", lr=0.1, steps_per_epoch=1).initial_lr == 0.3
     assert parse_spec("step:lr=0.5").with_params(gamma=0.5).lr == 0.5
 
 

@@ -76,7 +76,6 @@ def train(tmp_path: Path, model: torch.nn.Module, callbacks: list, **args) -> tr
         per_device_eval_batch_size=8,
         gradient_accumulation_steps=ACCUMULATE,
         learning_rate=0.1,
-        lr_scheduler_type="linear",
         optim="sgd",
         eval_strategy="epoch",
         logging_steps=5,
@@ -85,7 +84,7 @@ def train(tmp_path: Path, model: torch.nn.Module, callbacks: list, **args) -> tr
         disable_tqdm=True,
         use_cpu=True,
         dataloader_num_workers=0,
-        **args,
+        **{"lr_scheduler_type": "linear", **args},
     )
     trainer = transformers.Trainer(
         model=model, args=arguments, train_dataset=Pairs(), eval_dataset=Pairs(), callbacks=callbacks
@@ -154,3 +153,39 @@ def test_watching_only_and_a_model_without_a_loss_output(tmp_path: Path) -> None
     logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert np.allclose([r[3] for r in steps[:10:2]], logged, rtol=1e-4)
     assert any("no loss in the model's outputs" in e.data.get("message", "") for e in events)
+
+
+def reference_lrs(make, n: int) -> np.ndarray:
+    """The LRs a transformers schedule gives an SGD at lr 0.1 over ``n`` optimizer steps."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = make(opt)
+    out = []
+    for _ in range(n):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    return np.array(out)
+
+
+def test_the_trainers_own_schedule_with_warmup_is_kept_lr_for_lr(tmp_path: Path) -> None:
+    """No ``schedule=``: ``lr_scheduler_type="cosine"`` with ``warmup_steps`` trains (its first LR is 0, a valid
+    LR), lrwatch drives exactly the Trainer's schedule and previews it, and a switch continues from the LR in force."""
+    total = SAMPLES // BATCH // ACCUMULATE * EPOCHS
+    expected = reference_lrs(lambda o: transformers.get_cosine_schedule_with_warmup(o, 4, total), total)
+    recorder = Recorder()
+    train(tmp_path, Regression(), [LRWatchCallback(run_dir=tmp_path / "own"), recorder],
+          lr_scheduler_type="cosine", warmup_steps=4)  # fmt: skip
+    steps, _, events = run_rows(tmp_path / "own")
+    assert recorder.lrs[0] == 0.0 and np.allclose(recorder.lrs, expected, rtol=1e-12, atol=0)
+    assert np.allclose([r[2] for r in steps], expected, rtol=1e-12, atol=0)
+    start = Timeline.from_dict(events[0].data["timeline"])
+    assert str(start.segments[0].spec) == "cosine:T_max=11steps,warmup=4steps" and start.initial_lr == 0.1
+    assert np.allclose(start.lrs(np.arange(total)), expected, rtol=1e-12, atol=0)  # the preview is the schedule
+    assert any("the Trainer's own schedule" in e.data.get("message", "") for e in events)
+
+    watcher = LRWatchCallback(run_dir=tmp_path / "switched")
+    recorder = Recorder(watcher, 6, Switch("exp:gamma=0.5"))
+    train(tmp_path, Regression(), [watcher, recorder], lr_scheduler_type="linear", warmup_steps=3)
+    lrs = np.array(recorder.lrs)
+    assert np.allclose(lrs[:7], reference_lrs(lambda o: transformers.get_linear_schedule_with_warmup(o, 3, 15), 7))
+    assert lrs[7] == lrs[6] and np.allclose(lrs[8:] / lrs[7:-1], 0.5 ** (1 / 5))  # continued from the LR in force

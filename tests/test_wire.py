@@ -59,7 +59,7 @@ def test_line_buffer_joins_chunks_and_refuses_long_lines() -> None:
     "data",
     [
         None, 3, {"command": 3}, {"command": "frob"}, {"command": "switch"}, {"command": "switch", "spec": 5},
-        {"command": "switch", "spec": "exp", "anchor": "middle"}, {"command": "edit", "params": {"T_max": "x"}},
+        {"command": "switch", "spec": "exp", "anchor": "middle"}, {"command": "edit", "params": {"T_max": True}},
         {"command": "edit", "params": [["T_max"]]}, {"command": "pause", "extra": 1}, {"command": "stop", "reason": 1},
         {"command": "race", "specs": "exp"}, {"command": "race", "specs": [1]}, {"command": "race", "specs": ["x"] * 9},
         {"command": "race", "steps": 0}, {"command": "race", "steps": True}, {"command": "race", "keep": "worst"},

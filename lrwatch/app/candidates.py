@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from lrwatch.schedule.choices import comparison_specs
-from lrwatch.schedule.spec import parse_spec
+from lrwatch.schedule.spec import SpecError, parse_spec
 from lrwatch.schedule.timeline import Timeline
 
 MAX_CANDIDATES = 4
@@ -79,7 +79,11 @@ class Candidates:
 
     def refresh(self, timeline: Timeline, step: int, anchor: str) -> None:
         """Re-fit every candidate at ``step`` (the run moved on, or the anchor changed)."""
-        self.timelines = {kind: timeline.switch(step, spec, anchor) for kind, spec in self.specs.items()}
+        for kind, spec in self.specs.items():
+            try:
+                self.timelines[kind] = timeline.switch(step, spec, anchor)
+            except SpecError:  # a fit to a length the run has not taken yet: kept as shown until it has
+                pass
         self.step = step
 
     def mark(self, slot: int) -> str | None:

@@ -20,6 +20,7 @@ SWITCH: Section = ("Switch the schedule (next step)", [
     ("e c r s", "exp, cosine, SGDR, step decay (fitted to the run)"),
     ("p", "every kind, previewed first"),
     ("E C R S", "show as a candidate (≤ 4)"),
+    ("D", "the cooldown as a candidate: decay, then end"),
     ("v", "the comparison set (README)"),
     ("1-4", "mark the one enter applies"),
     ("enter", "apply the marked candidate ▸"),
@@ -44,11 +45,11 @@ RUN: Section = ("Run", [
     ("d", "detach: training goes on"),
     ("q", "stop, flush, quit"),
 ])  # fmt: skip
-SPECS: Section = ("Specs: KIND:key=value,... (epochs)", [
+SPECS: Section = ("Specs: KIND:k=v,... (epochs|Nsteps)", [
     ("exp", "gamma, decay_steps"),
     ("cosine", "T_max, eta_min"),
     ("step", "step_size, gamma"),
-    ("any", "lr=X, anchor=continue|base"),
+    ("any", "warmup=W, lr=X, anchor=base"),
 ])  # fmt: skip
 READ_ONLY: Section = ("This view is read-only", [
     ("q", "close the view (a live run goes on)"),

@@ -9,38 +9,45 @@ candidate is drawn at once (``_redraw_now``), the run applies the command at its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lrwatch.app.candidates import MAX_CANDIDATES, Candidates
+from lrwatch.app.length import LengthPrompt
 from lrwatch.app.panels import cycle_note
 from lrwatch.app.picker import SchedulePicker
 from lrwatch.app.screens import LrFindScreen, RaceScreen, SpecEditor
-from lrwatch.protocol.commands import MONITOR_ONLY, EditParams, FindLr, Race, RaceEnd, Switch
+from lrwatch.protocol.commands import MONITOR_ONLY, EditParams, FindLr, Length, Race, RaceEnd, Switch, parse_length
 from lrwatch.protocol.events import Event
-from lrwatch.schedule.spec import KINDS, SpecError, parse_spec
+from lrwatch.schedule.base import Span, fmt_value
+from lrwatch.schedule.spec import KINDS, LengthUnknown, SpecError, parse_spec
 
 if TYPE_CHECKING:
     from lrwatch.protocol.events import RunSource
     from lrwatch.schedule.timeline import Timeline
 
 KIND_KEYS = {"e": "exp", "c": "cosine", "r": "cosine-restarts", "s": "step"}
-MAIN_PARAM = {"exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size"}
+MAIN_PARAM = {
+    "exp": "gamma", "cosine": "T_max", "cosine-restarts": "T_0", "step": "step_size", "multistep": "gamma",
+    "linear": "total_iters", "poly": "total_iters", "onecycle": "total_steps", "inverse-sqrt": "timescale",
+    "wsd": "decay", "cooldown": "length", "plateau": "factor",
+}  # fmt: skip
 NUDGE = 1.25
 RACE_DECIDED = -2  # the race table closed because the race ended elsewhere: nothing to send
 
 
 def main_param(kind: str) -> str | None:
-    """The parameter ``+`` ``-`` nudge: the kind's length (``T_max``, ``T_0``, ``step_size``) or decay
-    (``gamma``); for another kind its first parameter. None for a kind without parameters."""
-    if kind in MAIN_PARAM:
-        return MAIN_PARAM[kind]
-    params = KINDS[kind][1] if kind in KINDS else ()
-    return params[0].name if params else None
+    """The parameter ``+`` ``-`` nudge: the kind's length (``T_max``, ``T_0``, ``decay``, ``length``) or decay
+    (``gamma``, ``factor``). None for a kind without one (``constant``)."""
+    return MAIN_PARAM.get(kind)
 
 
-def nudged(name: str, value: float, up: bool) -> float:
-    """A parameter one nudge up or down: times ×1.25; a factor in (0, 1] (``gamma``, ``factor``) moves its
-    distance to 1 by ×1.25."""
+def nudged(name: str, value: float | Span, up: bool) -> float | str:
+    """A parameter one nudge up or down: times ×1.25 (a time keeps its unit: ``500steps`` → ``625steps``);
+    a factor in (0, 1] (``gamma``, ``factor``) moves its distance to 1 by ×1.25."""
+    if isinstance(value, Span):
+        scaled = value.value * NUDGE if up else value.value / NUDGE
+        return str(Span(float(round(scaled)) if value.steps else float(f"{scaled:.4g}"), value.steps))
     if name in ("gamma", "factor"):
         gap = (1 - value) / NUDGE if up else (1 - value) * NUDGE
         return float(f"{min(max(1 - gap, 1e-3), 1.0):.4g}")
@@ -161,12 +168,39 @@ class ScheduleKeys:
             self.source.submit(RaceEnd(-1 if choice is None else int(choice)))
 
     # -- switching and candidates -----------------------------------------------------------------
+    def _with_length(self, spec: str, then: Callable[[Timeline], None]) -> None:
+        """``then(timeline)`` now; or, when ``spec`` fits a default to the run's unknown length, after the
+        length prompt (its answer is sent to the run first, as a ``Length``)."""
+        timeline = self.source.timeline
+        try:
+            if timeline.total_steps is None:
+                timeline.switch(self._step(), spec, self.anchor)
+        except LengthUnknown as exc:
+            why = f"{exc.kind}'s {exc.key}"
+
+            def done(text: str | None) -> None:
+                if text is not None and self._can_switch():
+                    self.source.submit(Length(text))
+                    then(timeline.with_length(round(parse_length(text).to_steps(timeline.steps_per_epoch))))
+
+            self.push_screen(LengthPrompt(why, self._step(), timeline.steps_per_epoch), done)
+            return
+        except SpecError:
+            pass  # the run refuses it, and says why
+        then(timeline)
+
     def action_switch(self, spec: str) -> None:
+        """Switch to ``spec`` at the next step boundary; asks for the run's length first when a default
+        fitted to it needs it."""
         if not self._can_switch():
             return
-        self.source.submit(Switch(spec, anchor=parse_spec(spec).anchor or self.anchor))
-        self.candidates.clear()
-        self._redraw_now()
+
+        def switch(_timeline: Timeline) -> None:
+            self.source.submit(Switch(spec, anchor=parse_spec(spec).anchor or self.anchor))
+            self.candidates.clear()
+            self._redraw_now()
+
+        self._with_length(spec, switch)
 
     def action_candidate(self, spec: str) -> None:
         """``E C R S``, the picker's ``space``: show ``spec`` as a candidate, or hide it if shown."""
@@ -174,26 +208,38 @@ class ScheduleKeys:
             self._show_candidate(spec)
 
     def _show_candidate(self, spec: str, force: bool = False) -> None:
-        """Toggle ``spec`` (``force``: show it, replacing a shown one of its kind, even when four are shown)."""
-        step = self._step()
-        if self.candidates.step != step and self.candidates:
-            self.candidates.refresh(self.source.timeline, step, self.anchor)
-        kind = parse_spec(spec).kind
-        if force and (kind in self.candidates or len(self.candidates) >= MAX_CANDIDATES):
-            self.candidates.remove(kind if kind in self.candidates else self.candidates.kinds()[0])
-        why = self.candidates.toggle(spec, self.source.timeline, step, self.anchor)
-        if why:
-            self.notify(why, severity="warning")
-        self._redraw_now()
+        """Toggle ``spec`` (``force``: show it, replacing a shown one of its kind, even when four are shown);
+        asks for the run's length first when a default fitted to it needs it."""
+
+        def show(timeline: Timeline) -> None:
+            step = self._step()
+            if self.candidates.step != step and self.candidates:
+                self.candidates.refresh(timeline, step, self.anchor)
+            kind = parse_spec(spec).kind
+            if force and (kind in self.candidates or len(self.candidates) >= MAX_CANDIDATES):
+                self.candidates.remove(kind if kind in self.candidates else self.candidates.kinds()[0])
+            try:
+                why = self.candidates.toggle(spec, timeline, step, self.anchor)
+            except SpecError as exc:
+                why = str(exc)
+            if why:
+                self.notify(why, severity="warning")
+            self._redraw_now()
+
+        self._with_length(spec, show)
 
     def action_candidate_all(self) -> None:
         """v: the comparison set as candidates (v again hides it)."""
         if self._can_switch():
             shown_before = bool(self.candidates)
-            if not self.candidates.show_comparison(self.source.timeline, self._step(), self.anchor):
-                why = "candidates cleared" if shown_before else "nothing to compare: every kind is continuing"
-                self.notify(why, timeout=3)
-            self._redraw_now()
+
+            def show(timeline: Timeline) -> None:
+                if not self.candidates.show_comparison(timeline, self._step(), self.anchor):
+                    why = "candidates cleared" if shown_before else "nothing to compare: every kind is continuing"
+                    self.notify(why, timeout=3)
+                self._redraw_now()
+
+            self._with_length("cosine", show)  # the set's fitted kinds need the run's length
 
     def action_mark(self, slot: int) -> None:
         """1–4: the candidate ``enter`` applies."""
@@ -202,8 +248,9 @@ class ScheduleKeys:
 
     def action_apply_candidate(self) -> None:
         """enter: switch to the marked candidate (the last shown, or the one picked with 1–4)."""
-        if self.candidates.marked is not None:
-            self.action_switch(self.candidates.specs[self.candidates.marked])
+        kind = self.candidates.marked
+        if kind is not None:  # a cooldown as shown: its fitted length is a quarter of the steps done then
+            self.action_switch(self.candidates.resolved(kind) if kind == "cooldown" else self.candidates.specs[kind])
 
     def action_clear_candidates(self) -> None:
         if self.race_running():
@@ -277,11 +324,12 @@ class ScheduleKeys:
                 return
             spec = parse_spec(text)
             if spec.kind == seg.schedule.kind and spec.anchor is None and spec.lr is None:  # lr=: a new start
-                self.source.submit(EditParams(spec.params))
+                values = tuple((k, v if type(v) in (int, float) else fmt_value(v)) for k, v in spec.params)
+                self.source.submit(EditParams(values))  # JSON: numbers, or spec notation (5000steps, 30/60)
+                self.candidates.clear()
+                self._redraw_now()
             else:
-                self.source.submit(Switch(text, anchor=spec.anchor or self.anchor))
-            self.candidates.clear()
-            self._redraw_now()
+                self.action_switch(text)  # asks for the run's length first if a fit needs it
 
         self.push_screen(SpecEditor(initial, note=note), done)
 
@@ -293,7 +341,7 @@ class ScheduleKeys:
         if name is None or name not in seg.schedule.params():
             self.notify(f"{seg.schedule.kind} has no parameter to nudge: ':' edits its spec", severity="warning")
             return
-        value = nudged(name, float(seg.schedule.params()[name]), up)
+        value = nudged(name, seg.schedule.params()[name], up)
         try:
             seg.spec.with_params(**{name: value})
         except SpecError as exc:

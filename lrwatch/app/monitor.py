@@ -69,6 +69,7 @@ class LRWatchApp(Drawing, RunKeys, ScheduleKeys, App):
         Binding("C", "candidate('cosine')", "preview cosine", show=False),
         Binding("R", "candidate('cosine-restarts')", "preview restarts", show=False),
         Binding("S", "candidate('step')", "preview step", show=False),
+        Binding("D", "candidate('cooldown')", "preview cooldown", show=False),
         Binding("v", "candidate_all", "compare", show=False),
         *(Binding(str(slot + 1), f"mark({slot})", f"mark candidate {slot + 1}", show=False) for slot in range(4)),
         Binding("enter", "apply_candidate", "apply", show=False),

@@ -21,7 +21,7 @@ from lrwatch.protocol.commands import MONITOR_ONLY, TAKE_OVER
 from lrwatch.protocol.events import RunStatus
 from lrwatch.run.gpu import gpu_lines
 from lrwatch.schedule.choices import after_cycle
-from lrwatch.schedule.timeline import DEFAULT_REMAINING_EPOCHS, Timeline
+from lrwatch.schedule.timeline import Timeline
 
 TORCH_STYLE = "#8fbcbb"
 NOTE_STYLE = "yellow"
@@ -123,8 +123,11 @@ def schedule_lines(
         since = f"since {where(seg.origin_step, k, known)}" if seg.origin_step else "from the start"
     blocks.add(90, f"{since} · lr {seg.base_lr:.4g}", style="dim")
     if timeline.total_steps is None:  # the preview cannot know where the run ends
-        unit = "epochs" if known else "steps"  # without epochs, an epoch is one step
-        blocks.add(85, f"length unknown: fitted to {DEFAULT_REMAINING_EPOCHS:g} {unit} ahead", style=NOTE_STYLE)
+        blocks.add(85, "length unknown: a fitted switch asks for it", style=NOTE_STYLE)
+    if seg.schedule.kind == "plateau":  # its reductions depend on the metric: the preview cannot know them
+        blocks.add(80, f"flat ahead: drops follow {seg.schedule.params()['metric']}", style=NOTE_STYLE)
+    elif seg.end_step is not None:
+        blocks.add(80, f"the run ends at step {seg.end_step:,}", style=NOTE_STYLE)
     blocks.add(40, seg.schedule.torch_line(), style=TORCH_STYLE)
     note = cycle_note(timeline, seg.origin_step, known)
     if note:

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from lrwatch.schedule.base import Span
 from lrwatch.schedule.spec import KINDS, ScheduleSpec, SpecError, parse_spec, parse_switch
 from lrwatch.schedule.timeline import Timeline
 
@@ -29,11 +30,14 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass(frozen=True)
 class SwitchAt:
-    epoch: float
+    when: Span  # an epoch, or a step (``Nsteps``)
     spec: ScheduleSpec
 
     def step(self, steps_per_epoch: int) -> int:
-        return round(self.epoch * steps_per_epoch)
+        return round(self.when.to_steps(steps_per_epoch))
+
+    def __str__(self) -> str:
+        return f"{self.when}:{self.spec}"
 
 
 def spec_arg(text: str) -> ScheduleSpec:
@@ -45,10 +49,10 @@ def spec_arg(text: str) -> ScheduleSpec:
 
 def switch_arg(text: str) -> SwitchAt:
     try:
-        epoch, spec = parse_switch(text)
+        when, spec = parse_switch(text)
     except SpecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return SwitchAt(epoch, parse_spec(spec))
+    return SwitchAt(when, parse_spec(spec))
 
 
 def switch_text(text: str) -> str:
@@ -84,14 +88,20 @@ def _add_schedule_args(p: argparse.ArgumentParser, *, lr_default: float | None, 
         action="append",
         default=[],
         metavar="EPOCH:SPEC",
-        help="switch to SPEC at EPOCH (repeatable), exactly as a key press would",
+        help="switch to SPEC at EPOCH (or Nsteps:SPEC; repeatable), exactly as a key press would",
     )
     p.add_argument("--lr", type=_positive(float), default=lr_default, required=lr_default is None, help="initial LR")
+    p.add_argument("--epochs", type=_positive(int), default=epochs_default, help="epochs")
     p.add_argument(
-        "--epochs", type=_positive(int), default=epochs_default, required=epochs_default is None, help="epochs"
+        "--total-steps",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="the run's length in optimizer steps (instead of epochs × steps per epoch)",
     )
     p.add_argument("--per-epoch", action="store_true", help="update the LR once per epoch (default: every batch)")
-    p.epilog = f"SPEC is KIND[:key=value,...], KIND one of {kinds}; e.g. cosine-restarts:T_0=10,T_mult=2"
+    p.epilog = (f"SPEC is KIND[:key=value,...], KIND one of {kinds}; times in epochs or Nsteps, e.g. "
+                "cosine:T_max=5000steps,warmup=500steps")  # fmt: skip
 
 
 class _Commands(argparse.HelpFormatter):
@@ -153,10 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--resume",
-        type=_run_dir_arg,
+        type=_resume_arg,
         default=None,
         metavar="RUN_DIR",
-        help="continue a run from its checkpoint; --schedule/--switch given now become new switches",
+        help="continue a run from its checkpoint (or from a checkpoint file in it: a cooldown's fork); "
+        "--schedule/--switch given now become new switches, --epochs/--total-steps a new length",
     )
     _add_divergence_args(demo)
     _add_live_args(demo)
@@ -168,11 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp>")
     run.add_argument(
         "--resume",
-        type=_run_dir_arg,
+        type=_resume_arg,
         default=None,
         metavar="RUN_DIR",
-        help="continue a run in its run directory: from its checkpoint, or (a script that saves its own) at the "
-        "step its optimizer's state counts; --schedule/--switch given now become new switches",
+        help="continue a run in its run directory (or from a checkpoint file of it), or (a script that saves its "
+        "own) at the step its optimizer's state counts; --schedule/--switch given now become new switches",
     )
     run.add_argument(
         "--resume-step",
@@ -213,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--epochs", type=_positive(int), default=None, help="a script without lrwatch.watch(): the planned epochs"
     )
+    run.add_argument(
+        "--total-steps",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="the run's length in optimizer steps, for a watch() that does not give it (fitted defaults need it)",
+    )
     _add_divergence_args(run)
     _add_live_args(run)
     _add_ui_args(run)
@@ -239,8 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedule_args(sched, lr_default=None, epochs_default=None)
     _add_output_args(sched, default_format="csv")
 
-    compare = sub.add_parser("compare", help="draw the textbook comparison: step, exponential, cosine, SGDR")
-    compare.set_defaults(spec=[parse_spec(text) for text in TEXTBOOK], switch=[])
+    compare = sub.add_parser(
+        "compare", help="draw schedules side by side (default: the textbook four: step, exponential, cosine, SGDR)"
+    )
+    compare.set_defaults(switch=[])
+    compare.add_argument(
+        "spec", type=spec_arg, nargs="*", metavar="SPEC", help="schedules to draw, any kind (default: the textbook 4)"
+    )
     compare.add_argument("--lr", type=_positive(float), default=0.1, help="initial LR (default 0.1)")
     compare.add_argument("--epochs", type=_positive(int), default=50, help="epochs (default 50)")
     compare.add_argument("--per-epoch", action="store_true", help="staircase: update the LR once per epoch")
@@ -304,6 +327,15 @@ def _run_dir_arg(text: str) -> Path:
     return Path(text)
 
 
+def _resume_arg(text: str) -> Path:
+    """``--resume``: a run directory, or a checkpoint file in one (``RUN_DIR/checkpoint-fork-500.pt``)."""
+    path = Path(text)
+    if path.is_file():
+        _run_dir_arg(str(path.parent))
+        return path
+    return _run_dir_arg(text)
+
+
 def check_resumable(run_dir: Path | None, *, own_checkpoints: bool = False) -> None:
     """Refuse a bad checkpoint before anything starts (``CheckpointError``: one line, exit 2).
     ``own_checkpoints``: the script saves its model itself (``lrwatch run``): lrwatch's state is enough."""
@@ -320,11 +352,18 @@ def _add_output_args(p: argparse.ArgumentParser, *, default_format: str) -> None
 
 
 def build_timeline(
-    spec: ScheduleSpec, switches: Sequence[SwitchAt], *, lr: float, steps_per_epoch: int, epochs: int, per_epoch: bool
+    spec: ScheduleSpec,
+    switches: Sequence[SwitchAt],
+    *,
+    lr: float,
+    steps_per_epoch: int,
+    epochs: int | None,
+    per_epoch: bool,
+    total_steps: int | None = None,
 ) -> Timeline:
-    total = steps_per_epoch * epochs
+    total = total_steps if total_steps is not None else steps_per_epoch * epochs
     timeline = Timeline.start(spec, lr=lr, steps_per_epoch=steps_per_epoch, total_steps=total, per_epoch=per_epoch)
-    for sw in sorted(switches, key=lambda s: s.epoch):
+    for sw in sorted(switches, key=lambda s: s.step(steps_per_epoch)):
         timeline = timeline.switch(sw.step(steps_per_epoch), sw.spec)
     return timeline
 

@@ -33,12 +33,14 @@ from lrwatch.protocol.commands import (
     Command,
     EditParams,
     FindLr,
+    Length,
     Pause,
     Race,
     RaceEnd,
     Resume,
     Stop,
     Switch,
+    parse_length,
 )
 from lrwatch.protocol.events import Event
 from lrwatch.record.console import LOG_NAME, plain_line
@@ -52,8 +54,8 @@ EXIT_NO_RUN = 3
 SEND_TIMEOUT_SECONDS = 60.0
 ANSWER_WAIT_SECONDS = 60.0  # --detach: a run answers in about a second (its socket is served before torch loads)
 SEND_COMMANDS = (
-    "switch SPEC | edit KEY=VALUE[,KEY=VALUE...] | pause | resume | stop | checkpoint | find-lr | "
-    "race [SPEC ...] [--keep none|best] [--race-steps N] | race-end [N]"
+    "switch SPEC | edit KEY=VALUE[,KEY=VALUE...] | length N (epochs, or Nsteps) | pause | resume | stop | "
+    "checkpoint | find-lr | race [SPEC ...] [--keep none|best] [--race-steps N] | race-end [N]"
 )
 
 
@@ -309,6 +311,12 @@ def parse_send(words: list[str]) -> Command:
         if len(rest) != 1:
             raise ValueError("switch takes one SPEC, e.g. switch cosine:T_max=20")
         return Switch(rest[0])
+    if name == "length":
+        if len(rest) != 1 or parse_length(rest[0]) is None:
+            raise ValueError(
+                "length takes the run's length: N epochs, or Nsteps (a whole number), e.g. length 5000steps"
+            )
+        return Length(rest[0])
     if name == "race":
         return Race(tuple(str(parse_spec(word)) for word in rest))
     if name == "race-end":
@@ -318,15 +326,15 @@ def parse_send(words: list[str]) -> Command:
     if name == "edit":
         if len(rest) != 1:
             raise ValueError("edit takes KEY=VALUE[,KEY=VALUE...], e.g. edit T_max=30,eta_min=1e-4")
-        params = []
+        params: list[tuple[str, float | str]] = []
         for item in rest[0].split(","):
             key, sep, value = item.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ValueError(f"edit: expected KEY=VALUE, got {item!r}")
             try:
                 params.append((key.strip(), float(value)))
             except ValueError:
-                raise ValueError(f"edit: expected KEY=NUMBER, got {item!r}") from None
-            if not sep or not key.strip():
-                raise ValueError(f"edit: expected KEY=NUMBER, got {item!r}")
+                params.append((key.strip(), value.strip()))  # spec notation (5000steps, 30/60/90): the run checks it
         return EditParams(tuple(params))
     raise ValueError(f"unknown command {name!r}; one of: {SEND_COMMANDS}")
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from lrwatch.cli.args import UsageError, build_parser, build_timeline, check_resumable
+from lrwatch.cli.args import TEXTBOOK, UsageError, build_parser, build_timeline, check_resumable
 from lrwatch.record.reader import RunDirError, RunReader
 from lrwatch.record.rundir import default_run_dir
-from lrwatch.run.checkpoints import CheckpointError
-from lrwatch.schedule.spec import SpecError
+from lrwatch.run.checkpoints import CheckpointError, run_dir_of
+from lrwatch.schedule.spec import SpecError, parse_spec
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -29,6 +29,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     """Print or draw one schedule, or overlay several (``lrwatch compare`` draws the textbook four)."""
     if args.switch and len(args.spec) > 1:
         raise UsageError(f"lrwatch {args.command}: --switch applies to a single SPEC (got {len(args.spec)})")
+    if args.epochs is None and getattr(args, "total_steps", None) is None:
+        raise UsageError(f"lrwatch {args.command}: give the run's length: --epochs N or --total-steps N")
     timelines = [
         build_timeline(
             spec,
@@ -37,11 +39,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             steps_per_epoch=args.steps_per_epoch,
             epochs=args.epochs,
             per_epoch=args.per_epoch,
+            total_steps=getattr(args, "total_steps", None),
         )
         for spec in args.spec
     ]
     names = [str(t.segments[0].spec) for t in timelines]
-    steps = np.arange(timelines[0].total_steps)
+    steps = np.arange(max(t.total_steps for t in timelines))  # a cooldown ends its run early
     epochs = timelines[0].epoch_at(steps)
     lrs = [t.lrs(steps) for t in timelines]
     out = sys.stdout
@@ -63,7 +66,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         color = color_wanted(out)
         width, height = terminal_size()
         height -= len(names) if len(names) > 1 else 0  # room for the legend below
-        title = f"learning rate · lr {args.lr:g} · {args.epochs} epochs"
+        length = f"{args.epochs} epochs" if args.epochs is not None else f"{timelines[0].total_steps} steps"
+        title = f"learning rate · lr {args.lr:g} · {length}"
         if len(names) == 1:
             title = f"learning rate · {names[0]} · lr {args.lr:g}"
         chart = text_chart(
@@ -93,7 +97,7 @@ def _launches(args: argparse.Namespace) -> bool:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     check_resumable(args.resume)
-    run_dir = args.resume or args.run_dir or default_run_dir()
+    run_dir = run_dir_of(args.resume) if args.resume else args.run_dir or default_run_dir()
     if args.find_lr and not args.headless:
         raise UsageError("lrwatch demo: --find-lr runs without the monitor: add --headless")
     if _launches(args):  # the run process builds the task: this one need not import torch
@@ -105,25 +109,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "seed": args.seed,
         "schedule": str(args.schedule),
-        "switches": tuple(f"{sw.epoch:g}:{sw.spec}" for sw in args.switch),
+        "switches": tuple(str(sw) for sw in args.switch),
         "per_epoch": args.per_epoch,
         "checkpoint_every": args.checkpoint_every,
+        "total_steps": args.total_steps,
     }
 
     def build() -> Any:
         from lrwatch.demo import DemoConfig, DemoTask
 
+        config = fields
+        if args.resume is not None:
+            # The data, model and run length come from the run being resumed; a --schedule or --switch
+            # given now is applied as a new switch (see lrwatch.watch).
+            # A length given now (--epochs, --total-steps) is a longer plan: a cooldown's fork trains on.
+            given = {name for name in ("epochs", "total_steps") if _given(args, "--" + name.replace("_", "-"))}
+            config = DemoConfig.from_run_dir(run_dir).as_fields() | {
+                "schedule": str(args.schedule) if args.schedule_given else None,
+                "switches": fields["switches"],
+                "checkpoint_every": args.checkpoint_every,
+                **{name: fields[name] for name in given},
+            }
         try:
-            if args.resume is not None:
-                # The data, model and run length come from the run being resumed; a --schedule or --switch
-                # given now is applied as a new switch (see lrwatch.watch).
-                resumed = DemoConfig.from_run_dir(args.resume).as_fields() | {
-                    "schedule": str(args.schedule) if args.schedule_given else None,
-                    "switches": fields["switches"],
-                    "checkpoint_every": args.checkpoint_every,
-                }
-                return DemoTask(DemoConfig(**resumed, device=args.device))
-            return DemoTask(DemoConfig(**fields, device=args.device))
+            return DemoTask(DemoConfig(**config, device=args.device))
         except ValueError as exc:
             raise UsageError(f"lrwatch demo: {exc}") from None
 
@@ -142,6 +150,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         task.train()
 
     return run_headless(train, args, run_dir=run_dir)
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args.raw_argv)
 
 
 def _divergence_args(args: argparse.Namespace) -> dict:
@@ -174,6 +186,7 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
         log=getattr(sys, log),  # the console's stream: it moves to the log when the terminal goes
         on_hangup=args.on_hangup,
         spawned=args.spawned,
+        total_steps=getattr(args, "total_steps", None),
         **_divergence_args(args),
         **_schedule_args(args),
     )
@@ -261,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume_step is not None and args.resume is None:
         raise UsageError("lrwatch run: --resume-step goes with --resume RUN_DIR")
     check_resumable(args.resume, own_checkpoints=True)
-    run_dir = args.resume or args.run_dir or default_run_dir()
+    run_dir = run_dir_of(args.resume) if args.resume else args.run_dir or default_run_dir()
     if _launches(args):
         return launch(args, run_dir)
     if args.nproc_per_node is not None:
@@ -282,6 +295,7 @@ def _rank_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
         "LRWATCH_SPAWNED": "1" if args.spawned else "",
         "LRWATCH_SCHEDULE": str(args.schedule) if args.schedule is not None else "",
         "LRWATCH_SWITCHES": "\n".join(args.switch),
+        "LRWATCH_TOTAL_STEPS": str(args.total_steps or ""),
     }
 
 
@@ -363,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_view(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "compare" and not args.spec:
+            args.spec = [parse_spec(text) for text in TEXTBOOK]
         if args.command in ("schedule", "compare"):
             if args.steps_per_epoch is None:  # smooth per-batch curves in plots; one row per epoch in data
                 args.steps_per_epoch = 20 if args.format == "plot" and not args.per_epoch else 1

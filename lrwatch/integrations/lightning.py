@@ -13,6 +13,11 @@ is the mean of its k batches' losses (Lightning hands each batch's loss ÷ k to
 ``on_train_batch_end``; their sum is that mean). The run's length is
 ``trainer.estimated_stepping_batches``; an epoch is ``⌈num_training_batches ÷ k⌉`` steps.
 Under DDP every rank calls ``watch()``; rank 0 alone writes, serves and shows (:mod:`lrwatch.run.distributed`).
+
+With no ``schedule=``, the module keeps its own scheduler's schedule: the one from ``configure_optimizers``
+(``SequentialLR`` warmup + decay, ``OneCycleLR``, ``LinearLR``, ``MultiStepLR``, ... stepped per step or per
+epoch) is mapped to the equal lrwatch spec (:func:`~lrwatch.integrations.schedulers.spec_of_scheduler`) and
+driven by lrwatch, LR for LR, shown ahead; one with no equivalent keeps stepping, watched, until the first switch.
 """
 
 from __future__ import annotations
@@ -24,13 +29,17 @@ from typing import Any
 import lightning.pytorch as pl
 
 import lrwatch
+from lrwatch.integrations.schedulers import spec_of_scheduler
+from lrwatch.schedule.spec import SpecError, parse_spec
 
 
 class LRWatchCallback(pl.Callback):
     """Drive (or only watch) the LR of the trainer's optimizer with lrwatch; log each optimizer step.
 
     Args:
-        schedule: the initial spec (``"cosine"``, ``"step:step_size=10,gamma=0.5"``, ...).
+        schedule: the initial spec (``"cosine"``, ``"step:step_size=10,gamma=0.5"``, ...); ``None`` (default): the
+            module's own scheduler, as the equal lrwatch spec (none: the constant LR; no equivalent: it keeps
+            stepping until the first switch).
         drive_lr: ``True``: lrwatch sets the LR, and an LR scheduler from ``configure_optimizers`` is no
             longer stepped (a ``warning`` event says so). ``False``: the scheduler keeps the LR; lrwatch
             shows it, and switching is off.
@@ -63,20 +72,32 @@ class LRWatchCallback(pl.Callback):
         batches = trainer.num_training_batches
         steps_per_epoch = max(math.ceil(batches / accumulate), 1) if math.isfinite(batches) else 1
         total = trainer.estimated_stepping_batches
+        configs = trainer.lr_scheduler_configs
+        own, per_epoch = (None, False) if self.schedule is not None or not configs else _own_schedule(configs)
+        drive = self.drive_lr and (self.schedule is not None or own is not None or not configs)
         taken_over = []
-        if self.drive_lr and trainer.lr_scheduler_configs:
-            taken_over = [type(config.scheduler).__name__ for config in trainer.lr_scheduler_configs]
+        if drive and configs:
+            taken_over = [type(config.scheduler).__name__ for config in configs]
             trainer.strategy.lr_scheduler_configs = []  # Lightning steps only the schedulers listed here
+        watch_args = dict(self.watch_args)
+        if self.schedule is not None and configs and "lr" not in watch_args:
+            watch_args["lr"] = float(optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"]))
+        if own is not None and per_epoch:
+            watch_args.setdefault("per_epoch", True)  # stepped once per epoch, as Lightning's interval="epoch"
+        if own is not None and own.startswith("plateau"):
+            metric = parse_spec(own).given()["metric"]
+            self.val_names += () if metric in self.val_names else (metric,)  # plateau follows it
         self.monitor = lrwatch.watch(
             optimizer,
             steps_per_epoch=steps_per_epoch,
             total_steps=int(total) if math.isfinite(total) else None,
-            schedule=self.schedule,
-            drive_lr=self.drive_lr,
+            schedule=self.schedule or own,
+            drive_lr=drive,
+            take_over=self.drive_lr and not drive,  # a scheduler with no equivalent: watched until the first switch
             model=pl_module,
             val_names=self.val_names,
             config={"framework": "lightning", "accumulate_grad_batches": accumulate},
-            **self.watch_args,
+            **watch_args,
         )
         if self._restored is not None:
             self.monitor.load_state_dict(self._restored)
@@ -85,9 +106,14 @@ class LRWatchCallback(pl.Callback):
         if taken_over:
             names = ", ".join(taken_over)
             self.monitor.warn(
-                f"lrwatch drives the LR: the scheduler from configure_optimizers ({names}) is no longer stepped"
+                f"lrwatch drives the LR along the module's own schedule, {own}: its {names} is no longer stepped"
+                if own is not None
+                else f"lrwatch drives the LR: the scheduler from configure_optimizers ({names}) is no longer stepped"
                 " (LRWatchCallback(drive_lr=False) keeps it)"
             )
+        elif self.drive_lr and not drive:
+            names = ", ".join(type(config.scheduler).__name__ for config in configs)
+            self.monitor.warn(f"the module's {names} has no lrwatch equivalent: it keeps the LR until a switch")
         self._seen_step = trainer.global_step
         self._step_loss = None
 
@@ -128,3 +154,18 @@ class LRWatchCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = dict(state_dict) or None  # applied once watch() has started, before the first step
+
+
+def _own_schedule(configs: Sequence[Any]) -> tuple[str | None, bool]:
+    """The lrwatch spec of the one scheduler from ``configure_optimizers`` (stepped every step, or every epoch),
+    and whether it is stepped per epoch; ``(None, False)`` when there is none lrwatch can equal."""
+    if len(configs) != 1 or configs[0].frequency != 1 or configs[0].interval not in ("step", "epoch"):
+        return None, False
+    config = configs[0]
+    spec = spec_of_scheduler(config.scheduler, interval=config.interval)
+    if spec is not None and spec.startswith("plateau") and config.monitor:
+        try:
+            spec = str(parse_spec(spec).with_params(metric=config.monitor))  # the metric Lightning steps it with
+        except SpecError:
+            return None, False
+    return spec, config.interval == "epoch"

@@ -16,6 +16,11 @@ logs takes that window's mean (``on_log``), so the rows follow ``logging_steps``
 
 ``eval_loss`` (and any ``eval_*`` in ``val_names``) is logged as ``val_loss``. The run's length is
 ``state.max_steps``; an epoch is ``⌈len(train_dataloader) ÷ gradient_accumulation_steps⌉`` steps.
+
+With no ``schedule=``, the Trainer keeps its own schedule: its ``lr_scheduler_type`` with ``warmup_steps`` /
+``warmup_ratio`` (the ``LambdaLR`` it built) is mapped to the equal lrwatch spec
+(:func:`~lrwatch.integrations.schedulers.spec_of_scheduler`), which lrwatch then drives, LR for LR, and shows
+ahead; a scheduler with no equivalent keeps stepping, watched, and lrwatch takes the LR over at the first switch.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import transformers
 
 import lrwatch
+from lrwatch.integrations.schedulers import spec_of_scheduler
 
 
 def _loss_of(output: Any) -> Any:
@@ -40,7 +46,8 @@ class LRWatchCallback(transformers.TrainerCallback):
     """Drive (or only watch) the LR of ``trainer.optimizer`` with lrwatch; log each optimizer step.
 
     Args:
-        schedule: the initial spec (``"cosine"``, ``"exp:gamma=0.9"``, ...).
+        schedule: the initial spec (``"cosine"``, ``"exp:gamma=0.9"``, ...); ``None`` (default): the Trainer's own
+            schedule (``lr_scheduler_type``, ``warmup_steps``), as the equal lrwatch spec.
         drive_lr: ``True``: lrwatch sets the LR and the Trainer's scheduler is no longer stepped (a
             ``warning`` event says so); ``False``: the Trainer's scheduler keeps it, lrwatch shows it.
         val_names: the evaluation metrics logged, by lrwatch's name; ``eval_loss`` becomes ``val_loss``.
@@ -75,26 +82,39 @@ class LRWatchCallback(transformers.TrainerCallback):
         accumulate = max(int(args.gradient_accumulation_steps), 1)
         batches = len(loader) if loader is not None and hasattr(loader, "__len__") else None
         steps_per_epoch = max(math.ceil(batches / accumulate), 1) if batches else max(int(state.max_steps), 1)
+        scheduler = kwargs.get("lr_scheduler")
+        own = spec_of_scheduler(scheduler) if scheduler is not None and self.schedule is None else None
+        drive = self.drive_lr and (self.schedule is not None or own is not None or scheduler is None)
+        watch_args = dict(self.watch_args)
+        if self.schedule is not None and scheduler is not None and "lr" not in watch_args:
+            watch_args["lr"] = float(scheduler.base_lrs[0])  # the peak, not a warmup's first LR (0)
         self.monitor = lrwatch.watch(
             optimizer,
             steps_per_epoch=steps_per_epoch,
             total_steps=int(state.max_steps) if state.max_steps and state.max_steps > 0 else None,
-            schedule=self.schedule,
-            drive_lr=self.drive_lr,
+            schedule=self.schedule or own,
+            drive_lr=drive,
+            take_over=self.drive_lr and not drive,  # an unknown scheduler: watched until the first switch
             val_names=self.val_names,
             config={"framework": "transformers", "gradient_accumulation_steps": accumulate},
-            **self.watch_args,
+            **watch_args,
         )
-        scheduler = kwargs.get("lr_scheduler")
-        if self.drive_lr and scheduler is not None:
-            # The Trainer calls lr_scheduler.step() after every optimizer step: on this one object it no
-            # longer moves the LR, and the LR the Trainer logs is the one lrwatch set.
-            scheduler.step = lambda *_args, **_kwargs: None
+        if scheduler is not None:
+            name = type(scheduler).__name__
+            # The Trainer logs get_last_lr(): the LR in force, whoever set it.
             scheduler.get_last_lr = lambda: [group["lr"] for group in optimizer.param_groups]
-            self.monitor.warn(
-                f"lrwatch drives the LR: the Trainer's {type(scheduler).__name__} is no longer stepped"
-                " (LRWatchCallback(drive_lr=False) keeps it)"
-            )
+            if drive:
+                # The Trainer calls lr_scheduler.step() after every optimizer step: on this one object it no
+                # longer moves the LR; lrwatch sets it (along the Trainer's own schedule, when none was given).
+                scheduler.step = lambda *_args, **_kwargs: None
+                self.monitor.warn(
+                    f"lrwatch drives the LR along the Trainer's own schedule, {own}: its {name} is no longer stepped"
+                    if own is not None
+                    else f"lrwatch drives the LR: the Trainer's {name} is no longer stepped"
+                    " (LRWatchCallback(drive_lr=False) keeps it)"
+                )
+            elif self.drive_lr:
+                self.monitor.warn(f"the Trainer's {name} has no lrwatch equivalent: it keeps the LR until a switch")
         self._hook = model.register_forward_hook(self._record_loss, with_kwargs=True)
 
     def _record_loss(self, module: Any, _args: Any, kwargs: dict[str, Any], output: Any) -> None:

@@ -46,6 +46,7 @@ class Host:
     schedule: str | None = None  # --schedule: the initial spec (a script's watch(): instead of its own)
     switches: tuple[str, ...] = ()  # --switch EPOCH:SPEC, after the script's own
     early: RunServer | None = None  # served before the engine exists (serve_early): the engine adopts it
+    total_steps: int | None = None  # --total-steps: the run's length, for a watch() that does not give it
 
     @classmethod
     def from_environment(cls) -> Host:
@@ -63,6 +64,7 @@ class Host:
             spawned=env.get("LRWATCH_SPAWNED") == "1",
             schedule=env.get("LRWATCH_SCHEDULE") or None,
             switches=tuple(filter(None, env.get("LRWATCH_SWITCHES", "").split("\n"))),
+            total_steps=int(env["LRWATCH_TOTAL_STEPS"]) if env.get("LRWATCH_TOTAL_STEPS") else None,
         )
 
     def serve_early(self, interrupt: Callable[[str], None] | None = None) -> None:

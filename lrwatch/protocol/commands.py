@@ -6,8 +6,11 @@ cross a socket (``lrwatch attach``) or reach every DDP rank.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
+
+from lrwatch.schedule.base import Span, parse_span
 
 # Why a monitor-only run (the loop's own scheduler sets the LR) refuses Switch and EditParams.
 MONITOR_ONLY = "monitor-only: the loop's own scheduler sets the LR, so switching is unavailable"
@@ -33,10 +36,20 @@ class Switch(Command):
 
 @dataclass(frozen=True)
 class EditParams(Command):
-    """Change parameters of the active schedule, e.g. ``{"T_max": 30}``."""
+    """Change parameters of the active schedule, e.g. ``{"T_max": 30}`` or ``{"T_max": "5000steps"}`` (a
+    value in spec notation)."""
 
-    params: tuple[tuple[str, float], ...]
+    params: tuple[tuple[str, float | str], ...]
     name: ClassVar[str] = "edit"
+
+
+@dataclass(frozen=True)
+class Length(Command):
+    """The run's length from now on: ``value`` in spec notation, epochs (``"40"``) or steps (``"5000steps"``);
+    the preview, ETA, progress and later fitted defaults follow."""
+
+    value: str
+    name: ClassVar[str] = "length"
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,7 @@ class RaceEnd(Command):
 
 
 COMMANDS: dict[str, type[Command]] = {
-    c.name: c for c in (Switch, EditParams, Pause, Resume, Stop, Checkpoint, Rollback, FindLr, Race, RaceEnd)
+    c.name: c for c in (Switch, EditParams, Length, Pause, Resume, Stop, Checkpoint, Rollback, FindLr, Race, RaceEnd)
 }
 
 
@@ -134,7 +147,7 @@ def command_from_wire(data: Any) -> Command:
     fields = {k: v for k, v in data.items() if k != "command"}
     allowed = {
         "switch": {"spec", "anchor"}, "edit": {"params"}, "stop": {"reason"}, "race": {"specs", "steps", "keep"},
-        "race-end": {"keep"},
+        "race-end": {"keep"}, "length": {"value"},
     }.get(name, set())  # fmt: skip
     extra = set(fields) - allowed
     if extra:
@@ -152,12 +165,20 @@ def command_from_wire(data: Any) -> Command:
         ok = isinstance(pairs, list) and 0 < len(pairs) <= 8
         ok = ok and all(
             isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) and len(p[0]) <= 40
-            and isinstance(p[1], (int, float)) and not isinstance(p[1], bool)
+            and ((isinstance(p[1], (int, float)) and not isinstance(p[1], bool))
+                 or (isinstance(p[1], str) and 0 < len(p[1]) <= 200))
             for p in pairs
         )  # fmt: skip
         if not ok:
-            raise CommandError("edit: 'params' must map parameter names to numbers, e.g. {\"T_max\": 30}")
-        return EditParams(tuple((str(k), float(v)) for k, v in pairs))
+            raise CommandError(
+                'edit: \'params\' must map parameter names to numbers or spec values, e.g. {"T_max": "5000steps"}'
+            )
+        return EditParams(tuple((str(k), _edit_value(v)) for k, v in pairs))
+    if name == "length":
+        value = fields.get("value")
+        if not isinstance(value, str) or parse_length(value) is None:
+            raise CommandError(f"length: 'value' must be a length > 0: epochs, or Nsteps (got {str(value)[:40]!r})")
+        return Length(value.strip())
     if name == "stop":
         reason = fields.get("reason", "user")
         if not isinstance(reason, str) or len(reason) > 200:
@@ -186,11 +207,25 @@ def _race_from_wire(fields: dict[str, Any]) -> Race:
     return Race(tuple(specs), steps, keep)
 
 
+def _edit_value(value: float | str) -> float | str:
+    return value if isinstance(value, str) else float(value)
+
+
+def parse_length(text: str) -> Span | None:
+    """A run's length in spec notation: epochs > 0, or a whole number of steps > 0 (``Nsteps``); else ``None``."""
+    span = parse_span(text)
+    if span is None or not (span.value > 0 and math.isfinite(span.value)):
+        return None
+    if span.steps and not float(span.value).is_integer():
+        return None
+    return span
+
+
 def command_from_dict(data: dict[str, Any]) -> Command:
     data = dict(data)
     cls = COMMANDS[data.pop("command")]
     if cls is EditParams:
-        data["params"] = tuple((str(k), float(v)) for k, v in data["params"])
+        data["params"] = tuple((str(k), _edit_value(v)) for k, v in data["params"])
     if cls is Race:
         data["specs"] = tuple(data.get("specs", ()))
     return cls(**data)

@@ -186,6 +186,12 @@ def describe(event: Event) -> EventText | None:
         return EventText("switch", d["spec"] + (" ↺" if d.get("anchor") == "base" else ""), SWITCH_STYLE)
     if kind == "edit":
         return EventText("edit", d["spec"], SWITCH_STYLE)
+    if kind == "plateau":
+        return EventText(
+            "plateau", f"{d['metric']} {d['value']:.4g}: lr {d['lr_before']:.4g} → {d['lr']:.4g}", SWITCH_STYLE
+        )
+    if kind == "length":
+        return EventText("length", f"{d['total_steps']:,} steps", "cyan")
     if kind in ("rejected", "error"):
         return EventText(kind, str(d.get("reason") or d.get("message", "")), "bold red")
     if kind in ("pause", "resume", "stop"):

@@ -166,8 +166,10 @@ class RunReader:
             if "base_lr" in d and switched.segments[-1].base_lr != float(d["base_lr"]):  # it was given (lr=)
                 switched = self.timeline.take_over(event.step, d["spec"], float(d["base_lr"]))
             self.timeline = switched
-        elif event.kind == "edit" and self.timeline is not None:
+        elif event.kind in ("edit", "plateau") and self.timeline is not None:  # a plateau's reduction is an edit
             self.timeline = self.timeline.edit(event.step, **d["params"])
+        elif event.kind == "length" and self.timeline is not None:
+            self.timeline = self.timeline.with_length(int(d["total_steps"]))
         elif event.kind == "pause":
             self.replayed = "paused"
         elif event.kind == "resume":

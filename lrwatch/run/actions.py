@@ -20,6 +20,7 @@ from lrwatch.protocol.commands import (
     Command,
     EditParams,
     FindLr,
+    Length,
     Pause,
     Race,
     RaceEnd,
@@ -27,6 +28,7 @@ from lrwatch.protocol.commands import (
     Rollback,
     Stop,
     Switch,
+    parse_length,
 )
 from lrwatch.schedule.spec import SpecError, parse_spec
 
@@ -47,14 +49,42 @@ def act(engine: Any, command: Command) -> None:
 
 
 def switch(engine: Any, command: Switch) -> None:
-    engine.set_timeline(engine.timeline.switch(engine.step_index, command.spec, command.anchor))
-    engine.emit_switch(requested=command.spec)
+    """Switch at this step. A ``cooldown`` forks: a checkpoint of the stable phase is saved first (its own file,
+    ``checkpoint-fork-STEP.pt``), and the run ends at the cooldown's last step."""
+    timeline = engine.timeline.switch(engine.step_index, command.spec, command.anchor)  # SpecError: rejected
+    if timeline.ends_at is not None:
+        engine.checkpoint("fork")
+    engine.set_timeline(timeline)
+    engine.tell(engine.emit_switch(requested=command.spec))  # the answer to lrwatch send, after the fork's checkpoint
+    zero_start(engine)
+
+
+def zero_start(engine: Any) -> None:
+    """A warning when the segment just started continues from an LR of 0 (a warmup's first step, a finished
+    decay): every kind but a warmup multiplies it, so it stays at 0."""
+    seg = engine.timeline.segments[-1]
+    if seg.base_lr == 0 and seg.schedule.kind != "cooldown":
+        engine.warn(f"{seg.spec} starts from lr 0 (the LR in force), so it stays at 0: give lr=X, or anchor=base")
 
 
 def edit(engine: Any, command: EditParams) -> None:
     engine.set_timeline(engine.timeline.edit(engine.step_index, **dict(command.params)))
     seg = engine.timeline.segments[-1]
     engine.emit("edit", spec=str(seg.spec), params=dict(command.params), torch=seg.schedule.torch_line())
+
+
+def length(engine: Any, command: Length) -> None:
+    """The run's length from now on: the preview, ETA and progress follow; defaults fitted later use it."""
+    span = parse_length(command.value)
+    if span is None:
+        raise SpecError(f"length must be > 0: epochs, or Nsteps (got {command.value!r})")
+    total = round(span.to_steps(engine.timeline.steps_per_epoch))
+    if total <= engine.step_index:
+        raise SpecError(f"length {command.value} is not after this step ({engine.step_index}): give a longer one")
+    if engine.timeline.ends_at is not None:
+        raise SpecError("the run ends with its cooldown: switch to another schedule first")
+    engine.set_timeline(engine.timeline.with_length(total))
+    engine.emit("length", total_steps=total, value=command.value)
 
 
 def take_over(engine: Any, command: Switch) -> None:
@@ -66,9 +96,12 @@ def take_over(engine: Any, command: Switch) -> None:
     if command.anchor is not None:
         spec = replace(spec, anchor=command.anchor)
     base = spec.lr or (engine.timeline.initial_lr if spec.anchor == "base" else engine.lr)  # lr=, base, or now
-    engine.set_timeline(engine.timeline.take_over(s, spec, base))
+    timeline = engine.timeline.take_over(s, spec, base)  # SpecError: rejected
+    if timeline.ends_at is not None:
+        engine.checkpoint("fork")
+    engine.set_timeline(timeline)
     engine.control.hand_over(s)
-    engine.emit_switch(requested=command.spec, took_over=True)
+    engine.tell(engine.emit_switch(requested=command.spec, took_over=True))
     engine.warn(f"lrwatch took over the LR at step {s} (from {engine.lr:.4g}): it now sets it before every "
                 "optimizer step; the script's own scheduler no longer counts")  # fmt: skip
 
@@ -134,6 +167,7 @@ def rollback(engine: Any, _command: Rollback) -> None:
 HANDLERS: dict[type, Callable[[Any, Any], None]] = {
     Switch: switch,
     EditParams: edit,
+    Length: length,
     Checkpoint: checkpoint,
     Pause: pause,
     Resume: resume,

@@ -151,11 +151,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def checkpoint_name(reason: str, step: int) -> str:
+    """The file a checkpoint goes to: ``checkpoint.pt``, the latest; a cooldown's fork keeps its own
+    (``checkpoint-fork-STEP.pt``: the stable phase, to train on from with a longer plan)."""
+    return f"checkpoint-fork-{step}.pt" if reason == "fork" else CHECKPOINT_NAME
+
+
+def run_dir_of(resume: str | Path) -> Path:
+    """The run directory of ``--resume``: a run directory, or a checkpoint file in one."""
+    path = Path(resume)
+    return path.parent if path.is_file() else path
+
+
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """The latest checkpoint of ``run_dir``, loaded with ``torch.load(..., weights_only=True)``."""
+    """The latest checkpoint of ``run_dir`` (or the checkpoint file given), loaded with
+    ``torch.load(..., weights_only=True)``."""
     import torch
 
-    path = Path(run_dir) / CHECKPOINT_NAME
+    path = Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / CHECKPOINT_NAME
     if not path.exists():
         raise CheckpointError(f"{run_dir}: no {CHECKPOINT_NAME} (save one with the k key or --checkpoint-every)")
     try:
@@ -199,11 +212,12 @@ def recorded_state(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_resume_state(run_dir: str | Path) -> dict[str, Any]:
-    """What a resume continues from, shaped as a checkpoint: ``checkpoint.pt`` (model, optimizer, RNG states
-    and lrwatch's state), else lrwatch's state alone (``lrwatch_state.json``, or what the run recorded),
-    with ``model``, ``optimizer`` and ``rng`` None: the script restores those from its own checkpoint."""
+    """What a resume continues from, shaped as a checkpoint: a checkpoint file, or ``checkpoint.pt`` (model,
+    optimizer, RNG states and lrwatch's state), else lrwatch's state alone (``lrwatch_state.json``, or what
+    the run recorded), with ``model``, ``optimizer`` and ``rng`` None: the script restores those from its own
+    checkpoint."""
     path = Path(run_dir)
-    if (path / CHECKPOINT_NAME).exists():
+    if path.is_file() or (path / CHECKPOINT_NAME).exists():  # a checkpoint file (a cooldown's fork), or the run's
         return load_checkpoint(path)
     if (path / STATE_NAME).exists():
         try:

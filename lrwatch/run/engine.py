@@ -37,6 +37,7 @@ from lrwatch.run.actions import act
 from lrwatch.run.commands import CommandQueue, Done
 from lrwatch.run.divergence import DivergencePolicy, DivergenceResponse, DivergenceWatch, Snapshotter
 from lrwatch.run.lrcontrol import LrControl
+from lrwatch.run.plateau import PlateauWatch
 from lrwatch.schedule.timeline import Timeline
 
 PAUSE_POLL_SECONDS = 0.25
@@ -80,6 +81,9 @@ class Engine:
         watch = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.divergence = DivergenceResponse(self, watch)  # a diverged loss: pause, stop or roll back
         self.stop_reason: str | None = None
+        self.completed = False  # the run reached the end of its schedule (a cooldown's last step)
+        self._ends_at = timeline.ends_at  # kept with the timeline: the step boundary reads it every step
+        self.plateau = PlateauWatch(self)  # a plateau schedule's evaluations
         self.commands = CommandQueue()
         self.step_index = start_step
         self.start_step = start_step
@@ -221,10 +225,10 @@ class Engine:
         if watch_loss:
             self.divergence.observe(step, loss)
 
-    def emit_switch(self, **extra: Any) -> None:
+    def emit_switch(self, **extra: Any) -> Event:
         """A ``switch`` event for the segment just added: its spec, anchor, base LR and PyTorch line."""
         seg = self._timeline.segments[-1]
-        self.emit(
+        return self.emit(
             "switch",
             spec=str(seg.spec),
             anchor=seg.anchor,
@@ -253,6 +257,7 @@ class Engine:
         values = {name: float(v) for name, v in metrics.items()}
         self.log.add_epoch(self.step_index, epoch, values)
         self.emit("epoch", **values)
+        self.plateau.observe(values)
 
     def finish(self, error: BaseException | None = None) -> None:
         """Log how the run ended and close the run directory; safe to call twice."""
@@ -263,7 +268,7 @@ class Engine:
             self.emit("error", message=self.error, traceback="".join(traceback.format_exception(error)))
             self.state = "error"
         elif self.state == "stopping":
-            self.state = "stopped"
+            self.state = "finished" if self.completed else "stopped"
         else:
             self.state = "finished"
         self.emit("finish", status=self.state)
@@ -305,6 +310,12 @@ class Engine:
             pending = self.commands.take(wait=PAUSE_POLL_SECONDS)
             if pending is not None:
                 self._apply(*pending)
+        ends_at = self._ends_at
+        if ends_at is not None and self.step_index >= ends_at and self.state in ("running", "paused"):
+            self.completed = True  # the cooldown's last step is done: the run ends here, as planned
+            self.state, self.stop_reason = "stopping", "the cooldown ended"
+            self.emit("stop", reason=self.stop_reason)
+            self.checkpoint("end")
         if self.state == "stopping":
             return False
         self._set_lr(self.step_index)
@@ -377,10 +388,15 @@ class Engine:
 
     def set_timeline(self, timeline: Timeline) -> None:
         self._timeline = timeline
+        self._ends_at = timeline.ends_at
         self.control.set_timeline(timeline)
 
     def _set_lr(self, step: int) -> None:
         self.control.set(step)
+
+    def reset_lr(self) -> None:
+        """Set the next step's LR again from the timeline (a change between steps: a plateau's reduction)."""
+        self._set_lr(self.step_index)
 
     # -- running ----------------------------------------------------------------------------
     def run(self, train: Callable[[Engine], None]) -> None:

@@ -1,8 +1,8 @@
 """The optimizer's LR, per param group: each group's LR at a step from its own timeline.
 
-Each group starts at its own initial LR (its ratio to group 0's kept when ``watch(lr=...)`` sets the
-run's) and follows :meth:`Timeline.for_group`: PyTorch's per-group rule for the schedule's twin. LRs
-come from :meth:`Timeline.lrs` over aligned blocks of :data:`LR_BLOCK` steps, the same call the
+Each group starts at its own initial LR (a scheduler's ``initial_lr``, else its ``lr``; its ratio to group 0's
+kept when ``watch(lr=...)`` sets the run's) and follows :meth:`Timeline.for_group`: the per-group rule of the
+schedule's twin. LRs come from :meth:`Timeline.lrs` over aligned blocks of :data:`LR_BLOCK` steps, the same call the
 preview makes, kept as Python floats so that a step costs an index, not a numpy scalar. A tensor LR
 (capturable or fused optimizers) is filled in place: the optimizer keeps its tensor.
 """
@@ -23,8 +23,9 @@ class GroupLrs:
 
     def __init__(self, optimizer: Any, timeline: Timeline) -> None:
         self.optimizer = optimizer
-        first = float(optimizer.param_groups[0]["lr"])
-        ratios = [float(g["lr"]) / first for g in optimizer.param_groups]
+        # A PyTorch scheduler keeps each group's starting LR as initial_lr: its LR now may be a warmup's 0
+        initial = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        ratios = [lr / initial[0] if initial[0] > 0 else 1.0 for lr in initial]
         self.initial = [timeline.initial_lr * r if r != 1.0 else timeline.initial_lr for r in ratios]
         self._timeline = timeline
         self._group_timelines: list[Timeline] = []

@@ -18,7 +18,7 @@ from typing import Any
 
 from lrwatch.protocol.commands import Race
 from lrwatch.record.rundir import write_lr_find
-from lrwatch.run.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_NAME, STATE_FORMAT, parse_state, rng_state, state_of
+from lrwatch.run.checkpoints import CHECKPOINT_FORMAT, STATE_FORMAT, checkpoint_name, parse_state, rng_state, state_of
 from lrwatch.run.distributed import rank_error
 from lrwatch.run.engine import Engine
 from lrwatch.run.losses import DeviceLosses, on_device
@@ -68,6 +68,12 @@ class Monitor:
     def step_in_epoch(self) -> int:
         """Batches of ``start_epoch`` already done before a resume (skip them)."""
         return self.engine.start_step % self.engine.timeline.steps_per_epoch
+
+    @property
+    def total_steps(self) -> int | None:
+        """The run's planned length in steps (``None``: unknown). It follows ``lrwatch send RUN_DIR length N``,
+        the monitor's prompt, and a cooldown (the run ends with it)."""
+        return self.engine.timeline.total_steps
 
     @property
     def stopped(self) -> bool:
@@ -210,7 +216,8 @@ class Monitor:
 
     def state_dict(self) -> dict[str, Any]:
         """lrwatch's state, to save beside your model in your own checkpoint: the step, the timeline with
-        every switch, the switches still planned. Plain types only: it loads with ``weights_only=True``."""
+        every switch, the switches still planned, a plateau's bookkeeping. Plain types only: it loads with
+        ``weights_only=True``."""
         return run_state(self.engine)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -222,6 +229,7 @@ class Monitor:
         if state.get("drives_from") is not None and self.engine.control.take_over:
             self.engine.control.hand_over_at = int(state["drives_from"])
         self.engine.restore(step, replace(timeline, total_steps=total or timeline.total_steps), scheduled)
+        self.engine.plateau.load_state_dict(state.get("plateau"))
 
     def _save(self, reason: str) -> Path:
         """lrwatch's own checkpoint: :meth:`state_dict` with model, optimizer, RNG and extra states."""
@@ -237,7 +245,7 @@ class Monitor:
             "rng": rng_state(),
             "extra": {name: state_of(obj) for name, obj in self.extra_state.items()},
         }
-        path = engine.run_dir / CHECKPOINT_NAME
+        path = engine.run_dir / checkpoint_name(reason, engine.step_index)
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
@@ -245,14 +253,17 @@ class Monitor:
 
 
 def run_state(engine: Engine) -> dict[str, Any]:
-    """:meth:`Monitor.state_dict` of ``engine``'s run: the step, the timeline, the switches still planned,
-    and the step from which lrwatch drives the LR, if it took it over (``lrwatch run``)."""
+    """:meth:`Monitor.state_dict` of ``engine``'s run: the step, the timeline, the switches still planned, a
+    plateau's bookkeeping, and the step from which lrwatch drives the LR, if it took it over (``lrwatch run``)."""
     state = {
         "format": STATE_FORMAT,
         "step": engine.step_index,
         "timeline": engine.timeline.to_dict(),
         "scripted": [[step, command.to_dict()] for step, command in engine.scheduled_commands()],
     }
+    plateau = engine.plateau.state_dict()
+    if plateau is not None:
+        state["plateau"] = plateau
     taken = engine.control.took_over_at
     return state | ({"drives_from": taken} if taken is not None else {})
 

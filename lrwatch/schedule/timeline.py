@@ -1,29 +1,32 @@
 """A run's learning rate as a timeline of schedule segments.
 
-A segment applies from its ``start_step`` until the next segment starts. Its schedule's epoch
-``t`` counts from ``origin_step``:
+A segment applies from its ``start_step`` until the next segment starts. Its schedule's clock ``t`` counts
+optimizer steps from ``origin_step``:
 
-- per-batch updates (default): ``t = (step − origin_step) / steps_per_epoch``, the fractional
-  epoch PyTorch's ``CosineAnnealingWarmRestarts.step(epoch + i / iters)`` uses;
-- per-epoch updates: ``t = ⌊step / K⌋ − ⌊origin_step / K⌋``, so the LR changes only at epoch
+- per-batch updates (default): ``t = step − origin_step`` (a key in epochs is ``epochs × steps_per_epoch``
+  steps, so this is the fractional epoch PyTorch's ``CosineAnnealingWarmRestarts.step(epoch + i / iters)`` uses);
+- per-epoch updates: ``t = (⌊step / K⌋ − ⌊origin_step / K⌋) · K``, so the LR changes only at epoch
   boundaries, as in a loop that calls ``scheduler.step()`` once per epoch.
 
 A switch at step ``k`` starts a segment with ``origin_step = k`` whose base LR is the LR in
 force at ``k − 1`` (``anchor=continue``, no jump) or the run's initial LR (``anchor=base``,
 a warm restart). An edit of the active schedule's parameters keeps its origin and base LR.
+Defaults fitted to "the rest of the run" need its length (``total_steps``): without it a spec that leaves
+one out is refused (:class:`~lrwatch.schedule.base.LengthUnknown`), never guessed. A ``cooldown`` sets the
+run's length: it ends at the cooldown's last step (:attr:`Timeline.ends_at`).
 The run applies exactly :meth:`Timeline.lrs`: the preview and the real thing are one code path.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from lrwatch.schedule.spec import Schedule, ScheduleSpec, SpecError, parse_spec, resolve, spec_of
-
-DEFAULT_REMAINING_EPOCHS = 10.0  # for defaults when the run's length is unknown
+from lrwatch.schedule.base import Fit, SpecError
+from lrwatch.schedule.spec import Schedule, ScheduleSpec, parse_spec, resolve, spec_of
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class Segment:
     def spec(self) -> ScheduleSpec:
         return spec_of(self.schedule)
 
+    @property
+    def end_step(self) -> int | None:
+        """A cooldown's end: the first step after its last (the run ends there); ``None`` for other kinds."""
+        length = self.schedule.length_steps
+        return None if length is None else self.origin_step + math.ceil(length - 1e-9)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "start_step": self.start_step,
@@ -48,26 +57,37 @@ class Segment:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Segment:
-        spec = parse_spec(data["spec"])
+    def from_dict(cls, data: dict[str, Any], steps_per_epoch: int = 1) -> Segment:
+        origin = int(data["origin_step"])
         return cls(
             int(data["start_step"]),
-            int(data["origin_step"]),
+            origin,
             float(data["base_lr"]),
-            resolve(spec, DEFAULT_REMAINING_EPOCHS),
+            resolve(parse_spec(data["spec"]), Fit(steps_per_epoch=steps_per_epoch, start_step=origin)),
             data.get("anchor", "continue"),
         )
 
 
+def check_lr(lr: float, what: str = "lr") -> float:
+    """An LR: a finite number >= 0 (0 is a warmup's first step, or a finished decay)."""
+    if not (lr >= 0 and np.isfinite(lr)):
+        raise SpecError(f"{what} must be a finite number >= 0 (got {lr})")
+    return float(lr)
+
+
 @dataclass(frozen=True)
 class Timeline:
-    """Immutable; :meth:`switch` and :meth:`edit` return a new timeline."""
+    """Immutable; :meth:`switch`, :meth:`edit` and :meth:`with_length` return a new timeline.
+
+    ``total_steps``: the run's length (``None``: unknown); ``steps_only``: the run has no epochs, so defaults
+    fitted to it are written in steps."""
 
     initial_lr: float
     steps_per_epoch: int
     segments: tuple[Segment, ...]
     total_steps: int | None = None
     per_epoch: bool = False
+    steps_only: bool = False
 
     @classmethod
     def start(
@@ -78,15 +98,15 @@ class Timeline:
         steps_per_epoch: int,
         total_steps: int | None = None,
         per_epoch: bool = False,
+        steps_only: bool = False,
     ) -> Timeline:
-        if not (lr > 0 and np.isfinite(lr)):
-            raise SpecError(f"lr must be a finite number > 0 (got {lr})")
+        check_lr(lr)
         if steps_per_epoch < 1:
             raise SpecError(f"steps per epoch must be >= 1 (got {steps_per_epoch})")
         if isinstance(spec, str):
             spec = parse_spec(spec)
         lr = spec.lr if spec.lr is not None else lr  # lr=: the segment's starting LR, given in the spec
-        empty = cls(lr, int(steps_per_epoch), (), total_steps, per_epoch)
+        empty = cls(lr, int(steps_per_epoch), (), total_steps, per_epoch, steps_only)
         return empty._with_segment(0, spec, origin_step=0, base_lr=lr)
 
     # -- evaluation -------------------------------------------------------------------------
@@ -95,10 +115,11 @@ class Timeline:
         return np.asarray(steps, dtype=np.float64) / self.steps_per_epoch
 
     def _local_t(self, steps: np.ndarray, origin: int) -> np.ndarray:
+        """The schedule's clock: steps since ``origin`` (per-epoch: whole epochs of them)."""
         if self.per_epoch:
             k = self.steps_per_epoch
-            return (steps // k - origin // k).astype(np.float64)
-        return (steps - origin).astype(np.float64) / self.steps_per_epoch
+            return ((steps // k - origin // k) * k).astype(np.float64)
+        return (steps - origin).astype(np.float64)
 
     def lrs(self, steps: np.ndarray | range | list[int]) -> np.ndarray:
         """The LR applied at each (integer) step, vectorised."""
@@ -129,19 +150,39 @@ class Timeline:
                 active = seg
         return active
 
-    def remaining_epochs(self, step: int) -> float:
+    @property
+    def ends_at(self) -> int | None:
+        """The step at which the run ends by its schedule (a cooldown's end), or ``None``."""
+        return self.segments[-1].end_step if self.segments else None
+
+    def remaining_steps(self, step: int) -> float | None:
+        """Steps from ``step`` to the end of the run (at least 1), or ``None`` when its length is unknown."""
         if self.total_steps is None:
-            return DEFAULT_REMAINING_EPOCHS
-        return max(self.total_steps - step, 1) / self.steps_per_epoch
+            return None
+        return float(max(self.total_steps - step, 1))
+
+    def fit_at(self, origin_step: int) -> Fit:
+        """What a default fitted at ``origin_step`` knows of the run."""
+        return Fit(
+            steps_per_epoch=self.steps_per_epoch,
+            start_step=origin_step,
+            remaining_steps=self.remaining_steps(origin_step),
+            in_steps=self.steps_only,
+        )
 
     # -- changes ----------------------------------------------------------------------------
     def _with_segment(self, step: int, spec: ScheduleSpec, *, origin_step: int, base_lr: float) -> Timeline:
-        schedule = resolve(spec, self.remaining_epochs(origin_step))
+        schedule = resolve(spec, self.fit_at(origin_step))
         return self._append(Segment(step, origin_step, base_lr, schedule, spec.anchor or "continue"))
 
     def _append(self, seg: Segment) -> Timeline:
         kept = tuple(s for s in self.segments if s.start_step < seg.start_step)
-        return replace(self, segments=(*kept, seg))
+        total = seg.end_step if seg.end_step is not None else self.total_steps  # a cooldown ends the run
+        return replace(self, segments=(*kept, seg), total_steps=total)
+
+    def with_length(self, total_steps: int | None) -> Timeline:
+        """The same schedule in a run of ``total_steps`` steps (the preview, ETA and later fits follow)."""
+        return replace(self, total_steps=None if total_steps is None else int(total_steps))
 
     def switch(self, step: int, spec: ScheduleSpec | str, anchor: str | None = None) -> Timeline:
         """Start ``spec`` at ``step``; segments at or after ``step`` are replaced.
@@ -166,15 +207,15 @@ class Timeline:
         the LR over (``lrwatch run`` on a script that never calls ``watch()``). Earlier segments stay, unused."""
         if isinstance(spec, str):
             spec = parse_spec(spec)
-        if not (lr > 0 and np.isfinite(lr)):
-            raise SpecError(f"cannot take over from lr {lr}: not a finite number > 0")
+        check_lr(lr, f"the LR to take over from ({lr})")
         return self._with_segment(step, spec, origin_step=step, base_lr=float(lr))
 
-    def edit(self, step: int, **params: float) -> Timeline:
-        """Change parameters of the schedule active at ``step``, keeping its origin and base LR."""
+    def edit(self, step: int, **params: Any) -> Timeline:
+        """Change parameters of the schedule active at ``step``, keeping its origin and base LR. A value is a
+        number or spec notation (``T_max="5000steps"``)."""
         active = self.segment_at(step)
         new_spec = replace(active.spec.with_params(**params), anchor=active.anchor)
-        schedule = resolve(new_spec, self.remaining_epochs(active.origin_step))
+        schedule = resolve(new_spec, self.fit_at(active.origin_step))
         return self._append(Segment(step, active.origin_step, active.base_lr, schedule, active.anchor))
 
     def scale(self, step: int, factor: float) -> Timeline:
@@ -183,11 +224,13 @@ class Timeline:
         return self._append(Segment(step, active.origin_step, active.base_lr * factor, active.schedule, active.anchor))
 
     def for_group(self, initial_lr: float) -> Timeline:
-        """This timeline as a param group whose initial LR is ``initial_lr`` follows it: PyTorch's rule
-        per group (its own base LR, the same absolute ``eta_min``). Every segment's base LR is derived
-        as the run's was: a switch starts from this group's own LR before it (``continue``) or from
-        ``initial_lr`` (``base``); an edit keeps the base, a scale multiplies it, by the same factor
-        as the run's segment did."""
+        """This timeline as a param group whose initial LR is ``initial_lr`` follows it, by each schedule's
+        twin's own rule (:attr:`Schedule.group_rule`): ``own`` (PyTorch) from the group's own LR, absolute
+        values such as ``eta_min`` shared; ``ratio`` (transformers' ``LambdaLR``) one factor for every group,
+        so absolute values scale with the group's LR; ``same`` (``OneCycleLR``'s one ``max_lr``) the run's LR.
+        Every segment's base LR is derived as the run's was: a switch starts from this group's own LR before it
+        (``continue``) or from ``initial_lr`` (``base``); an edit keeps the base, a scale multiplies it, by the
+        same factor as the run's segment did."""
         if initial_lr == self.initial_lr:
             return self
         ours = replace(self, initial_lr=initial_lr, segments=())
@@ -200,26 +243,36 @@ class Timeline:
             else:  # an edit or a scale of the segment in force
                 run_rule, group_rule = previous.base_lr, ours.segments[-1].base_lr
             factor = seg.base_lr / run_rule if seg.base_lr != run_rule else 1.0
-            ours = ours._append(replace(seg, base_lr=group_rule * factor))
+            base, schedule = group_rule * factor, seg.schedule
+            if schedule.group_rule == "same":
+                base = seg.base_lr
+            elif schedule.group_rule == "ratio" and seg.base_lr > 0:
+                schedule = schedule.scaled(base / seg.base_lr)
+            ours = ours._append(replace(seg, base_lr=base, schedule=schedule))
             previous = seg
-        return ours
+        return replace(ours, total_steps=self.total_steps)
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "initial_lr": self.initial_lr,
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
             "per_epoch": self.per_epoch,
             "segments": [s.to_dict() for s in self.segments],
         }
+        if self.steps_only:
+            data["steps_only"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Timeline:
+        k = int(data["steps_per_epoch"])
         return cls(
             float(data["initial_lr"]),
-            int(data["steps_per_epoch"]),
-            tuple(Segment.from_dict(s) for s in data["segments"]),
+            k,
+            tuple(Segment.from_dict(s, k) for s in data["segments"]),
             data.get("total_steps"),
             bool(data.get("per_epoch", False)),
+            bool(data.get("steps_only", False)),
         )
