@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 import lrwatch
-from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.demo_task import DemoConfig, DemoTask
 from lrwatch.protocol.commands import Race, RaceEnd
 
 RACE_SECONDS = 2.0  # each race's planned length: H follows the machine's speed, not a fixed step count

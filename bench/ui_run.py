@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.demo_task import DemoConfig, DemoTask
 from lrwatch.live.host import Host, run_loop
 
 WARMUP = 1000

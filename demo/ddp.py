@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import lrwatch
-from lrwatch.demo import DemoConfig, DemoTask, EpochOrder
+from lrwatch.demo_task import DemoConfig, DemoTask, EpochOrder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

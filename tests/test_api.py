@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import lrwatch
-from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.demo_task import DemoConfig, DemoTask
 from lrwatch.live.host import Host, run_loop, using_host
 from lrwatch.protocol.commands import Stop, Switch
 from lrwatch.run.checkpoints import CheckpointError, load_checkpoint

@@ -20,7 +20,8 @@ LAYERS = [
     "api",  # lrwatch.watch
     "__init__",  # the package's public names
     "integrations",  # Lightning, the HF Trainer, lrwatch run's zero-line hooks
-    "demo",  # the demo task, written on the public API
+    "demo",  # the demo's configuration and planned schedule (no torch: the monitor draws it first)
+    "demo_task",  # the demo task, written on the public API
     "charts",  # chart frames and the canvas
     "app",  # the Textual monitor
     "cli",  # the command line
@@ -34,6 +35,7 @@ FORBIDDEN = {
     "run": ("textual",),
     "live": ("textual",),
     "charts": ("textual",),
+    "demo": ("torch",),
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lrwatch.cli.main import main
-from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.demo_task import DemoConfig, DemoTask
 from lrwatch.record.rundir import read_lr_find
 from lrwatch.run.lrfind import RangeTest, lr_schedule, range_test, smooth_until_divergence
 from tests.conftest import app_wait_for

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import lrwatch
-from lrwatch.demo import DemoConfig, DemoTask
+from lrwatch.demo_task import DemoConfig, DemoTask
 from lrwatch.protocol.commands import Race
 from lrwatch.record.rundir import read_metric_rows
 from tests.conftest import app_wait_for

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import App
 from textual.binding import Binding
@@ -28,6 +29,7 @@ from lrwatch.app.charts import (
     race_curves,
 )
 from lrwatch.app.drawing import CHART_MIN_INTERVAL, Drawing
+from lrwatch.app.early import EarlyKeys
 from lrwatch.app.keys import ScheduleKeys
 from lrwatch.app.link import RunLink
 from lrwatch.app.runkeys import RunKeys
@@ -54,7 +56,7 @@ class RunReady(Message):
     """A remote run's first snapshot arrived: draw now rather than at the next frame."""
 
 
-class LRWatchApp(Drawing, RunKeys, ScheduleKeys, App):
+class LRWatchApp(EarlyKeys, Drawing, RunKeys, ScheduleKeys, App):
     CSS_PATH = "lrwatch.tcss"
     TITLE = "lrwatch"
     ENABLE_COMMAND_PALETTE = False
@@ -195,8 +197,22 @@ class LRWatchApp(Drawing, RunKeys, ScheduleKeys, App):
         while self.link.notes:
             self.notify(self.link.notes.pop(0), severity="warning", timeout=6)
         if message is not None:
-            self.monitor_screen.show_message(message)
+            waiting = self.waiting_text()
+            self.monitor_screen.show_message(Text.assemble(message, "\n", waiting) if waiting else message)
         return ready
+
+    def waiting_changed(self) -> None:
+        """A key was held back (:class:`EarlyKeys`): the run panel lists it at once."""
+        self._connect()
+
+    def _draw_provisional(self) -> None:
+        """Before the run answers: the schedule it will start from (a demo's, computed without torch)."""
+        if not getattr(self.source, "drawable", False) or self._drawn.get("provisional") == self.size:
+            return
+        status = self.source.status()
+        self._update_schedule(status)
+        self._draw_charts(status)
+        self._drawn["provisional"] = self.size
 
     def on_resize(self) -> None:
         self._fit_layout()
@@ -215,6 +231,7 @@ class LRWatchApp(Drawing, RunKeys, ScheduleKeys, App):
             return
         self._fit_layout()
         if not self._connect():
+            self._draw_provisional()
             return
         poll = getattr(self.source, "poll", None)  # a run directory being followed
         if poll is not None:
@@ -252,6 +269,7 @@ class LRWatchApp(Drawing, RunKeys, ScheduleKeys, App):
             self._draw_charts(status)
             self._drawn.update(key=key, at=now)
             self._dirty = False
+        self.release_waiting()
 
     @on(RunReady)
     def first_frame(self) -> None:

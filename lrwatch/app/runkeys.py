@@ -44,6 +44,7 @@ class RunKeys:
     set_timer: Any
     refresh_bindings: Any
     monitor_screen: Any
+    connected: bool
     _offered: tuple[bool, bool, bool] | None = None
     _told_read_only = False
 
@@ -126,6 +127,14 @@ class RunKeys:
         """Owner: stop the run at a step boundary, wait for it to flush, exit. Attached: ask first."""
         if self._quitting or isinstance(self.screen, ConfirmStop):
             return
+        if not self.connected and self.source is not None:  # the run has not answered: nothing to ask about
+            cancel = getattr(self.source, "cancel", None)
+            if self.owner and cancel is not None and cancel():  # started for us: ended before it trains
+                self.exit(return_code=0)
+                return
+            if not self.owner:
+                self.exit(return_code=0)
+                return
         if self.source is not None and self.source.status().read_only:  # a view: nothing to stop
             self.exit(return_code=0)
             return

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lrwatch.cli.terminal import run_monitor
 from lrwatch.live.client import RemoteRunSource, RunClient, RunGone, socket_of
@@ -47,6 +49,9 @@ from lrwatch.record.console import LOG_NAME, plain_line
 from lrwatch.record.reader import lost_text
 from lrwatch.record.rundir import run_dir_problem, steps_done
 from lrwatch.schedule.spec import parse_spec
+
+if TYPE_CHECKING:
+    from lrwatch.schedule.timeline import Timeline
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -96,9 +101,14 @@ def _say(text: str) -> None:
 
 
 # -- starting a run ---------------------------------------------------------------------------
-def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir: Path) -> int:
-    """Start the run process; then either show its monitor here (owner), or return (``--detach``)."""
+def launch_run(
+    args: argparse.Namespace, command: str, argv: list[str], run_dir: Path, provisional: Timeline | None = None
+) -> int:
+    """Start the run process; then either show its monitor here (owner), or return (``--detach``).
+    ``provisional``: the schedule the run will start from, drawn until it answers (the demo's)."""
     child = spawn_run(command, argv, run_dir)
+    if not args.detach:
+        _cancel_on_signals(child, command)  # until the monitor takes SIGTERM over: the run never outlives us unseen
     if args.detach:
         started = time.monotonic()
         if not answers_send(child, run_dir):  # so that `lrwatch ... --detach && lrwatch send RUN_DIR ...` works
@@ -118,8 +128,16 @@ def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir:
             return 0
         _say(f"lrwatch: the run ended at once (status {code}):\n{log_tail(run_dir)}")
         return code or 1
-    source = source_for_child(child, run_dir)
+    source = source_for_child(child, run_dir, provisional)
     app = run_monitor(source, owner=True, fps=args.fps, ascii_markers=args.ascii, race_steps=args.race_steps)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if source.cancelled:
+        try:
+            child.wait(10.0)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        _say(f"lrwatch {command}: cancelled before the run's first step; its log: {run_dir / LOG_NAME}")
+        return 0
     if app.detached or app.hung_up:
         with contextlib.suppress(OSError, ValueError):  # after a hangup there may be no terminal to print to
             _detached(child.pid, run_dir)
@@ -129,6 +147,23 @@ def launch_run(args: argparse.Namespace, command: str, argv: list[str], run_dir:
     except subprocess.TimeoutExpired:
         _say(f"lrwatch: the run (pid {child.pid}) is still stopping; {attach_line(run_dir)}")
         return 0
+
+
+def _cancel_on_signals(child: subprocess.Popen, command: str) -> None:
+    """SIGTERM or Ctrl+C before the monitor is up: end the run just started (it has trained nothing) and
+    exit, rather than leave it running with no monitor and no word."""
+
+    def cancel(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.terminate()
+        with contextlib.suppress(OSError, ValueError):
+            _say(f"lrwatch {command}: cancelled ({signal.Signals(signum).name}) before the run's first step")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(10.0)
+        os._exit(0 if signum == signal.SIGINT else 128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, cancel)
 
 
 def answers_send(child: subprocess.Popen, run_dir: Path) -> bool:

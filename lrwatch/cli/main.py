@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     }
 
     def build() -> Any:
-        from lrwatch.demo import DemoConfig, DemoTask
+        from lrwatch.demo_task import DemoConfig, DemoTask
 
         config = fields
         if args.resume is not None:
@@ -202,7 +202,8 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
                 stop("SIGHUP")
             console.terminal_lost("SIGHUP")
             return
-        if host.engine is None:
+        if host.engine is None:  # still building the run (importing torch, the data): it ends here, cleanly
+            early_stop.append(signal.Signals(signum).name)
             raise KeyboardInterrupt
         stop(early_stop[0] if early_stop else signal.Signals(signum).name)
         if signum == signal.SIGINT:
@@ -245,7 +246,26 @@ def launch(args: argparse.Namespace, run_dir: Path) -> int:
     argv = list(args.raw_argv[1:])
     if args.resume is None and args.run_dir is None:
         argv = ["--run-dir", str(Path(run_dir).resolve()), *argv]
-    return launch_run(args, args.command, argv, Path(run_dir).resolve())
+    return launch_run(args, args.command, argv, Path(run_dir).resolve(), _planned(args))
+
+
+def _planned(args: argparse.Namespace) -> Any:
+    """The timeline a new demo starts from (no torch needed), drawn before its run answers; None otherwise
+    (a script's schedule is the script's, a resumed run's is in its checkpoint)."""
+    if args.command != "demo" or args.resume is not None or args.detach:
+        return None
+    from lrwatch.demo import DemoConfig, planned_timeline
+    from lrwatch.schedule.spec import SpecError
+
+    try:
+        config = DemoConfig(
+            epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
+            schedule=str(args.schedule), switches=tuple(str(sw) for sw in args.switch), per_epoch=args.per_epoch,
+            total_steps=args.total_steps,
+        )  # fmt: skip
+        return planned_timeline(config)
+    except (SpecError, ValueError):
+        return None  # the run will say what is wrong with it
 
 
 def cmd_run(args: argparse.Namespace) -> int:

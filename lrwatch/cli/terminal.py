@@ -109,7 +109,7 @@ def run_monitor(
 
     def on_sigterm(_signum: int, _frame: object) -> None:
         exit_after(SIGTERM_GRACE_SECONDS + 1.0, 128 + signal.SIGTERM)
-        if owner:
+        if owner and not source.cancel():  # a run that has not answered yet is cancelled, not left running
             source.submit(Stop("SIGTERM"))
         app.call_later(app.exit)
 

@@ -101,6 +101,9 @@ class RemoteRunSource:
 
     ``find`` returns the socket path to connect to, or ``None`` while the run is not serving yet;
     ``alive`` says whether waiting still makes sense (the spawned run process is still there).
+    ``provisional``: the timeline the run was asked to start from (the demo's, computed without torch),
+    drawn until the run's own arrives; ``cancel`` ends a run started for this monitor that has not
+    answered yet (``q`` before its first frame).
     """
 
     def __init__(
@@ -110,8 +113,13 @@ class RemoteRunSource:
         owner: bool = False,
         alive: Callable[[], bool] = lambda: True,
         connect_timeout: float = 120.0,
+        provisional: Timeline | None = None,
+        cancel: Callable[[], None] | None = None,
     ) -> None:
         self.find = find
+        self.provisional = provisional
+        self._cancel = cancel
+        self.cancelled = False
         self.owner = owner
         self.alive = alive
         self.connect_timeout = connect_timeout
@@ -143,12 +151,22 @@ class RemoteRunSource:
     # -- RunSource --------------------------------------------------------------------------
     @property
     def timeline(self) -> Timeline:
-        assert self._timeline is not None, "not connected yet"
-        return self._timeline
+        timeline = self._timeline or self.provisional
+        assert timeline is not None, "not connected yet"
+        return timeline
+
+    @property
+    def drawable(self) -> bool:
+        """There is something to draw: the run's own timeline, or the one it was asked to start from."""
+        return self._timeline is not None or (self.provisional is not None and self.failure is None)
 
     def status(self) -> RunStatus:
         with self._lock:
             status = self._status
+        if self._timeline is None and self.provisional is not None and self.connection == "connecting":
+            plan = self.provisional  # not answered yet: where the run will start
+            status = replace(status, state="starting", total_steps=plan.total_steps,
+                             steps_per_epoch=plan.steps_per_epoch, lr=plan.lr_at(0))  # fmt: skip
         if self.connection == "closed":  # what it had; a run that ended without saying so was lost
             state = status.state if status.state in ENDED_STATES else "lost"
             status = replace(status, state=state, read_only=True)
@@ -166,6 +184,16 @@ class RemoteRunSource:
             self.client.send({"type": "command", "id": next(self._ids), "command": command.to_dict()})
         except OSError:
             self.notes.append("the run is gone: nothing was sent")
+
+    def cancel(self) -> bool:
+        """Stop waiting for the run and end it, if it has not answered yet and this monitor started it
+        (``q``, Ctrl+C, SIGTERM before the first frame of the run): ``True`` if it was cancelled so."""
+        if self.connection == "live" or self._cancel is None:
+            return False
+        self.cancelled = True
+        self.failure = self.failure or "cancelled before the run answered"
+        self._cancel()
+        return True
 
     def detach(self) -> None:
         """Leave on purpose: the run goes on (for ``--on-hangup stop``, this is not a hangup)."""
@@ -205,6 +233,8 @@ class RemoteRunSource:
                     last = ""
             else:
                 last = "the run is not serving yet"
+            if self.cancelled:
+                return None
             if not self.alive():
                 self.failure = "the run process ended before it served its socket"
                 return None

@@ -17,11 +17,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lrwatch.live.client import RemoteRunSource
 from lrwatch.live.sockets import LAUNCHER_ENV, record_of_run_dir, run_alive
 from lrwatch.record.console import LOG_NAME
+
+if TYPE_CHECKING:
+    from lrwatch.schedule.timeline import Timeline
 
 SPAWNED_FLAG = "--_spawned"
 DETACH_WAIT_SECONDS = 2.0
@@ -79,15 +82,23 @@ def _shell_path(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def source_for_child(child: subprocess.Popen, run_dir: Path) -> RemoteRunSource:
-    """A monitor's source for the run ``child`` will serve (its ``live.json`` names ``child.pid``)."""
+def source_for_child(child: subprocess.Popen, run_dir: Path, provisional: Timeline | None = None) -> RemoteRunSource:
+    """A monitor's source for the run ``child`` will serve (its ``live.json`` names ``child.pid``);
+    ``provisional``: the timeline drawn until the run answers. Cancelled (``q`` before it answered), the
+    child gets SIGTERM: a run stopped before its first optimizer step ends at once, with nothing to save."""
 
     def find() -> str | None:
         record = record_of_run_dir(run_dir)
         ours = record is not None and child.pid in (record.pid, record.launcher)  # a DDP run: rank 0 serves
         return record.socket if ours else None
 
-    source = RemoteRunSource(find, owner=True, alive=lambda: child.poll() is None)
+    def cancel() -> None:
+        if child.poll() is None:
+            child.terminate()
+
+    source = RemoteRunSource(
+        find, owner=True, alive=lambda: child.poll() is None, provisional=provisional, cancel=cancel
+    )
     source.detail = lambda: log_tail(run_dir)
     source.fallback = lambda: read_only_source(run_dir)
     return source
