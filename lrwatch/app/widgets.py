@@ -108,10 +108,13 @@ class Chart(Widget):
         """Build the chart at the widget's current size; ``make_spec(width, height)`` says what to draw."""
         width, height = self.content_size.width, self.content_size.height
         if width < 12 or height < 4:
-            self._rows = [[Segment("(too small)", Style(dim=True))]]
+            rows = [[Segment("(too small)", Style(dim=True))]]
         else:
-            self._rows = render_rows(make_spec(width, height))
+            rows = render_rows(make_spec(width, height))
             self.frames += 1
+        if rows == self._rows and self._strips_for is not None:
+            return  # not a cell changed (a slow schedule moves a dot every few frames): nothing to send the tty
+        self._rows = rows
         self._strips_for = None
         self.refresh()
 
