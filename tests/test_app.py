@@ -81,6 +81,8 @@ async def test_candidate_preview_then_apply_with_enter() -> None:
         await app_wait_for(lambda: bool(events(app, "switch")), pilot)
         assert events(app, "switch")[0].data["spec"].startswith("step:")
         assert not app.candidates
+        await pilot.press("space")  # held near the switch's step: step, fitted now, is the schedule in force
+        await app_wait_for(lambda: app.source.status().state == "paused", pilot)
         await pilot.press("v")  # the comparison set, less the kind that would equal continuing (step, fitted now)
         assert app.candidates.kinds() == ["cosine", "exp", "cosine-restarts", "linear"]
         assert app.candidates.marked == "cosine"

@@ -48,7 +48,7 @@ async def test_escape_in_the_length_prompt_changes_nothing() -> None:
         await app_wait_for(lambda: isinstance(app.screen, LengthPrompt), pilot)
         await pilot.press("escape")
         await app_wait_for(lambda: not isinstance(app.screen, LengthPrompt), pilot)
-        assert app.candidates == {} and not events(app, "length") and app.source.timeline.total_steps is None
+        assert not app.candidates.specs and not events(app, "length") and app.source.timeline.total_steps is None
         await quit_app(app, pilot)
 
 
@@ -59,7 +59,7 @@ async def test_d_shows_the_cooldown_and_enter_applies_it_as_shown() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await app_wait_for(lambda: len(app.source.history) > 60, pilot, timeout=30)
         await pilot.press("D")
-        (shown,) = app.candidates.values()
+        (shown,) = app.candidates.timelines.values()
         seg = shown.segments[-1]
         length = seg.schedule.params()["length"]
         assert length.steps and length.value == -(-seg.start_step // 4)

@@ -128,7 +128,8 @@ def test_refusals_say_why_and_change_nothing(tmp_path: Path, monkeypatch: pytest
                             run_dir=tmp_path / "run", train_step=task.train_step, batches=task.batches)  # fmt: skip
     monitor.step(task.train_step(next(task.batches(0))))
     monkeypatch.setattr(race, "available_ram", lambda: 100_000)
-    with pytest.raises(ValueError, match=r"needs 5 snapshots × .* MB .* over the budget \(25% of 0.1 MB"):
+    # continuing and the comparison set's four (cosine, the schedule in force, gives way to linear): 5 candidates
+    with pytest.raises(ValueError, match=r"of 5 candidates needs 6 snapshots × .* over the budget \(25% of 0.1 MB"):
         monitor.race()
     monkeypatch.undo()
     with pytest.raises(ValueError, match="unknown schedule 'warp'"):

@@ -224,7 +224,7 @@ def test_a_starting_run_answers_queues_commands_and_hands_them_to_its_engine(tmp
     sender.start()
     time.sleep(0.3)
     assert not answers and not monitor.ready.is_set()  # both wait for the first step
-    timeline = Timeline.start("cosine", lr=0.02, steps_per_epoch=1)
+    timeline = Timeline.start("cosine:T_max=100", lr=0.02, steps_per_epoch=1)
     engine = Engine(FakeOptimizer(0.02), timeline, run_dir=tmp_path, drive_lr=False, take_over=True)
     server = host.attach(engine)
     assert server is not None and server.record == record  # the same socket, now the engine's
