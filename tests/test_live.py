@@ -23,6 +23,7 @@ from lrwatch.live.client import RemoteRunSource
 from lrwatch.live.launch import read_only_source
 from lrwatch.protocol.commands import Stop
 from lrwatch.record.rundir import read_metric_rows
+from tests.conftest import app_wait_for
 from tests.test_wire import TrainingRun
 
 CLI = [sys.executable, "-m", "lrwatch.cli"]
@@ -235,11 +236,10 @@ async def test_an_attached_monitor_switches_asks_before_stopping_and_stops_on_y(
     app = LRWatchApp(source, None, owner=False, fps=4)
     try:
         async with app.run_test(size=(100, 30)) as pilot:
-            while source.connection != "live":
-                await pilot.pause(0.05)
-            await pilot.press("c")
-            while run.engine.timeline.segments[-1].spec.kind != "cosine" or len(run.engine.timeline.segments) < 2:
-                await pilot.pause(0.05)
+            await app_wait_for(lambda: source.connection == "live", pilot, timeout=30)
+            await pilot.press("c")  # pressed as soon as the socket is live: it waits for the app's next frame
+            segments = lambda: run.engine.timeline.segments  # noqa: E731
+            await app_wait_for(lambda: segments()[-1].spec.kind == "cosine" and len(segments()) >= 2, pilot, timeout=30)
             await pilot.press("q")
             await pilot.pause(0.1)
             assert type(app.screen).__name__ == "ConfirmStop"
@@ -249,8 +249,7 @@ async def test_an_attached_monitor_switches_asks_before_stopping_and_stops_on_y(
             await pilot.press("q")
             await pilot.pause(0.1)
             await pilot.press("y")
-            while app.is_running and run.engine.state == "running":
-                await pilot.pause(0.05)
+            await app_wait_for(lambda: not (app.is_running and run.engine.state == "running"), pilot, timeout=30)
         assert run.engine.stop_reason == "quit"
     finally:
         run.engine.submit(Stop("test"))
