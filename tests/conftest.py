@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import settings
 
 # The same examples on every run, so CI is deterministic: a property test that fails, fails every time.
@@ -38,3 +41,23 @@ async def app_wait_for(predicate: Callable[[], bool], pilot: Any, timeout: float
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await pilot.pause(0.02)
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, end any lrwatch process still running in its ``tmp_path`` (a test that failed half way
+    leaves its run behind otherwise, and that run's CPU then slows every later test)."""
+    yield
+    if "tmp_path" not in request.fixturenames:
+        return
+    path = str(request.getfixturevalue("tmp_path")).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if path in cmdline and b"lrwatch" in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry), signal.SIGKILL)
