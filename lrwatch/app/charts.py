@@ -128,7 +128,7 @@ def lr_chart(
     snap = history.snapshot(points_for(columns, step, end))
     lines = [Line(axis.x(snap.steps_lr), snap.lr, APPLIED_COLOR, marker="*" if ascii else None)]
     px, py = preview.get(timeline, columns, end) if preview is not None else (np.empty(0), np.empty(0))
-    ahead = px >= step
+    ahead = (px >= step) & (px < (timeline.preview_end if timeline.preview_end is not None else np.inf))
     if ahead.any():
         x = axis.x(np.concatenate([[step], px[ahead]]))
         y = np.concatenate([[timeline.lr_at(step)], py[ahead]])

@@ -192,6 +192,8 @@ def describe(event: Event) -> EventText | None:
         )
     if kind == "length":
         return EventText("length", f"{d['total_steps']:,} steps", "cyan")
+    if kind == "schedule":
+        return EventText("schedule", str(d.get("schedule", "")), "cyan")
     if kind in ("rejected", "error"):
         return EventText(kind, str(d.get("reason") or d.get("message", "")), "bold red")
     if kind in ("pause", "resume", "stop"):
