@@ -26,6 +26,8 @@ import types
 import warnings
 from typing import Any
 
+import numpy as np
+
 from lrwatch.integrations.schedulers import spec_of_scheduler
 from lrwatch.integrations.takeover import scheduler_names, schedulers_of
 from lrwatch.record.rundir import run_info
@@ -34,6 +36,7 @@ from lrwatch.schedule.spec import SpecError
 from lrwatch.schedule.timeline import Timeline
 
 REFRESH_GAP = 64  # observed: at most one refresh for a mismatch in this many steps
+BLOCK = 1024  # the segment's LRs computed at once, for the per-step comparison
 MISMATCHES = 3  # observed LRs that kept differing from the scheduler's: it is the script's, by hand
 
 
@@ -92,6 +95,7 @@ class ScriptSchedules:
         self.mismatches = 0
         self.seen: int | None = None  # the scheduler's step at the last check
         self.observed = False  # its spec did not give its LRs: observed from then on
+        self._block: tuple[Timeline, int, list[float]] | None = None  # the segment's LRs from a step on
         self.done = False
 
     def _scheduler_step(self) -> int | None:
@@ -204,8 +208,18 @@ class ScriptSchedules:
         """The LR this step is about to use is not the one the script's segment gives for it."""
         lr = self.optimizer.param_groups[0]["lr"]
         lr = float(lr.item() if hasattr(lr, "item") else lr)
-        shown = engine.timeline.lr_at(step)
-        return not math.isclose(lr, shown, rel_tol=1e-9, abs_tol=1e-15)
+        return not math.isclose(lr, self._expected(engine.timeline, step), rel_tol=1e-9, abs_tol=1e-15)
+
+    def _expected(self, timeline: Timeline, step: int) -> float:
+        """The segment's LR at ``step``: an observed value, or from a block of the timeline's LRs (kept, so that
+        a step costs an index, as :class:`~lrwatch.run.groups.GroupLrs` does)."""
+        script = timeline.script
+        if script is not None and script.how == "observed" and script.values:
+            return script.values[min(max(step - script.values_from, 0), len(script.values) - 1)]
+        block = self._block
+        if block is None or block[0] is not timeline or not 0 <= step - block[1] < BLOCK:
+            block = self._block = (timeline, step, timeline.lrs(np.arange(step, step + BLOCK)).tolist())
+        return block[2][step - block[1]]
 
     def _by_hand(self, engine: Any) -> Timeline:
         """The scheduler's LRs kept differing from what a copy of it gives: the script sets the LR itself."""
