@@ -113,7 +113,7 @@ def schedule_lines(
     cycle note. At most ``height`` lines, the least important left out first."""
     seg = timeline.segment_at(status.step)
     script = timeline.script if timeline.is_script(seg) else None
-    if not status.drives_lr and (script is None or not status.takes_over):
+    if not status.drives_lr and script is None:  # a script's own schedule is shown, live or in a view
         return lines_of([Text(TAKE_OVER if status.takes_over else MONITOR_ONLY, style=NOTE_STYLE)], width)
     k, known = timeline.steps_per_epoch, status.epochs_known
     blocks = Blocks(width)
