@@ -176,7 +176,7 @@ class AutoWatch:
             self._start(optimizer)
         elif optimizer is self.optimizer:
             if self._script is not None:
-                self._script.check(self.monitor.engine)  # its cadence, its LRs ahead: before this step
+                self._script.follow(self.monitor.engine)  # its cadence, its LRs ahead: before this step
             self.monitor.engine.reapply_lr()  # global hooks run first: every hook of the script sees it
         if optimizer is not self.optimizer:
             self._another(optimizer)
@@ -194,7 +194,7 @@ class AutoWatch:
         self._script = ScriptSchedules(optimizer, steps_per_epoch=steps_per_epoch)
 
         def before_first_step(engine: Any) -> None:  # commands that waited for this step are applied next
-            self._script.first(engine)  # the timeline's first segment is the script's schedule, logged so
+            self._script.follow(engine, first=True)  # the first segment is the script's schedule, logged so
             if engine.run_dir is not None:
                 engine.checkpointer = lambda _reason: self._save_state(engine)  # k, send checkpoint, stops
             if chained is not None:

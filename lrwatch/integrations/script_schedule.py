@@ -63,7 +63,10 @@ def observe(schedulers: list[Any], optimizer: Any, *, start: int, origin: int, e
     """Group 0's LR of steps ``start .. start + n − 1`` by stepping deep copies of ``schedulers`` (which step
     before the steps ``origin + k·every``) on a stand-in optimizer; ``[]`` if they cannot be copied or stepped."""
     stand_in = _light_optimizer(optimizer)
-    memo = {id(optimizer): stand_in, id(optimizer.param_groups): stand_in.param_groups}
+    memo: dict[int, Any] = {id(optimizer): stand_in, id(optimizer.param_groups): stand_in.param_groups}
+    for group in optimizer.param_groups:  # a scheduler that holds the model shares its parameters, uncopied
+        for param in group["params"]:
+            memo[id(param)] = param
     try:
         copies = copy.deepcopy(schedulers, memo)
         values = []
@@ -102,6 +105,17 @@ class ScriptSchedules:
         last = getattr(self.main, "last_epoch", None)
         return int(last) if isinstance(last, (int, float)) and math.isfinite(last) else None
 
+    def follow(self, engine: Any, first: bool = False) -> None:
+        """:meth:`first`, or :meth:`check`; whatever goes wrong here is a warning, never the script's error."""
+        try:
+            if first:
+                self.first(engine)
+            else:
+                self.check(engine)
+        except Exception as exc:  # a scheduler of any kind: the script must go on
+            self.done = True
+            engine.warn(f"the script's own schedule is no longer followed ({type(exc).__name__}: {exc})")
+
     # -- at the first step --------------------------------------------------------------------------
     def first(self, engine: Any) -> None:
         """Before the start is logged: the script's schedule becomes the timeline's first segment."""
@@ -120,10 +134,8 @@ class ScriptSchedules:
     def _timeline(self, engine: Any) -> Timeline:
         """The timeline whose first segment is the script's schedule as now known."""
         timeline = engine.timeline
-        k = timeline.steps_per_epoch
         lr = float(self.optimizer.param_groups[0]["lr"])
-        made = dict(steps_per_epoch=k, total_steps=timeline.total_steps, steps_only=timeline.steps_only,
-                    initial_lr=timeline.initial_lr)  # the run's, which each param group's LR is relative to
+        made = _same_run(timeline)
         if self.main is None:
             return Timeline.of_script(ScriptSchedule("by-hand", "param_group['lr']"), None, lr=lr, **made)
         source = scheduler_names(self.schedulers)
@@ -224,19 +236,25 @@ class ScriptSchedules:
     def _by_hand(self, engine: Any) -> Timeline:
         """The scheduler's LRs kept differing from what a copy of it gives: the script sets the LR itself."""
         self.done = True
-        t = engine.timeline
         lr = float(self.optimizer.param_groups[0]["lr"])
         script = ScriptSchedule("by-hand", scheduler_names(self.schedulers))
-        made = dict(steps_per_epoch=t.steps_per_epoch, total_steps=t.total_steps, steps_only=t.steps_only,
-                    initial_lr=t.initial_lr)
-        return Timeline.of_script(script, None, lr=lr, **made)
+        return Timeline.of_script(script, None, lr=lr, **_same_run(engine.timeline))
+
+
+def _same_run(timeline: Timeline) -> dict[str, Any]:
+    """What a new script timeline keeps of the run's: its clock, length, unit and initial LR (which each param
+    group's LR is relative to)."""
+    return {"steps_per_epoch": timeline.steps_per_epoch, "total_steps": timeline.total_steps,
+            "steps_only": timeline.steps_only, "initial_lr": timeline.initial_lr}  # fmt: skip
 
 
 def show(engine: Any, timeline: Timeline) -> None:
-    """``timeline`` (the script's schedule, better known now) becomes the run's: a ``schedule`` event, and
-    ``run.json`` says the same."""
-    engine.set_timeline(timeline)
+    """``timeline`` (the script's schedule, better known now) becomes the run's: a ``schedule`` event (``again``
+    when its label is the same: no line is printed for it), and ``run.json`` says the same."""
+    before = engine.timeline
     label = timeline.label_of(timeline.segments[0])
-    engine.emit("schedule", timeline=timeline.to_dict(), schedule=label)
+    again = before.script is not None and before.label_of(before.segments[0]) == label  # LRs ahead refreshed
+    engine.set_timeline(timeline)
+    engine.emit("schedule", timeline=timeline.to_dict(), schedule=label, **({"again": True} if again else {}))
     if engine.run_dir is not None and not engine.start_step:
         engine.log.write_run_info(run_info(engine.config, timeline.to_dict(), engine.started_at))
