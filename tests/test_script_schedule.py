@@ -197,17 +197,17 @@ async def test_the_schedule_panel_says_whose_schedule_is_in_force(case: str) -> 
     script, spec, lines = PANELS[case]
     app = script_app(script, spec)
     async with app.run_test(size=(100, 30)) as pilot:
-        await app_wait_for(lambda: len(app.source.history) > 5, pilot)
+        await app_wait_for(lambda: len(app.source.history) > 5, pilot, timeout=20)  # a loaded machine: slow start
 
         def panel() -> str:
             return " ".join(str(app.screen.query_one("#schedule").render()).split())
 
-        await app_wait_for(lambda: lines[0] in panel(), pilot)
+        await app_wait_for(lambda: lines[0] in panel(), pilot, timeout=20)
         assert all(line in panel() for line in lines), panel()
         await pilot.press("plus")  # nudge: a mapped spec is edited (and taken over); the others say why not
         if case == "mapped":
-            await app_wait_for(lambda: bool([e for e in app.source.events_since(0) if e.kind == "edit"]), pilot)
-            await app_wait_for(lambda: "cosine:T_max=50,warmup=2" in panel(), pilot)
+            await app_wait_for(lambda: any(e.kind == "edit" for e in app.source.events_since(0)), pilot, timeout=20)
+            await app_wait_for(lambda: "cosine:T_max=50,warmup=2" in panel(), pilot, timeout=20)
             assert app.source.status().drives_lr
         else:
             notes = [n.message for n in app._notifications]
