@@ -217,3 +217,17 @@ async def test_the_schedule_panel_says_whose_schedule_is_in_force(case: str) -> 
         await app_wait_for(lambda: not app.is_running or app.return_code is not None, pilot, timeout=15)
     assert app.return_code == 0
     assert math.isfinite(app.source.status().lr)
+
+
+def test_the_preview_grows_with_the_axis_of_a_run_of_unknown_length() -> None:
+    """A script's run has no known length: its axis grows with it, and the preview ahead must reach its end
+    (it was kept at the first axis's end while the timeline stayed the same, so nothing was drawn ahead)."""
+    from lrwatch.app.charts import PreviewCache
+
+    script = ScriptSchedule("mapped", "CosineAnnealingLR", 1)
+    timeline = Timeline.of_script(script, "cosine:T_max=5000steps", lr=0.1, steps_per_epoch=1, steps_only=True)
+    cache = PreviewCache()
+    x, _ = cache.get(timeline, 60, 200)
+    assert x.max() == 199
+    x, y = cache.get(timeline, 60, 2000)
+    assert x.max() == 1999 and np.allclose(y, timeline.lrs(x))

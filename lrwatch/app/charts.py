@@ -68,13 +68,15 @@ class PreviewCache:
 
     timeline: Timeline | None = None
     columns: int = 0
+    end: int = 0
     x: np.ndarray = field(default_factory=lambda: np.empty(0))
     y: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def get(self, timeline: Timeline, columns: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        if timeline is not self.timeline or columns != self.columns:
+        """``end``: the axis's (a run of unknown length: it grows with the run, and the preview with it)."""
+        if timeline is not self.timeline or columns != self.columns or end != self.end:
             self.x, self.y = preview_points(timeline, 0, end, columns)
-            self.timeline, self.columns = timeline, columns
+            self.timeline, self.columns, self.end = timeline, columns, end
         return self.x, self.y
 
 
