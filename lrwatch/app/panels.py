@@ -119,7 +119,7 @@ def schedule_lines(
     blocks = Blocks(width)
     blocks.add(100, Text(timeline.label_of(seg), style="bold"))
     if script is not None:
-        if script_lines(blocks, script, timeline, status.step):
+        if script_lines(blocks, script, timeline, status.step, keys=status.takes_over):
             return _candidate_lines(blocks, status, anchor, candidates, known, height)
     if seg.origin_step != seg.start_step:  # an edit keeps the origin: say both
         since = f"origin {where(seg.origin_step, k, known)} (edited at {where(seg.start_step, k, known)})"
@@ -139,14 +139,15 @@ def schedule_lines(
     return _candidate_lines(blocks, status, anchor, candidates, known, height)
 
 
-def script_lines(blocks: Blocks, script: Any, timeline: Timeline, step: int) -> bool:
-    """The script's own schedule, in force until a switch: whose it is and what a key does to it. ``True``
-    when that is all (observed, set by hand: no spec to say more of)."""
+def script_lines(blocks: Blocks, script: Any, timeline: Timeline, step: int, *, keys: bool = True) -> bool:
+    """The script's own schedule, in force until a switch: whose it is and (``keys``: a live run's) what a key
+    does to it. ``True`` when that is all (observed, set by hand: no spec to say more of)."""
     k = timeline.steps_per_epoch
     if script.how == "mapped":
         cadence = script.cadence(k if not timeline.steps_only else 0) or "not seen stepping yet: nothing ahead"
         blocks.add(95, f"the script's {script.source}, {cadence}", style="dim")
-        blocks.add(55, "a switch or an edit hands the LR to lrwatch", style=NOTE_STYLE)
+        if keys:
+            blocks.add(55, "a switch or an edit hands the LR to lrwatch", style=NOTE_STYLE)
         return False
     if script.how == "observed":
         ahead = (script.horizon or 0) - step
@@ -154,7 +155,8 @@ def script_lines(blocks: Blocks, script: Any, timeline: Timeline, step: int) -> 
         blocks.add(95, f"{what}; {script.cadence(k if not timeline.steps_only else 0)}".rstrip("; "), style="dim")
     else:
         blocks.add(95, "param_group['lr'] by hand: nothing ahead", style="dim")
-    blocks.add(90, "a switch (e c r s, :) replaces it; edits need a switch first", style=NOTE_STYLE)
+    if keys:
+        blocks.add(90, "a switch (e c r s, :) replaces it; edits need a switch first", style=NOTE_STYLE)
     return True
 
 
