@@ -73,8 +73,8 @@ def test_a_switch_takes_the_lr_over_and_stop_ends_the_script(tmp_path: Path) -> 
     run_dir = tmp_path / "run"
     try:
         wait_for(lambda: (run_dir / "live.json").exists() and len(rows(run_dir)) > 20, "the script to step")
-        refused = lrwatch("send", str(run_dir), "edit", "gamma=0.5")
-        assert refused.returncode == 1 and "switch first" in json.loads(refused.stdout)["reason"]
+        refused = lrwatch("send", str(run_dir), "edit", "T_max=3")  # StepLR is step:step_size=1,gamma=0.9: no T_max
+        assert refused.returncode == 1 and "unknown key 'T_max'" in json.loads(refused.stdout)["reason"]
         switched = lrwatch("send", str(run_dir), "switch", "exp:gamma=0.5")
         assert switched.returncode == 0, switched.stderr
         at = json.loads(switched.stdout)["step"]

@@ -68,13 +68,15 @@ class PreviewCache:
 
     timeline: Timeline | None = None
     columns: int = 0
+    end: int = 0
     x: np.ndarray = field(default_factory=lambda: np.empty(0))
     y: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def get(self, timeline: Timeline, columns: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        if timeline is not self.timeline or columns != self.columns:
+        """``end``: the axis's (a run of unknown length: it grows with the run, and the preview with it)."""
+        if timeline is not self.timeline or columns != self.columns or end != self.end:
             self.x, self.y = preview_points(timeline, 0, end, columns)
-            self.timeline, self.columns = timeline, columns
+            self.timeline, self.columns, self.end = timeline, columns, end
         return self.x, self.y
 
 
@@ -128,7 +130,7 @@ def lr_chart(
     snap = history.snapshot(points_for(columns, step, end))
     lines = [Line(axis.x(snap.steps_lr), snap.lr, APPLIED_COLOR, marker="*" if ascii else None)]
     px, py = preview.get(timeline, columns, end) if preview is not None else (np.empty(0), np.empty(0))
-    ahead = px >= step
+    ahead = (px >= step) & (px < (timeline.preview_end if timeline.preview_end is not None else np.inf))
     if ahead.any():
         x = axis.x(np.concatenate([[step], px[ahead]]))
         y = np.concatenate([[timeline.lr_at(step)], py[ahead]])

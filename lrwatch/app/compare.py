@@ -32,7 +32,7 @@ def run_summary(reader: RunReader) -> dict[str, object]:
         "steps": len(history),
         "last_val_loss": float(val_loss[-1]) if len(val_loss) else None,
         "best_val_loss": float(val_loss.min()) if len(val_loss) else None,
-        "schedules": [str(seg.spec) for seg in timeline.segments] if timeline else [],
+        "schedules": [timeline.label_of(seg) for seg in timeline.segments] if timeline else [],
     }
 
 

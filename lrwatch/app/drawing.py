@@ -110,7 +110,7 @@ class Drawing:
                 height=h,
                 log_y=view.log_lr,
                 ascii=self.ascii_markers,
-                preview=self._preview if drives_lr else None,
+                preview=self._preview if drives_lr or timeline.script is not None else None,  # a script's own too
                 candidates=self.candidates.timelines,
                 axis=axis,
             ),

@@ -299,16 +299,20 @@ class ScheduleKeys:
     # -- edit, nudge, anchor --------------------------------------------------------------------
     def action_edit_spec(self) -> None:
         if self._can_switch():
-            self._edit(str(self.source.timeline.segment_at(self._step()).spec))
+            why = self.source.timeline.edit_refusal(self._step())
+            if why is not None:  # the script's own LR, no spec: what is typed is a switch
+                self.notify(why, severity="warning", timeout=6)
+            self._edit("" if why else str(self.source.timeline.segment_at(self._step()).spec))
 
     def _edit(self, initial: str) -> None:
         seg = self.source.timeline.segment_at(self._step())
+        scripted = self.source.timeline.edit_refusal(self._step()) is not None  # no spec to edit: a switch
 
         def timeline_for(text: str) -> tuple[Timeline, int]:
             """What the spec typed would make of the run: an edit (same kind) or a switch, and from where."""
             spec = parse_spec(text)
             timeline, step = self.source.timeline, self._step()
-            if spec.kind == seg.schedule.kind and spec.anchor is None and spec.lr is None:
+            if spec.kind == seg.schedule.kind and spec.anchor is None and spec.lr is None and not scripted:
                 return timeline.edit(step, **spec.given()), seg.origin_step
             return timeline.switch(step, spec, spec.anchor or self.anchor), step
 
@@ -323,7 +327,8 @@ class ScheduleKeys:
             if text is None:
                 return
             spec = parse_spec(text)
-            if spec.kind == seg.schedule.kind and spec.anchor is None and spec.lr is None:  # lr=: a new start
+            same = spec.kind == seg.schedule.kind and not scripted
+            if same and spec.anchor is None and spec.lr is None:  # lr=: a new start
                 values = tuple((k, v if type(v) in (int, float) else fmt_value(v)) for k, v in spec.params)
                 self.source.submit(EditParams(values))  # JSON: numbers, or spec notation (5000steps, 30/60)
                 self.candidates.clear()
@@ -335,6 +340,10 @@ class ScheduleKeys:
 
     def action_nudge(self, up: bool) -> None:
         if not self._can_switch():
+            return
+        why = self.source.timeline.edit_refusal(self._step())
+        if why is not None:
+            self.notify(why, severity="warning", timeout=6)
             return
         seg = self.source.timeline.segment_at(self._step())
         name = main_param(seg.schedule.kind)

@@ -111,12 +111,16 @@ def schedule_lines(
     """The schedule panel: the active spec, its origin and LR, its PyTorch line and what follows its cycle,
     the next switch's anchor, the candidates shown (the one ``enter`` applies marked ▸) and the marked one's
     cycle note. At most ``height`` lines, the least important left out first."""
-    if not status.drives_lr:
-        return lines_of([Text(TAKE_OVER if status.takes_over else MONITOR_ONLY, style=NOTE_STYLE)], width)
     seg = timeline.segment_at(status.step)
+    script = timeline.script if timeline.is_script(seg) else None
+    if not status.drives_lr and script is None:  # a script's own schedule is shown, live or in a view
+        return lines_of([Text(TAKE_OVER if status.takes_over else MONITOR_ONLY, style=NOTE_STYLE)], width)
     k, known = timeline.steps_per_epoch, status.epochs_known
     blocks = Blocks(width)
-    blocks.add(100, Text(str(seg.spec), style="bold"))
+    blocks.add(100, Text(timeline.label_of(seg), style="bold"))
+    if script is not None:
+        if script_lines(blocks, script, timeline, status.step, keys=status.takes_over):
+            return _candidate_lines(blocks, status, anchor, candidates, known, height)
     if seg.origin_step != seg.start_step:  # an edit keeps the origin: say both
         since = f"origin {where(seg.origin_step, k, known)} (edited at {where(seg.start_step, k, known)})"
     else:
@@ -132,6 +136,34 @@ def schedule_lines(
     note = cycle_note(timeline, seg.origin_step, known)
     if note:
         blocks.add(60, f"⚠ {note}", style=NOTE_STYLE)
+    return _candidate_lines(blocks, status, anchor, candidates, known, height)
+
+
+def script_lines(blocks: Blocks, script: Any, timeline: Timeline, step: int, *, keys: bool = True) -> bool:
+    """The script's own schedule, in force until a switch: whose it is and (``keys``: a live run's) what a key
+    does to it. ``True`` when that is all (observed, set by hand: no spec to say more of)."""
+    k = timeline.steps_per_epoch
+    if script.how == "mapped":
+        cadence = script.cadence(k if not timeline.steps_only else 0) or "not seen stepping yet: nothing ahead"
+        blocks.add(95, f"the script's {script.source}, {cadence}", style="dim")
+        if keys:
+            blocks.add(55, "a switch or an edit hands the LR to lrwatch", style=NOTE_STYLE)
+        return False
+    if script.how == "observed":
+        ahead = (script.horizon or 0) - step
+        what = f"{ahead:,} steps ahead, stepped on a copy" if ahead > 0 else "nothing ahead yet"
+        blocks.add(95, f"{what}; {script.cadence(k if not timeline.steps_only else 0)}".rstrip("; "), style="dim")
+    else:
+        blocks.add(95, "param_group['lr'] by hand: nothing ahead", style="dim")
+    if keys:
+        blocks.add(90, "a switch (e c r s, :) replaces it; edits need a switch first", style=NOTE_STYLE)
+    return True
+
+
+def _candidate_lines(
+    blocks: Blocks, status: RunStatus, anchor: str, candidates: Candidates, known: bool, height: int | None
+) -> list[Text]:
+    """The next switch's anchor, the candidates shown (the one ``enter`` applies marked ▸), its cycle note."""
     blocks.add(
         30, Text.assemble("next switch: ", ("restart from initial LR" if anchor == "base" else "continue", "bold"))
     )
@@ -142,7 +174,7 @@ def schedule_lines(
     if candidates:
         several = len(candidates) > 1
         hints = [f"enter applies ▸{' · 1-4 marks' if several else ''} · esc clears", "enter applies ▸ · 1-4 marks"]
-        blocks.add(70, next((h for h in hints if len(h) <= width), "enter applies ▸"), style="dim")
+        blocks.add(70, next((h for h in hints if len(h) <= blocks.width), "enter applies ▸"), style="dim")
         marked = candidates.marked
         note = cycle_note(candidates.timelines[marked], status.step, known) if marked else None
         if note:

@@ -28,6 +28,8 @@ How, and why each piece:
   with neither, an epoch is one step and the x axis counts steps.
 - The run's length: ``--epochs``, else a ``OneCycleLR``'s ``total_steps`` found among the optimizer's
   schedulers, else unknown.
+- **The schedule shown** until a switch is the script's own (:mod:`lrwatch.integrations.script_schedule`): a
+  scheduler lrwatch knows as its equal spec, another observed on a copy, or "set by the script".
 - **Checkpoints** are the script's to save; ``k`` (and every stop, and the script's end) saves lrwatch's
   own state beside the run (``lrwatch_state.json``). ``lrwatch run --resume RUN_DIR`` continues that run
   directory and timeline at the step the optimizer's state says (Adam's per-parameter ``step``, loaded by
@@ -49,6 +51,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 import lrwatch
+from lrwatch.integrations.script_schedule import ScriptSchedules
 from lrwatch.integrations.takeover import TakenOver, schedulers_of
 from lrwatch.live.host import current_host
 from lrwatch.run.checkpoints import save_state_file
@@ -117,6 +120,7 @@ class AutoWatch:
         self._losses: list[Any] = []
         self._closure_values: list[Any] | None = None  # this step's closure values, if step(closure)
         self._taken: TakenOver | None = None
+        self._script: ScriptSchedules | None = None  # the script's own schedule, shown until the take-over
         self._handles: list[Any] = []
         self._saved: dict[str, Any] = {}
         self._missing_warned = False
@@ -171,6 +175,8 @@ class AutoWatch:
                 return None
             self._start(optimizer)
         elif optimizer is self.optimizer:
+            if self._script is not None:
+                self._script.follow(self.monitor.engine)  # its cadence, its LRs ahead: before this step
             self.monitor.engine.reapply_lr()  # global hooks run first: every hook of the script sees it
         if optimizer is not self.optimizer:
             self._another(optimizer)
@@ -185,8 +191,10 @@ class AutoWatch:
         counted = optimizer_step_count(optimizer) if self.resume is not None else None
         host = current_host()
         chained = host.on_engine
+        self._script = ScriptSchedules(optimizer, steps_per_epoch=steps_per_epoch)
 
         def before_first_step(engine: Any) -> None:  # commands that waited for this step are applied next
+            self._script.follow(engine, first=True)  # the first segment is the script's schedule, logged so
             if engine.run_dir is not None:
                 engine.checkpointer = lambda _reason: self._save_state(engine)  # k, send checkpoint, stops
             if chained is not None:

@@ -12,8 +12,8 @@ is the scheduler's step 0. ``None``: lrwatch has no equivalent (a ``LambdaLR`` o
 ``ChainedScheduler``, a ``SequentialLR`` that is not warmup-then-one, a ``MultiStepLR`` with a repeated
 milestone): keep stepping it, and let lrwatch take over at the first switch.
 
-Used by the Lightning and HF Trainer callbacks; :mod:`lrwatch.integrations.autowatch` can call it for a
-script's own scheduler.
+Used by the Lightning and HF Trainer callbacks, and by ``lrwatch run`` for a script's own scheduler
+(:mod:`lrwatch.integrations.script_schedule`: the schedule shown until a switch).
 """
 
 from __future__ import annotations

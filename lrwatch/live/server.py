@@ -320,8 +320,10 @@ class RunServer:
         clients = sum(1 for c in self.clients if c.subscribed)
         if self._starting:
             return replace(engine.status(), **live, clients=clients)
-        seg = engine.timeline.segment_at(engine.step_index)
-        return replace(engine.status(), **live, schedule=str(seg.spec) if engine.drive_lr else None, clients=clients)
+        timeline = engine.timeline
+        seg = timeline.segment_at(engine.step_index)
+        shown = timeline.label_of(seg) if engine.drive_lr or timeline.is_script(seg) else None  # the one in force
+        return replace(engine.status(), **live, schedule=shown, clients=clients)
 
     def _push(self, client: _Client) -> None:
         """What is new for this subscriber since its last push, then the run's status."""

@@ -18,7 +18,7 @@ ENDED_STATES: tuple[RunState, ...] = ("finished", "stopped", "error")  # how a r
 EventKind = Literal[
     "start", "resumed", "switch", "edit", "pause", "resume", "stop", "checkpoint", "epoch", "warning",
     "divergence", "rollback", "finish", "error", "rejected", "lr_find", "race_start", "race", "race_end",
-    "length", "plateau",
+    "length", "plateau", "schedule",
 ]  # fmt: skip
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
@@ -29,7 +29,8 @@ class Event:
     ``edit``, ``pause``, ``resume``, ``stop``, ``checkpoint``, ``epoch``, ``warning``, ``divergence``,
     ``rollback``, ``finish``, ``error``, ``rejected`` (a command that changed nothing, with the reason),
     ``lr_find`` (a range test's result), ``race_start``, ``race`` (every candidate's result), ``race_end``,
-    ``length`` (the run's length given), ``plateau`` (a reduction on plateau: the metric, the LRs before and after)."""
+    ``length`` (the run's length given), ``plateau`` (a reduction on plateau: the metric, the LRs before and after),
+    ``schedule`` (a script's own schedule, better known: its cadence, its LRs ahead; the new timeline)."""
 
     kind: EventKind
     step: int

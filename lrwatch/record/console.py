@@ -192,12 +192,16 @@ def describe(event: Event) -> EventText | None:
         )
     if kind == "length":
         return EventText("length", f"{d['total_steps']:,} steps", "cyan")
+    if kind == "schedule":  # a script's own schedule, better known; not when only its LRs ahead were refreshed
+        return None if d.get("again") else EventText("schedule", str(d.get("schedule", "")), "cyan")
     if kind in ("rejected", "error"):
         return EventText(kind, str(d.get("reason") or d.get("message", "")), "bold red")
     if kind in ("pause", "resume", "stop"):
         return EventText(kind, str(d.get("reason") or ""), "yellow")
-    if kind in ("start", "resumed"):
-        return EventText(kind, "", "green")
+    if kind in ("start", "resumed"):  # under lrwatch run: the script's own schedule, as run.json names it
+        timeline = d.get("timeline") or {}
+        shown = timeline["segments"][0]["spec"] if timeline.get("script") and timeline.get("segments") else ""
+        return EventText(kind, shown, "green")
     if kind == "checkpoint":
         return EventText("checkpoint", f"{Path(d['path']).name} ({d.get('reason', 'request')})", "bold cyan")
     if kind == "divergence":

@@ -156,6 +156,8 @@ class RunReader:
             self.timeline = Timeline.from_dict(d["timeline"])
             self.drives_lr = bool(d.get("drives_lr", self.drives_lr))
             self.replayed = "running"
+        elif event.kind == "schedule":  # a script's own schedule, better known as it ran
+            self.timeline = Timeline.from_dict(d["timeline"])
         elif event.kind == "switch" and self.timeline is not None and "scale" in d:
             self.timeline = self.timeline.scale(event.step, float(d["scale"]))
         elif event.kind == "switch" and self.timeline is not None and d.get("took_over"):
@@ -168,6 +170,7 @@ class RunReader:
             self.timeline = switched
         elif event.kind in ("edit", "plateau") and self.timeline is not None:  # a plateau's reduction is an edit
             self.timeline = self.timeline.edit(event.step, **d["params"])
+            self.drives_lr = self.drives_lr or bool(d.get("took_over"))  # an edit of the script's mapped schedule
         elif event.kind == "length" and self.timeline is not None:
             self.timeline = self.timeline.with_length(int(d["total_steps"]))
         elif event.kind == "pause":

@@ -39,8 +39,11 @@ def act(engine: Any, command: Command) -> None:
     """Apply ``command`` to ``engine``'s run now; a refusal is a ``rejected`` event with the reason."""
     try:
         if isinstance(command, (Switch, EditParams)) and not engine.drive_lr:
-            if not (engine.control.take_over and isinstance(command, Switch)):
-                raise SpecError("switch first: " + TAKE_OVER if engine.control.take_over else MONITOR_ONLY)
+            if not engine.control.take_over:
+                raise SpecError(MONITOR_ONLY)
+            if isinstance(command, EditParams):
+                edit_script(engine, command)  # the script's mapped spec edits like any; else refused
+                return
             take_over(engine, command)
             return
         HANDLERS[type(command)](engine, command)
@@ -71,6 +74,23 @@ def edit(engine: Any, command: EditParams) -> None:
     engine.set_timeline(engine.timeline.edit(engine.step_index, **dict(command.params)))
     seg = engine.timeline.segments[-1]
     engine.emit("edit", spec=str(seg.spec), params=dict(command.params), torch=seg.schedule.torch_line())
+
+
+def edit_script(engine: Any, command: EditParams) -> None:
+    """An edit of the script's own schedule: its mapped spec changes as any spec would (origin and base LR
+    kept), and lrwatch takes the LR over with it; an observed schedule, or one set by hand, has no spec."""
+    s = engine.step_index
+    why = engine.timeline.edit_refusal(s)
+    if why is not None or not engine.timeline.is_script(engine.timeline.segment_at(s)):
+        raise SpecError(why or ("switch first: " + TAKE_OVER))
+    timeline = engine.timeline.edit(s, **dict(command.params))  # SpecError: rejected
+    engine.set_timeline(timeline)
+    engine.control.hand_over(s)
+    seg = timeline.segments[-1]
+    engine.tell(engine.emit("edit", spec=str(seg.spec), params=dict(command.params), torch=seg.schedule.torch_line(),
+                            took_over=True))  # fmt: skip
+    engine.warn(f"lrwatch took over the LR at step {s} with the script's schedule, edited: it now sets it "
+                "before every optimizer step; the script's own scheduler no longer counts")  # fmt: skip
 
 
 def length(engine: Any, command: Length) -> None:

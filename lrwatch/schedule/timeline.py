@@ -15,6 +15,8 @@ Defaults fitted to "the rest of the run" need its length (``total_steps``): with
 one out is refused (:class:`~lrwatch.schedule.base.LengthUnknown`), never guessed. A ``cooldown`` sets the
 run's length: it ends at the cooldown's last step (:attr:`Timeline.ends_at`).
 The run applies exactly :meth:`Timeline.lrs`: the preview and the real thing are one code path.
+Until a take-over, a ``lrwatch run`` script's first segment is its own schedule (:attr:`Timeline.script`,
+:mod:`lrwatch.schedule.script`): a mapped spec on the scheduler's clock, observed LRs, or set by hand.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from lrwatch.schedule.base import Fit, SpecError
+from lrwatch.schedule.script import ScriptSchedule, quantized
 from lrwatch.schedule.spec import Schedule, ScheduleSpec, parse_spec, resolve, spec_of
 
 
@@ -80,7 +83,8 @@ class Timeline:
     """Immutable; :meth:`switch`, :meth:`edit` and :meth:`with_length` return a new timeline.
 
     ``total_steps``: the run's length (``None``: unknown); ``steps_only``: the run has no epochs, so defaults
-    fitted to it are written in steps."""
+    fitted to it are written in steps; ``script``: the first segment is a script's own schedule (until it
+    is replaced, which drops it)."""
 
     initial_lr: float
     steps_per_epoch: int
@@ -88,6 +92,7 @@ class Timeline:
     total_steps: int | None = None
     per_epoch: bool = False
     steps_only: bool = False
+    script: ScriptSchedule | None = None
 
     @classmethod
     def start(
@@ -108,6 +113,30 @@ class Timeline:
         lr = spec.lr if spec.lr is not None else lr  # lr=: the segment's starting LR, given in the spec
         empty = cls(lr, int(steps_per_epoch), (), total_steps, per_epoch, steps_only)
         return empty._with_segment(0, spec, origin_step=0, base_lr=lr)
+
+    @classmethod
+    def of_script(
+        cls,
+        script: ScriptSchedule,
+        spec: ScheduleSpec | str | None,
+        *,
+        lr: float,
+        origin_step: int = 0,
+        steps_per_epoch: int,
+        total_steps: int | None = None,
+        steps_only: bool = False,
+        initial_lr: float | None = None,
+    ) -> Timeline:
+        """A script's own schedule as the first segment: ``spec`` (mapped; its times all given, its origin the
+        scheduler's step 0 at ``origin_step``, which may be before the run's step 0 on a resume), or a
+        ``constant`` placeholder at ``lr`` (observed, by hand). ``initial_lr``: the run's (what ``anchor=base``
+        restarts from, and what each param group's LR is relative to), if not the segment's."""
+        placeholder = spec is None or script.how != "mapped"
+        start = cls.start("constant" if placeholder else spec, lr=lr, steps_per_epoch=steps_per_epoch,
+                          total_steps=total_steps, steps_only=steps_only)  # fmt: skip
+        first = replace(start.segments[0], origin_step=int(origin_step))
+        initial = start.initial_lr if initial_lr is None else check_lr(initial_lr)
+        return replace(start, initial_lr=initial, segments=(first,), script=script)
 
     # -- evaluation -------------------------------------------------------------------------
     def epoch_at(self, steps: np.ndarray | int) -> np.ndarray:
@@ -130,8 +159,18 @@ class Timeline:
         for i, seg in enumerate(self.segments):
             mask = which == i
             if mask.any():
-                out[mask] = seg.schedule.lr(seg.base_lr, self._local_t(steps[mask], seg.origin_step))
+                out[mask] = self._segment_lrs(i, seg, steps[mask])
         return out
+
+    def _segment_lrs(self, i: int, seg: Segment, steps: np.ndarray) -> np.ndarray:
+        script = self.script
+        t = self._local_t(steps, seg.origin_step)
+        if script is not None and seg.origin_step == self.segments[0].origin_step:  # the script's (or its edit)
+            if script.how == "mapped":
+                t = quantized(t, script.every)  # the scheduler's clock: whole scheduler steps
+            elif i == 0 and script.values:
+                return script.lrs(steps)
+        return seg.schedule.lr(seg.base_lr, t)
 
     def lr_at(self, step: int) -> float:
         return float(self.lrs(np.array([step]))[0])
@@ -178,7 +217,8 @@ class Timeline:
     def _append(self, seg: Segment) -> Timeline:
         kept = tuple(s for s in self.segments if s.start_step < seg.start_step)
         total = seg.end_step if seg.end_step is not None else self.total_steps  # a cooldown ends the run
-        return replace(self, segments=(*kept, seg), total_steps=total)
+        script = self.script if kept else None  # the script's segment replaced (a take-over at its start)
+        return replace(self, segments=(*kept, seg), total_steps=total, script=script)
 
     def with_length(self, total_steps: int | None) -> Timeline:
         """The same schedule in a run of ``total_steps`` steps (the preview, ETA and later fits follow)."""
@@ -250,7 +290,7 @@ class Timeline:
                 schedule = schedule.scaled(base / seg.base_lr)
             ours = ours._append(replace(seg, base_lr=base, schedule=schedule))
             previous = seg
-        return replace(ours, total_steps=self.total_steps)
+        return replace(ours, total_steps=self.total_steps, script=self.script if ours.segments else None)
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -263,16 +303,55 @@ class Timeline:
         }
         if self.steps_only:
             data["steps_only"] = True
+        if self.script is not None:
+            data["script"] = self.script.to_dict()
+            if self.script.how != "mapped":  # the placeholder is no schedule the run had: its label instead
+                data["segments"][0]["spec"] = self.script.label()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Timeline:
         k = int(data["steps_per_epoch"])
+        script = ScriptSchedule.from_dict(data["script"]) if data.get("script") else None
+        segments = [dict(s) for s in data["segments"]]
+        if script is not None and script.how != "mapped" and segments:
+            segments[0]["spec"] = "constant"  # its placeholder
         return cls(
             float(data["initial_lr"]),
             k,
-            tuple(Segment.from_dict(s, k) for s in data["segments"]),
+            tuple(Segment.from_dict(s, k) for s in segments),
             data.get("total_steps"),
             bool(data.get("per_epoch", False)),
             bool(data.get("steps_only", False)),
+            script,
         )
+
+    # -- what is shown ----------------------------------------------------------------------
+    def is_script(self, seg: Segment) -> bool:
+        """``seg`` is the script's own schedule (not an edit of it: that is lrwatch's, after a take-over)."""
+        return self.script is not None and bool(self.segments) and seg is self.segments[0]
+
+    def label_of(self, seg: Segment) -> str:
+        """A segment as ``ls``, the panel, ``run.json`` and ``view --summary`` name it: its spec, or the
+        script's own schedule's label (``LambdaLR (observed)``, ``set by the script``)."""
+        if self.is_script(seg) and self.script is not None:
+            return self.script.label(str(seg.spec))
+        return str(seg.spec)
+
+    def edit_refusal(self, step: int) -> str | None:
+        """Why the schedule in force at ``step`` has no parameters to edit: it is the script's own, observed or
+        set by hand (one line, what can be done instead); ``None`` when it can be edited."""
+        seg = self.segment_at(step)
+        script = self.script
+        if script is None or script.how == "mapped" or not self.is_script(seg):
+            return None
+        what = "set by the script" if script.how == "by-hand" else f"the script's {script.source}, observed"
+        return f"the LR is {what}: a switch (e c r s, :, send switch) replaces it; edits need a switch first"
+
+    @property
+    def preview_end(self) -> int | None:
+        """The step the preview ends at before the run's end: the script's observed LRs' last (or 0, set by
+        hand: nothing ahead), while its schedule is the last segment; ``None``: to the run's end."""
+        if self.script is None or len(self.segments) > 1:
+            return None
+        return self.script.horizon
