@@ -60,7 +60,7 @@ class Console:
                 return
             self.lost = why
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             null = os.open(os.devnull, os.O_RDONLY)
             try:
                 os.dup2(null, 0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lrwatch.protocol.commands import Command, command_from_dict
+from lrwatch.record.safefile import replace_text
 from lrwatch.schedule.spec import SpecError
 from lrwatch.schedule.timeline import Timeline
 
@@ -186,11 +186,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 
 def save_state_file(run_dir: str | Path, state: dict[str, Any]) -> Path:
     """``RUN_DIR/lrwatch_state.json``: lrwatch's own state (``Monitor.state_dict()``), written atomically."""
-    path = Path(run_dir) / STATE_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return replace_text(Path(run_dir) / STATE_NAME, json.dumps(state, allow_nan=False) + "\n")
 
 
 def recorded_state(run_dir: str | Path) -> dict[str, Any]:
