@@ -219,8 +219,9 @@ def run_rows() -> list[dict[str, Any]]:
                 row["epoch"] = None  # steps only: an epoch here would be one step
             if status.state == STARTING:
                 row.update(step=None, note="starting (before the script's first optimizer step)")
-        except (RunGone, OSError, ValueError) as exc:
-            row.update(state="not answering", step=None, clients=None, error=str(exc))
+        except (RunGone, OSError, ValueError) as exc:  # its process lives: busy, never removed
+            note = "busy: its process lives but its socket did not answer in time (it is kept; try again)"
+            row.update(state="busy", step=None, clients=None, error=str(exc), note=note)
         rows.append(row)
     for record in stale:
         step = steps_done(record.run_dir)

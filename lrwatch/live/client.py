@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lrwatch.live.sockets import LiveRecord, record_of_run_dir
+from lrwatch.live.sockets import LiveRecord, connect, record_of_run_dir
 from lrwatch.protocol.commands import Command
 from lrwatch.protocol.events import ENDED_STATES, Event, RunStatus
 from lrwatch.protocol.wire import MAX_SERVER_LINE, VERSION, LineBuffer, WireError, decode, encode, to_float, unpack_rows
@@ -36,13 +35,14 @@ class RunClient:
 
     def __init__(self, path: str, *, kind: str = "client", owner: bool = False, timeout: float = 5.0) -> None:
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
         self._lines = LineBuffer(MAX_SERVER_LINE)
         self._ready: list[bytes] = []
         self._write_lock = threading.Lock()
         try:
-            self.sock.connect(path)
+            self.sock = connect(path, timeout, patience=min(timeout, 3.0))  # a busy run is retried a moment
+        except OSError as exc:
+            raise RunGone(f"no live run answers at {path} ({exc})") from None
+        try:
             self.send({"type": "hello", "version": VERSION, "client": kind, "owner": owner})
             self.hello = self.read()
         except (OSError, WireError) as exc:

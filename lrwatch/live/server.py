@@ -16,6 +16,7 @@ bytes; a bad line gets one ``error`` line and changes nothing; a client whose un
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import selectors
 import socket
@@ -38,6 +39,8 @@ TICK_SECONDS = 0.25
 MAX_BACKLOG = 8 << 20  # unsent live output per client; a snapshot is queued whatever its size
 SEND_CHUNK = 1 << 20
 CLOSE_LINGER_SECONDS = 2.0
+LISTEN_BACKLOG = 128  # a burst of connections (a script's loop of lrwatch send) waits here, not refused
+CHECK_SOCKET_SECONDS = 1.0  # how often the socket file is checked (gone: served again)
 
 
 @dataclass(eq=False)
@@ -83,24 +86,55 @@ class RunServer:
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._uid = os.getuid()
+        self._inode = 0
 
     # -- lifecycle (any thread) -------------------------------------------------------------
     def start(self) -> None:
-        path = self.record.socket
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a stale socket of a dead process with our pid
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        os.chmod(path, 0o600)  # the directory is 0700 already: nobody else could reach it meanwhile
-        listener.listen(16)
-        listener.setblocking(False)
-        self._listener = listener
-        self._selector.register(listener, selectors.EVENT_READ, "accept")
+        self._bind()
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         publish(self.record)
         self._thread = threading.Thread(target=self._serve, name="lrwatch-server", daemon=True)
         self._thread.start()
+
+    def _bind(self) -> None:
+        """Listen at the record's socket path (anything there is ours: the directory is this user's, 0700)."""
+        path = self.record.socket
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a stale socket of a dead process with our pid, or what replaced ours
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            os.chmod(path, 0o600)  # the directory is 0700 already: nobody else could reach it meanwhile
+            listener.listen(LISTEN_BACKLOG)
+        except OSError:
+            listener.close()
+            raise
+        listener.setblocking(False)
+        self._listener = listener
+        self._inode = os.stat(path).st_ino
+        self._selector.register(listener, selectors.EVENT_READ, "accept")
+
+    def _check_socket(self) -> None:
+        """Serve again (re-bind, re-publish) if the socket file vanished or was replaced: a run that nobody
+        can reach trains on unsteerable. Its records are written again too (a cleaner may have taken them)."""
+        try:
+            same = os.stat(self.record.socket).st_ino == self._inode
+        except OSError:
+            same = False
+        if same:
+            return
+        old = self._listener
+        try:
+            self._bind()
+        except OSError:
+            return  # tried again at the next check
+        if old is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(old)
+            old.close()
+        with contextlib.suppress(OSError):  # a read-only run directory: the socket directory's record still is
+            publish(self.record)
 
     def adopt(self, engine: Engine) -> None:
         """The engine of a run served while it was starting (:mod:`lrwatch.live.starting`): the commands
@@ -125,13 +159,16 @@ class RunServer:
 
     # -- the server thread ------------------------------------------------------------------
     def _serve(self) -> None:
-        last_tick = 0.0
+        last_tick = last_check = 0.0
         try:
             while not self._closing.is_set():
                 subscribed = any(c.subscribed for c in self.clients)
-                timeout = max(0.0, last_tick + TICK_SECONDS - time.monotonic()) if subscribed else None
-                for key, mask in self._selector.select(timeout):
+                next_at = min(last_tick + TICK_SECONDS if subscribed else math.inf, last_check + CHECK_SOCKET_SECONDS)
+                for key, mask in self._selector.select(max(0.0, next_at - time.monotonic())):
                     self._ready(key, mask)
+                if time.monotonic() - last_check >= CHECK_SOCKET_SECONDS:
+                    last_check = time.monotonic()
+                    self._check_socket()
                 if not self._starting:
                     for client in [c for c in self.clients if c.waiting]:
                         self._subscribe(client)

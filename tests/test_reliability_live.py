@@ -1,0 +1,147 @@
+"""A live run survives its neighbours and its own tools: a busy or vanished socket, planted records, a socket
+directory taken by another user, silent or stalled clients, another uid at the browser (issue 24)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lrwatch.live import sockets
+from lrwatch.live.client import RunClient
+from lrwatch.live.sockets import LiveRecord, live_runs, record_of_run_dir, socket_dir, unpublish
+from tests.test_wire import TrainingRun
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "lrwatch.cli"]
+RUN = "import sys; from pathlib import Path; from tests.test_wire import TrainingRun; TrainingRun(Path(sys.argv[1]), delay=0.002).thread.join()"  # noqa: E501
+
+
+def env(tmp: Path) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | {"TMPDIR": str(tmp)}
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def status_of(path: str) -> str:
+    client = RunClient(path, kind="ls", timeout=5.0)
+    try:
+        return client.status().state
+    finally:
+        client.close()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A socket directory of this test's own (``TMPDIR``), so that other runs on the machine do not count."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    return tmp_path
+
+
+def test_ls_during_a_burst_on_a_stalled_run_reports_it_busy_and_removes_nothing(private_tmp: Path) -> None:
+    """The run's accept queue is full (a burst of connections while the process is stopped): ``ls`` says
+    busy, and the socket and both records stay; once it goes on, ``send`` reaches it."""
+    run_dir = private_tmp / "run"
+    proc = subprocess.Popen([sys.executable, "-c", RUN, str(run_dir)], cwd=ROOT, env=env(private_tmp))
+    burst: list[socket.socket] = []
+    try:
+        wait_for(lambda: (run_dir / "live.json").exists() and (run_dir / "run.json").exists(), "the run")
+        record = record_of_run_dir(run_dir)
+        os.kill(proc.pid, signal.SIGSTOP)
+        with contextlib.suppress(OSError):  # until the queue is full: EAGAIN
+            for _ in range(1000):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                burst.append(sock)
+                sock.connect(record.socket)
+        ls = subprocess.run([*CLI, "ls", "--json"], capture_output=True, text=True, env=env(private_tmp), timeout=60)
+        rows = json.loads(ls.stdout)
+        assert [(r["pid"], r["state"], r["stale"]) for r in rows] == [(proc.pid, "busy", False)], ls.stdout
+        assert Path(record.socket).exists() and (run_dir / "live.json").exists()
+        assert Path(record.socket).with_suffix(".json").exists()
+        for sock in burst:
+            sock.close()
+        os.kill(proc.pid, signal.SIGCONT)
+        sent = subprocess.run([*CLI, "send", str(run_dir), "pause"], capture_output=True, text=True,
+                              env=env(private_tmp), timeout=60)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        for sock in burst:
+            sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+
+
+def test_a_run_whose_socket_file_vanished_serves_again_within_seconds(private_tmp: Path) -> None:
+    run = TrainingRun(private_tmp / "run", delay=0.002)
+    try:
+        record = run.server.record
+        assert status_of(record.socket) == "running"
+        for path in (Path(record.socket), Path(record.socket).with_suffix(".json"), private_tmp / "run" / "live.json"):
+            path.unlink()  # a cleaner of /tmp, a careless rm
+        wait_for(lambda: Path(record.socket).exists() and (private_tmp / "run" / "live.json").exists(), "a re-bind", 5)
+        assert status_of(record.socket) == "running"
+        assert [r.pid for r in live_runs()[0]] == [os.getpid()]
+        Path(record.socket).unlink()
+        Path(record.socket).write_text("not a socket")  # replaced by something else: served again too
+        wait_for(lambda: Path(record.socket).is_socket(), "a second re-bind", 5)
+        assert status_of(record.socket) == "running"
+    finally:
+        run.stop()
+
+
+def test_planted_records_never_make_lrwatch_remove_a_file_elsewhere(private_tmp: Path, capsys) -> None:
+    victim = private_tmp / "victim"
+    victim.write_text("precious\n")
+    (private_tmp / "victim.json").write_text("precious too\n")
+    run_dir = private_tmp / "run"
+    run_dir.mkdir()
+    pid = dead_pid()
+    planted = LiveRecord(pid, str(victim), str(run_dir), 1.0)
+    (run_dir / "live.json").write_text(json.dumps(planted.to_dict()))
+    assert record_of_run_dir(run_dir) is None  # ignored, and said
+    assert f"its socket {victim} is not in your socket directory" in capsys.readouterr().err
+    unpublish(planted)
+    in_dir = socket_dir() / f"{pid}-1.json"  # a record in the socket directory that names the victim
+    in_dir.write_text(json.dumps(planted.to_dict()))
+    ls = subprocess.run([*CLI, "ls", "--json"], capture_output=True, text=True, env=env(private_tmp), timeout=60)
+    assert ls.returncode == 0 and json.loads(ls.stdout) == []
+    assert victim.read_text() == "precious\n" and (private_tmp / "victim.json").read_text() == "precious too\n"
+
+
+def test_a_socket_directory_taken_by_another_user_falls_back_to_a_private_one(private_tmp: Path, capsys) -> None:
+    taken = private_tmp / f"lrwatch-{os.getuid()}"
+    taken.mkdir(mode=0o700)
+    os.chown(taken, 65534, 65534)
+    sockets._said_fallback.clear()
+    run = TrainingRun(private_tmp / "run", delay=0.002)
+    try:
+        assert run.server is not None, "the run must still serve its socket"
+        assert Path(run.server.record.socket).parent == private_tmp / f"lrwatch-{os.getuid()}-1"
+        assert status_of(run.server.record.socket) == "running"
+        assert [r.pid for r in live_runs()[0]] == [os.getpid()]
+        err = capsys.readouterr().err
+        assert err.count(f"belongs to uid 65534, not {os.getuid()}: using {taken}-1 for sockets instead") == 1
+    finally:
+        run.stop()
