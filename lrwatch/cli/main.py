@@ -175,6 +175,7 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
     from lrwatch.protocol.commands import Stop
     from lrwatch.protocol.events import LIVE_STATES
     from lrwatch.record.console import LOG_NAME, Console
+    from lrwatch.run.signals import STOP_SIGNALS, ExitGuard, signal_name
 
     stop_on_hangup = args.on_hangup == "stop"
     console = Console(Path(run_dir) / LOG_NAME, on_lost=lambda _why: stop_on_hangup and stop("hangup")).install()
@@ -199,12 +200,15 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
     def on_signal(signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
             if stop_on_hangup:
+                guard.signalled()
                 stop("SIGHUP")
             console.terminal_lost("SIGHUP")
             return
         if host.engine is None:
             raise KeyboardInterrupt
-        stop(early_stop[0] if early_stop else signal.Signals(signum).name)
+        if not early_stop:
+            guard.signalled()  # the process exits within seconds of the flush, whatever its clients do
+        stop(early_stop[0] if early_stop else signal_name(signum))
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -212,7 +216,8 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
         early_stop.append(reason)
         _thread.interrupt_main(signal.SIGTERM)
 
-    handled = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    guard = host.exit_guard = ExitGuard()
+    handled = (*STOP_SIGNALS, signal.SIGHUP)
     previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     host.serve_early(interrupt)  # listed and steerable before the script's first optimizer step
     try:

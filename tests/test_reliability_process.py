@@ -1,0 +1,114 @@
+"""A run's process ends as asked: every stop signal flushed within 5 s, whatever its clients and threads do;
+a ``--resume`` that cannot go on changes nothing (issue 24)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "lrwatch.cli"]
+
+TRAIN = """
+import sys, threading, time, torch, lrwatch
+torch.manual_seed(0)
+model = torch.nn.Linear(16, 4)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+monitor = lrwatch.watch(opt, model=model, run_dir=sys.argv[1], steps_per_epoch=50, epochs=10**5)
+if "--hang" in sys.argv:  # a thread the script never ends: the interpreter would wait for it for ever
+    threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()
+x = torch.randn(4, 16)
+while True:
+    loss = model(x).pow(2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+    if not monitor.step(loss):
+        break
+    time.sleep(0.001)
+monitor.close()
+"""
+
+
+def env(tmp: Path) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | {"TMPDIR": str(tmp)}
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+def stalled_subscriber(run_dir: Path) -> socket.socket:
+    """A monitor that subscribes and never reads again (its receive buffer as small as the kernel allows)."""
+    record = json.loads((run_dir / "live.json").read_text())
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(record["socket"])
+    sock.sendall(b'{"type": "hello", "version": 1, "client": "monitor"}\n{"type": "subscribe"}\n')
+    return sock
+
+
+def exit_seconds(proc: subprocess.Popen, signum: int, limit: float = 20.0) -> float:
+    started = time.monotonic()
+    proc.send_signal(signum)
+    try:
+        proc.wait(limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"{signal.Signals(signum).name}: the process was still there after {limit} s")
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGQUIT", "SIGUSR1", "SIGHUP"])
+def test_every_stop_signal_ends_a_script_flushed_within_5_s_despite_a_stalled_client_and_a_hung_thread(
+    tmp_path: Path, name: str
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), "--hang"], env=env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: (run_dir / "live.json").exists() and (run_dir / "events.jsonl").exists(), "the run")
+        client = stalled_subscriber(run_dir)
+        wait_for(lambda: len((run_dir / "metrics.csv").read_text().splitlines()) > 200, "rows")
+        seconds = exit_seconds(proc, getattr(signal, name))
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert seconds < 5.0, f"{name}: {seconds:.1f} s to exit"
+    assert proc.returncode == 0, proc.stderr.read()
+    log = events(run_dir)
+    assert [e["event"] for e in log[-3:]] == ["stop", "checkpoint", "finish"]
+    assert log[-3]["reason"] == name and log[-1]["status"] == "stopped"
+    assert not (run_dir / "live.json").exists()  # no stale record
+
+
+def test_lrwatch_run_headless_stops_flushed_on_sigusr1(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([*CLI, "run", "--headless", str(script), "--", str(run_dir)], env=env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: (run_dir / "events.jsonl").exists(), "the run")
+        seconds = exit_seconds(proc, signal.SIGUSR1)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert seconds < 5.0 and proc.returncode == 0, proc.stderr.read()
+    assert [e["event"] for e in events(run_dir)[-3:]] == ["stop", "checkpoint", "finish"]
