@@ -112,3 +112,65 @@ def test_lrwatch_run_headless_stops_flushed_on_sigusr1(tmp_path: Path) -> None:
         proc.wait()
     assert seconds < 5.0 and proc.returncode == 0, proc.stderr.read()
     assert [e["event"] for e in events(run_dir)[-3:]] == ["stop", "checkpoint", "finish"]
+
+
+SAVER = """
+import sys, torch, lrwatch
+width = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+torch.manual_seed(0)
+model = torch.nn.Linear(16, width)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+monitor = lrwatch.watch(opt, model=model, run_dir=sys.argv[1], steps_per_epoch=10, epochs=3)
+x = torch.randn(4, 16)
+for _ in range(monitor.start_step, 20):
+    loss = model(x).pow(2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+    monitor.step(loss)
+monitor.checkpoint()
+monitor.close()
+"""
+
+
+def digests(run_dir: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run_dir.iterdir())}
+
+
+def test_a_resume_that_cannot_go_on_exits_2_with_one_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint of another model, one without RNG states, one whose step is past the run's end, one that
+    pickles a global: each refused before anything is written, in one line naming what is wrong."""
+    import torch
+
+    from lrwatch.cli.main import main
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER)
+    run_dir = tmp_path / "run"
+    assert main(["run", "--headless", str(script), "--", str(run_dir)]) == 0
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "rng": None}, run_dir / "no-rng.pt")
+    torch.save({**state, "lrwatch": {**state["lrwatch"], "step": 10**9}}, run_dir / "far.pt")
+
+    class Payload:
+        def __reduce__(self):  # what a hostile checkpoint carries: never run
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    torch.save({**state, "extra": {"x": Payload()}}, run_dir / "payload.pt")
+    before = digests(run_dir)
+    capsys.readouterr()
+    cases = [
+        ([str(run_dir)], ["32"], "it is a checkpoint of another model (weight is (8, 16) there, (32, 16) here)"),
+        ([str(run_dir / "no-rng.pt")], [], "it holds no RNG state"),
+        ([str(run_dir / "far.pt")], [], "its step 1,000,000,000 is past the run's end (30 steps)"),
+        ([str(run_dir / "payload.pt")], [], "it holds posix.system, a global that weights_only=True refuses"),
+    ]
+    for resume, extra, words in cases:
+        code = main(["run", "--headless", "--resume", *resume, str(script), "--", str(run_dir), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and words in err, (code, err)
+        assert digests(run_dir) == before  # byte for byte
+    assert not (tmp_path / "ran").exists()

@@ -233,11 +233,11 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         console.uninstall()
-    if isinstance(host.error, UsageError) and host.engine is None:
-        raise host.error  # the run's own arguments, found bad while it was built
+    if isinstance(host.error, (UsageError, CheckpointError)) and host.engine is None:
+        raise host.error  # the run's own arguments (a --resume that cannot go on), found bad while it was built
     failed = host.error is not None or (host.engine is not None and host.engine.state == "error")
     if host.error is not None and host.engine is None:
-        print(f"lrwatch: the loop failed before lrwatch.watch(): {host.error!r}", file=sys.stderr)
+        print(f"lrwatch: the loop failed before its first step: {host.error!r}", file=sys.stderr)
     if host.engine is not None and (host.engine.stop_reason or "").startswith("divergence"):
         return EXIT_DIVERGED
     return 1 if failed else 0
