@@ -4,6 +4,7 @@ directory taken by another user, silent or stalled clients, another uid at the b
 from __future__ import annotations
 
 import contextlib
+import encodings.idna  # noqa: F401 - loaded before a fork to another uid (see as_uid)
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,66 @@ def test_a_socket_directory_taken_by_another_user_falls_back_to_a_private_one(pr
         assert err.count(f"belongs to uid 65534, not {os.getuid()}: using {taken}-1 for sockets instead") == 1
     finally:
         run.stop()
+
+
+def http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def as_uid(uid: int, fn) -> object:
+    """``fn()`` in a forked child running as ``uid`` (its JSON result): another local user. (Modules are
+    imported before: this interpreter's files need not be readable by that user.)"""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(write, json.dumps(fn()).encode())
+        except BaseException as exc:
+            os.write(write, json.dumps({"error": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def test_serve_refuses_the_page_and_the_websocket_without_its_token(private_tmp: Path) -> None:
+    """Another local user (uid 65534) reaches 127.0.0.1 but not the run: 403 without the printed token."""
+    pytest.importorskip("textual_serve")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([*CLI, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env(private_tmp))  # fmt: skip
+    try:
+        first = server.stdout.readline()
+        assert f"http://127.0.0.1:{port}/?token=" in first
+        token = first.split("?token=", 1)[1].split()[0]
+        base = f"http://127.0.0.1:{port}"
+        upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, "lrwatch serve to listen")
+        assert http_status(f"{base}/?token={token}") == 200  # the URL printed opens the page (and warms urllib up)
+        statuses = as_uid(65534, lambda: [
+            http_status(f"{base}/"), http_status(f"{base}/?token=wrong"),
+            http_status(f"{base}/ws?width=80&height=24", upgrade),
+            http_status(f"{base}/ws", upgrade | {"Cookie": f"lrwatch-serve-{port}=wrong"}),
+        ])  # fmt: skip
+        assert statuses == [403, 403, 403, 403]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
