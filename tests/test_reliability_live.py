@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lrwatch.live import sockets
-from lrwatch.live.client import RunClient
+from lrwatch.live.client import RemoteRunSource, RunClient
 from lrwatch.live.sockets import LiveRecord, live_runs, record_of_run_dir, socket_dir, unpublish
 from tests.test_wire import TrainingRun
 
@@ -211,3 +211,82 @@ def test_serve_refuses_the_page_and_the_websocket_without_its_token(private_tmp:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(10)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_silent_subscribers_cost_a_bounded_memory_and_the_65th_is_told_why(private_tmp: Path) -> None:
+    """100 monitors subscribe to a 400k-row run and never read: 64 are served, the rest told why in one
+    line; the run's memory grows by at most ~1.5 MB per subscriber and comes back when they go."""
+    import numpy as np
+
+    from lrwatch.live.host import serve
+    from lrwatch.run.engine import Engine
+    from lrwatch.schedule.timeline import Timeline
+    from tests.conftest import FakeOptimizer
+
+    n = 400_000
+    engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine", lr=0.1, steps_per_epoch=100, total_steps=10**7),
+                    run_dir=private_tmp / "run")  # fmt: skip
+    engine.begin()
+    steps = np.arange(n)
+    engine.history.extend(steps, steps / 100, np.full(n, 0.1), 1.0 / (1 + steps))  # a long run's history
+    server = serve(engine)
+    clients: list[socket.socket] = []
+    try:
+        before = rss_mb()
+        for _ in range(100):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(server.record.socket)
+            sock.sendall(b'{"type": "hello", "version": 1, "client": "monitor"}\n{"type": "subscribe"}\n')
+            clients.append(sock)
+        wait_for(lambda: sum(c.subscribed for c in server.clients) == 64 and len(server.clients) == 64, "64 served")
+        time.sleep(1.0)  # a few pushes: each silent subscriber holds what it was given, no more
+        during = rss_mb()
+        refused = []
+        for sock in clients[64:]:
+            sock.settimeout(5)
+            refused.append(sock.recv(65536))
+        assert all(b"this run has 64 monitors attached, the most it serves" in r for r in refused), refused[:1]
+        assert max(len(c.out) for c in server.clients) < 2 << 20
+        assert during - before < 64 * 1.5, f"{during - before:.0f} MB for 64 silent subscribers"
+        for sock in clients:
+            sock.close()
+        wait_for(lambda: not server.clients, "the subscribers to go")
+        wait_for(lambda: rss_mb() - before < 16, "their memory to come back (within a server check, 1 s)", 5)
+        reader = RemoteRunSource.of_path(server.record.socket).start()  # a monitor that reads gets every row
+        assert reader.ready.wait(30) and len(reader.history) == n
+        reader.detach()
+    finally:
+        for sock in clients:
+            sock.close()
+        server.close()
+        engine.finish()
+
+
+def test_a_half_line_left_hanging_is_closed_with_one_error_line(
+    private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lrwatch.live import peer
+
+    monkeypatch.setattr(peer, "IDLE_LINE_SECONDS", 0.5)
+    run = TrainingRun(private_tmp / "run", delay=0.002)
+    try:
+        half = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        half.settimeout(10)
+        half.connect(run.server.record.socket)
+        half.sendall(b'{"type": "hello", "version": 1, "client": "monitor"}\n{"type": "sta')
+        received = b""
+        while chunk := half.recv(65536):
+            received += chunk
+        last = json.loads(received.splitlines()[-1])
+        assert last["type"] == "error" and "a line left unfinished" in last["message"]
+        assert status_of(run.server.record.socket) == "running"  # the run and its other clients go on
+    finally:
+        run.stop()

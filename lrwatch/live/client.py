@@ -118,6 +118,7 @@ class RemoteRunSource:
         self.client: RunClient | None = None
         self.history = MetricHistory(())
         self._timeline: Timeline | None = None
+        self._rows_total = 0
         self._events: list[Event] = []
         self._lock = threading.Lock()
         self._status = RunStatus("created", 0, 0.0, None, 1, float("nan"))
@@ -223,11 +224,11 @@ class RemoteRunSource:
                 self._timeline = Timeline.from_dict(message["timeline"])
                 self._events = [Event.from_dict(e) for e in message["events"]]
                 self._status = RunStatus.from_dict(message["status"])
-            self.connection = "live"
-            self.ready.set()
-            self.on_ready()
+            self._rows_total = int(message.get("rows_total", 0))  # the rest of its rows follow in slices
+            self._catch_up()
         elif kind == "rows":
             self._rows(message)
+            self._catch_up()
         elif kind == "epochs":
             self._epochs(message)
         elif kind == "event":
@@ -242,6 +243,13 @@ class RemoteRunSource:
                 self._status = RunStatus.from_dict(message["status"])
         elif kind == "error":
             self.notes.append(str(message.get("message", "the run refused a request")))
+
+    def _catch_up(self) -> None:
+        """Ready (live) once the rows the run had at the snapshot have all arrived."""
+        if self.connection == "connecting" and len(self.history) >= self._rows_total and self._timeline is not None:
+            self.connection = "live"
+            self.ready.set()
+            self.on_ready()
 
     def _rows(self, message: dict[str, Any]) -> None:
         start, steps, epochs, lrs, losses = unpack_rows(message)

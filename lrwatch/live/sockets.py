@@ -95,6 +95,31 @@ def record_problem(record: LiveRecord) -> str | None:
     return None
 
 
+def bind_socket(path: str, backlog: int) -> tuple[socket.socket, int]:
+    """A non-blocking socket listening at ``path`` (mode 0600) and its inode; what was at ``path`` is removed
+    (it is this user's: the directory is 0700)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a stale socket of a dead process with our pid, or what replaced ours
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o600)  # the directory is 0700 already: nobody else could reach it meanwhile
+        listener.listen(backlog)
+        listener.setblocking(False)
+        return listener, os.stat(path).st_ino
+    except OSError:
+        listener.close()
+        raise
+
+
+def socket_replaced(path: str, inode: int) -> bool:
+    """Whether the socket file at ``path`` is gone, or is not the one bound (``inode``)."""
+    try:
+        return os.stat(path).st_ino != inode
+    except OSError:
+        return True
+
+
 def peer_uid(conn: socket.socket) -> int:
     """The uid of the process at the other end of a Unix socket (``SO_PEERCRED``)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))

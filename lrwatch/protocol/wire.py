@@ -165,6 +165,11 @@ class LineBuffer:
         self._data = bytearray()
         self._scanned = 0  # no newline before this offset: a long line is scanned once, not per chunk
 
+    @property
+    def partial(self) -> bool:
+        """Whether a line has begun and not ended yet."""
+        return bool(self._data)
+
     def feed(self, data: bytes) -> list[bytes]:
         self._data += data
         lines = []
