@@ -193,6 +193,8 @@ class RunServer:
                 self._read(client)
             if mask & selectors.EVENT_WRITE and client in self.clients:
                 self._flush(client)
+                if client in self.clients and client.hungry and self._behind(client):
+                    self._push(client)  # it reads: the next slice at once, not at the next tick
 
     def _accept(self) -> None:
         try:
@@ -317,6 +319,8 @@ class RunServer:
         client.feed = Feed(self.engine)
         client.out += encode(client.feed.snapshot(self.status()))  # its first rows; the rest as it reads
         self._flush(client)
+        if client in self.clients:
+            self._push(client)
         self._count_monitors()
 
     def _send_results(self) -> None:
