@@ -21,6 +21,7 @@ import pytest
 from lrwatch.live import sockets
 from lrwatch.live.client import RemoteRunSource, RunClient
 from lrwatch.live.sockets import LiveRecord, live_runs, record_of_run_dir, socket_dir, unpublish
+from lrwatch.protocol.events import Event
 from tests.test_wire import TrainingRun
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -290,3 +291,26 @@ def test_a_half_line_left_hanging_is_closed_with_one_error_line(
         assert status_of(run.server.record.socket) == "running"  # the run and its other clients go on
     finally:
         run.stop()
+
+
+def test_escape_codes_from_the_wire_are_shown_escaped(private_tmp: Path, capsys) -> None:
+    """A stop whose reason carries escape codes (sent by any client) reaches the log and terminal escaped."""
+    import io
+
+    from lrwatch.protocol.commands import Stop
+    from lrwatch.record.console import HeadlessPrinter, plain_line
+
+    run = TrainingRun(private_tmp / "run", delay=0.002)
+    out = io.StringIO()
+    run.engine.add_listener(HeadlessPrinter(run.engine, out))
+    try:
+        client = RunClient(run.server.record.socket, kind="send")
+        event = client.command(Stop("\x1b]0;owned\x07\x1b[2J\nfake line"))["event"]
+        client.close()
+        run.thread.join(10)
+    finally:
+        run.stop()
+    line = plain_line(Event.from_dict(event))
+    assert "\x1b" not in line and "\n" not in line and "\\x1b]0;owned\\x07\\x1b[2J\\nfake line" in line
+    printed = [text for text in capsys.readouterr().err.splitlines() if "stop at step" in text]  # a stop: stderr
+    assert printed and "\x1b" not in printed[0] and "fake line" in printed[0]

@@ -174,3 +174,35 @@ def test_a_resume_that_cannot_go_on_exits_2_with_one_line_and_changes_nothing(
         assert code == 2 and len(err.splitlines()) == 1 and words in err, (code, err)
         assert digests(run_dir) == before  # byte for byte
     assert not (tmp_path / "ran").exists()
+
+
+def test_run_json_keeps_argv_with_secret_values_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrwatch.run.engine import Engine
+    from lrwatch.schedule.timeline import Timeline
+    from tests.conftest import FakeOptimizer
+
+    argv = ["train.py", "--hf-token", "hf_abc", "--lr", "0.1", "--wandb_api_key=xyz", "PASSWORD=hunter2",
+            "--secret", "s3", "--keep", "best"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine", lr=0.1, steps_per_epoch=10, total_steps=100),
+                    run_dir=tmp_path)  # fmt: skip
+    engine.begin()
+    engine.finish()
+    kept = json.loads((tmp_path / "run.json").read_text())["argv"]
+    assert kept == ["train.py", "--hf-token", "***", "--lr", "0.1", "--wandb_api_key=***", "PASSWORD=***",
+                    "--secret", "***", "--keep", "best"]  # fmt: skip
+    assert not any(secret in (tmp_path / "run.json").read_text() for secret in ("hf_abc", "xyz", "hunter2", "s3"))
+
+
+def test_a_script_that_watches_but_never_steps_gets_no_false_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lrwatch.cli.main import main
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    script = tmp_path / "idle.py"
+    script.write_text("import sys, torch, lrwatch\nm = torch.nn.Linear(2, 2)\n"
+                      "o = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+                      "lrwatch.watch(o, steps_per_epoch=None, run_dir=sys.argv[1]).close()\n")  # fmt: skip
+    assert main(["run", "--headless", str(script), "--", str(tmp_path / "run")]) == 0
+    assert "never called optimizer.step()" not in capsys.readouterr().err

@@ -43,6 +43,7 @@ from lrwatch.protocol.commands import (
     parse_length,
 )
 from lrwatch.protocol.events import Event
+from lrwatch.protocol.wire import printable
 from lrwatch.record.console import LOG_NAME, plain_line
 from lrwatch.record.reader import lost_text
 from lrwatch.record.rundir import run_dir_problem, steps_done
@@ -237,7 +238,7 @@ NUMERIC = (1, 3, 4, 6)  # right-aligned columns
 def _ls_cells(row: dict[str, Any]) -> list[str]:
     step, epoch = row.get("step"), row.get("epoch")
     epochs_known = row.get("epochs_known", True) and epoch is not None and not row.get("stale")
-    return [
+    cells = [
         _short_path(row["run_dir"]),
         str(row["pid"]),
         str(row["state"]),
@@ -246,6 +247,7 @@ def _ls_cells(row: dict[str, Any]) -> list[str]:
         str(row.get("schedule") or "-"),
         "-" if row.get("clients") is None else str(row["clients"]),
     ]
+    return [printable(cell) for cell in cells]  # a record's text never drives the terminal
 
 
 def _short_path(path: str) -> str:
@@ -295,7 +297,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(line)
     for row in rows:
         if row.get("note"):
-            print(f"{_short_path(row['run_dir'])}: {row['note']}")
+            print(printable(f"{_short_path(row['run_dir'])}: {row['note']}"))
     return 0
 
 

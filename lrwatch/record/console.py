@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lrwatch.protocol.events import Event
+from lrwatch.protocol.wire import printable
 
 LOG_NAME = "lrwatch.log"
 
@@ -179,7 +180,13 @@ SWITCH_STYLE = "bold #e0a000"
 
 def describe(event: Event) -> EventText | None:
     """The one description of an event, for headless lines, the events panel and ``lrwatch send``
-    (``None`` for events not worth a line: epoch ends)."""
+    (``None`` for events not worth a line: epoch ends). Its text may come from the wire (a stop's reason, a
+    spec): control characters are shown escaped."""
+    text = _describe(event)
+    return text if text is None else EventText(printable(text.label), printable(text.detail), text.style)
+
+
+def _describe(event: Event) -> EventText | None:
     d = event.data
     kind = event.kind
     if kind == "switch":

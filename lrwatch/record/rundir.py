@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -276,9 +277,39 @@ def run_info(config: dict[str, Any], timeline: dict[str, Any], started_at: float
             "python": sys.version.split()[0],
         },
         "platform": platform.platform(),
-        "argv": sys.argv,
+        "argv": masked_argv(sys.argv),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
     }
+
+
+SECRET_WORDS = ("token", "key", "apikey", "secret", "password", "passwd", "pwd")
+MASK = "***"
+
+
+def _secret_name(name: str) -> bool:
+    """Whether an option's name says it holds a secret: ``--hf-token``, ``--wandb_api_key``, ``PASSWORD``."""
+    parts = re.split(r"[-_.]+", name.lstrip("-").lower())
+    return any(part in SECRET_WORDS or part.endswith(("token", "secret", "password")) for part in parts if part)
+
+
+def masked_argv(argv: list[str]) -> list[str]:
+    """``argv`` as ``run.json`` keeps it: the values of options whose names say token, key, secret or password
+    masked (``--hf-token=***``, ``--api-key ***``, ``PASSWORD=***``), the rest as given."""
+    out: list[str] = []
+    mask_next = False
+    for arg in argv:
+        if mask_next and not arg.startswith("-"):
+            out.append(MASK)
+            mask_next = False
+            continue
+        mask_next = False
+        name, sep, _value = arg.partition("=")
+        if sep and _secret_name(name):
+            out.append(f"{name}={MASK}")
+        else:
+            out.append(arg)
+            mask_next = arg.startswith("-") and not sep and _secret_name(arg)
+    return out
 
 
 def lrwatch_version() -> str:
