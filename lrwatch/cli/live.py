@@ -25,7 +25,7 @@ from lrwatch.live.launch import (
     source_for_child,
     spawn_run,
 )
-from lrwatch.live.sockets import is_stale, live_runs, record_of_run_dir, run_alive, unpublish
+from lrwatch.live.sockets import is_stale, live_runs, pid_alive, record_of_run_dir, run_alive, unpublish
 from lrwatch.live.starting import STARTING
 from lrwatch.protocol.commands import (
     RACE_KEEP,
@@ -209,7 +209,7 @@ def run_rows() -> list[dict[str, Any]]:
     for record in live:
         row: dict[str, Any] = {**record.to_dict(), "stale": False}
         try:
-            client = RunClient(record.socket, kind="ls", timeout=2.0)
+            client = RunClient(record.socket, kind="ls", timeout=2.0, alive=True)  # live_runs: its pid lives
             try:
                 status = client.status()
             finally:
@@ -358,7 +358,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         return EXIT_NO_RUN
     try:
         record = socket_of(args.run_dir)
-        client = RunClient(record.socket, kind="send", timeout=5.0)
+        client = RunClient(record.socket, kind="send", timeout=5.0, alive=pid_alive(record.pid))
     except RunGone as exc:
         _say(f"lrwatch send: {exc}")
         return EXIT_NO_RUN

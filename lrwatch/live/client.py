@@ -33,13 +33,16 @@ class RunGone(ConnectionError):
 class RunClient:
     """A blocking connection to one run: hello, then requests and their replies."""
 
-    def __init__(self, path: str, *, kind: str = "client", owner: bool = False, timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str, *, kind: str = "client", owner: bool = False, timeout: float = 5.0, alive: bool = False
+    ) -> None:
+        """``alive``: the run's process is known to live, so a missing listener is waited for a moment."""
         self.path = path
         self._lines = LineBuffer(MAX_SERVER_LINE)
         self._ready: list[bytes] = []
         self._write_lock = threading.Lock()
         try:
-            self.sock = connect(path, timeout, patience=min(timeout, 3.0))  # a busy run is retried a moment
+            self.sock = connect(path, timeout, patience=min(timeout, 3.0), alive=alive)  # a busy run: retried
         except OSError as exc:
             raise RunGone(f"no live run answers at {path} ({exc})") from None
         try:

@@ -197,12 +197,14 @@ def read_record(path: Path) -> LiveRecord | None:
         return None
 
 
-BUSY_ERRNOS = (errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNREFUSED, errno.ENOENT)
+BUSY_ERRNOS = (errno.EAGAIN, errno.ETIMEDOUT)  # a live listener whose accept queue is full
+GONE_ERRNOS = (errno.ECONNREFUSED, errno.ENOENT)  # no listener: a dead run, or one serving its socket again
 
 
-def connect(path: str, timeout: float = 5.0, *, patience: float = 3.0) -> socket.socket:
-    """A connected socket to ``path``. A busy run (its accept queue full: ``EAGAIN``; its socket being served
-    again: ``ENOENT``, ``ECONNREFUSED``) is retried for ``patience`` seconds before the error is raised."""
+def connect(path: str, timeout: float = 5.0, *, patience: float = 3.0, alive: bool = False) -> socket.socket:
+    """A connected socket to ``path``. A busy run (its accept queue full: ``EAGAIN``) is retried for
+    ``patience`` seconds before the error is raised; so is a missing listener when the run's process is
+    known to be ``alive`` (its socket is being served again)."""
     deadline = time.monotonic() + patience
     pause = 0.02
     while True:
@@ -213,7 +215,7 @@ def connect(path: str, timeout: float = 5.0, *, patience: float = 3.0) -> socket
             return sock
         except OSError as exc:
             sock.close()
-            busy = isinstance(exc, TimeoutError) or exc.errno in BUSY_ERRNOS
+            busy = isinstance(exc, TimeoutError) or exc.errno in BUSY_ERRNOS or (alive and exc.errno in GONE_ERRNOS)
             if not busy or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)
@@ -223,7 +225,7 @@ def connect(path: str, timeout: float = 5.0, *, patience: float = 3.0) -> socket
 def answers(path: str, timeout: float = 1.0) -> bool:
     """Whether something accepts connections at the socket ``path`` (a busy one is retried a moment)."""
     try:
-        connect(path, timeout, patience=timeout).close()
+        connect(path, timeout, patience=timeout, alive=True).close()
     except OSError:
         return False
     return True
