@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import resource
 import socket
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lrwatch.live.feed import Feed
+from lrwatch.live.sockets import peer_uid
 from lrwatch.protocol.wire import MAX_CLIENT_LINE, LineBuffer, encode
 
 MAX_BACKLOG = 8 << 20  # unsent bytes a client may hold; past it, it is dropped (training never waits)
@@ -83,6 +85,29 @@ class Peer:
         """A line begun (or a hello owed) and left unfinished for :data:`IDLE_LINE_SECONDS`."""
         owed = self.lines.partial or not self.greeted
         return owed and not self.closing and now - self.since > IDLE_LINE_SECONDS
+
+
+def accept(listener: socket.socket, uid: int, *, open_now: int, limit: int) -> socket.socket | None:
+    """The next connection, non-blocking, if it may be served: another uid is closed with no reply at all
+    (``SO_PEERCRED``), one past ``limit`` open connections gets one error line."""
+    try:
+        sock, _ = listener.accept()
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            time.sleep(0.1)  # out of descriptors: the queue waits, the thread does not spin
+        return None
+    try:
+        if peer_uid(sock) != uid:
+            sock.close()
+            return None
+    except OSError:
+        sock.close()
+        return None
+    sock.setblocking(False)
+    if open_now >= limit:
+        turn_away(sock, f"this run has {open_now} connections open, the most it serves: try again later")
+        return None
+    return sock
 
 
 def turn_away(sock: socket.socket, message: str) -> None:

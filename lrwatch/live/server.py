@@ -29,8 +29,8 @@ from dataclasses import replace
 from typing import Any
 
 from lrwatch.live.feed import Feed
-from lrwatch.live.peer import MAX_SUBSCRIBERS, Peer, max_connections, release_memory, small_int, turn_away
-from lrwatch.live.sockets import LiveRecord, bind_socket, peer_uid, publish, socket_replaced, unpublish
+from lrwatch.live.peer import MAX_SUBSCRIBERS, Peer, accept, max_connections, release_memory, small_int
+from lrwatch.live.sockets import LiveRecord, bind_socket, publish, socket_replaced, unpublish
 from lrwatch.protocol.commands import CommandError, Rollback, Stop, command_from_wire
 from lrwatch.protocol.events import LIVE_STATES, Event, RunStatus
 from lrwatch.protocol.wire import VERSION, WireError, decode, encode
@@ -197,25 +197,12 @@ class RunServer:
                     self._push(client)  # it reads: the next slice at once, not at the next tick
 
     def _accept(self) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except OSError:
-            return
-        try:
-            if peer_uid(sock) != self._uid:
-                sock.close()  # another user: no reply at all
-                return
-        except OSError:
-            sock.close()
-            return
-        sock.setblocking(False)
-        if len(self.clients) >= self._max_connections:
-            turn_away(sock, f"this run has {len(self.clients)} connections open, the most it serves: try again later")
-            return
-        client = Peer(sock)
-        self.clients.append(client)
-        self._selector.register(sock, selectors.EVENT_READ, client)
-        self._count_monitors()
+        sock = accept(self._listener, self._uid, open_now=len(self.clients), limit=self._max_connections)
+        if sock is not None:
+            client = Peer(sock)
+            self.clients.append(client)
+            self._selector.register(sock, selectors.EVENT_READ, client)
+            self._count_monitors()
 
     def _read(self, client: Peer) -> None:
         try:
