@@ -24,6 +24,7 @@ from typing import IO, Any
 
 TMP_PREFIX = ".lrwatch-"
 TMP_SUFFIX = ".tmp"
+_PROC_FD = Path("/proc/self/fd")
 
 _WORDS = {
     errno.ENOSPC: "no space left on device",
@@ -97,8 +98,9 @@ class _Checked:
 
 def _open_temp(directory: Path) -> tuple[int, str | None]:
     """An unnamed temporary file in ``directory`` (``None`` as its name), or a ``mkstemp`` one."""
-    with contextlib.suppress(OSError, AttributeError):
-        return os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600), None
+    if _PROC_FD.is_dir():  # it is named through /proc/self/fd: without /proc, a named temporary file
+        with contextlib.suppress(OSError, AttributeError):
+            return os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600), None
     import tempfile
 
     return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=directory)
