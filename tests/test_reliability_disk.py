@@ -271,3 +271,32 @@ def test_planted_symlinks_are_replaced_never_followed(tmp_path: Path) -> None:
 
         open_append(run_dir / "metrics.csv")
     assert target.read_text() == "keep me\n"
+
+
+SAVING = """
+import sys, torch, lrwatch
+model = torch.nn.Linear(1024, 2048)          # an 8 MB checkpoint: a save takes a while
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+monitor = lrwatch.watch(opt, model=model, run_dir=sys.argv[1], steps_per_epoch=None, total_steps=10**6)
+while True:
+    opt.step()
+    monitor.step(0.0)
+    monitor.checkpoint()                      # saving, again and again
+"""
+
+
+def test_kill_9_in_the_middle_of_saves_leaves_no_temporary_file_and_a_whole_checkpoint(tmp_path: Path) -> None:
+    script = tmp_path / "saving.py"
+    script.write_text(SAVING)
+    run_dir = tmp_path / "run"
+    proc = start(script, run_dir, tmp_path)
+    try:
+        wait_for(lambda: (run_dir / "checkpoint.pt").exists(), "a first checkpoint", 60)
+        time.sleep(0.3)  # mid-save, most likely: it saves all the time
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")] == []
+    import torch
+
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]["weight"].shape == (2048, 1024)
