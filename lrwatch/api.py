@@ -26,7 +26,9 @@ from lrwatch.live.host import current_host
 from lrwatch.protocol.commands import Switch
 from lrwatch.record.rundir import default_run_dir, read_metric_rows
 from lrwatch.run.checkpoints import (
+    CheckpointError,
     WeightsSnapshot,
+    check_resume,
     load_resume_state,
     load_state,
     parse_state,
@@ -131,6 +133,10 @@ def watch(
         start_step = start_step if resume_step is None else int(resume_step)
         timeline = saved_timeline.with_length(total if total is not None else saved_timeline.total_steps)
         directory = run_dir_of(resume)
+        try:  # everything checked before anything changes: the run directory stays byte for byte as it was
+            check_resume(state, model=model, optimizer=optimizer, total_steps=timeline.total_steps)
+        except CheckpointError as exc:
+            raise CheckpointError(f"--resume {resume}: {exc}") from None
     else:
         timeline = Timeline.start(
             schedule or ("cosine" if total is not None else "constant"),

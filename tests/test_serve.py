@@ -41,10 +41,16 @@ def wait_listening(port: int, timeout: float = 30.0) -> None:
     wait_for(listening, f"lrwatch serve to listen on {port}", timeout)
 
 
-async def first_frame(port: int, needle: bytes, timeout: float = 60.0) -> bytes:
-    """Open the page and its websocket as the browser does; the app's output until ``needle`` shows."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/") as page:
+def token_of(first: str) -> str:
+    """The secret of the URL ``lrwatch serve`` printed first."""
+    return first.split("?token=", 1)[1].split()[0]
+
+
+async def first_frame(port: int, needle: bytes, token: str, timeout: float = 60.0) -> bytes:
+    """Open the page and its websocket as the browser does (the page's cookie carries the token); the app's
+    output until ``needle`` shows."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:  # unsafe: an IP host
+        async with session.get(f"http://127.0.0.1:{port}/?token={token}") as page:
             html = await page.text()
             assert page.status == 200 and f"ws://127.0.0.1:{port}/ws" in html
         async with session.ws_connect(f"http://127.0.0.1:{port}/ws?width=100&height=30") as ws:
@@ -69,14 +75,14 @@ def test_a_browser_tab_shows_the_monitor_and_closing_it_leaves_the_run_training(
         assert f"http://127.0.0.1:{port}" in first
         assert f"ssh -N -L {port}:127.0.0.1:{port}" in server.stdout.readline()
         wait_listening(port)
-        frame = asyncio.run(first_frame(port, b"learning rate"))
+        frame = asyncio.run(first_frame(port, b"learning rate", token_of(first)))
         assert b"loss" in frame
         steps_then = len(events(run_dir))
         time.sleep(1.0)  # the tab has closed; its attach process ends
         assert (run_dir / "live.json").exists() and os.kill(run_pid(run_dir), 0) is None
         listed = lrwatch("ls", "--json")
         assert str(run_dir.resolve()) in listed.stdout and '"state": "running"' in listed.stdout
-        frame = asyncio.run(first_frame(port, b"learning rate"))  # a second tab, later: the same run
+        frame = asyncio.run(first_frame(port, b"learning rate", token_of(first)))  # a second tab: the same run
         assert len(events(run_dir)) >= steps_then
     finally:
         server.send_signal(signal.SIGTERM)
@@ -99,9 +105,9 @@ def test_binding_elsewhere_warns_and_bad_input_changes_nothing(tmp_path: Path) -
     try:
         deadline = time.monotonic() + 20
         warning = ""
-        while "no authentication" not in warning and time.monotonic() < deadline:
+        while "plain HTTP" not in warning and time.monotonic() < deadline:
             warning += server.stderr.readline()
-        assert "WARNING" in warning and "no authentication" in warning and f":{port}" in first
+        assert "WARNING" in warning and "plain HTTP" in warning and f":{port}/?token=" in first
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(10) is not None

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrwatch.live import server as server_module
+from lrwatch.live import peer
 from lrwatch.live.client import RemoteRunSource, RunClient
 from lrwatch.live.host import serve
 from lrwatch.live.server import RunServer
@@ -231,7 +231,7 @@ def test_another_uid_gets_no_reply_at_all(tmp_path: Path) -> None:
 def test_a_client_that_stops_reading_is_dropped_and_training_goes_on(
     run: TrainingRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server_module, "MAX_BACKLOG", 64 * 1024)
+    monkeypatch.setattr(peer, "STALL_SECONDS", 0.5)
     sock = _connect_raw(run.server.record.socket)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(encode({"type": "hello", "version": 1, "client": "monitor"}) + encode({"type": "subscribe"}))

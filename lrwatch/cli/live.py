@@ -27,7 +27,7 @@ from lrwatch.live.launch import (
     source_for_child,
     spawn_run,
 )
-from lrwatch.live.sockets import is_stale, live_runs, record_of_run_dir, run_alive, unpublish
+from lrwatch.live.sockets import is_stale, live_runs, pid_alive, record_of_run_dir, run_alive, unpublish
 from lrwatch.live.starting import STARTING
 from lrwatch.protocol.commands import (
     RACE_KEEP,
@@ -45,6 +45,7 @@ from lrwatch.protocol.commands import (
     parse_length,
 )
 from lrwatch.protocol.events import Event
+from lrwatch.protocol.wire import printable
 from lrwatch.record.console import LOG_NAME, plain_line
 from lrwatch.record.reader import lost_text
 from lrwatch.record.rundir import run_dir_problem, steps_done
@@ -243,7 +244,7 @@ def run_rows() -> list[dict[str, Any]]:
     for record in live:
         row: dict[str, Any] = {**record.to_dict(), "stale": False}
         try:
-            client = RunClient(record.socket, kind="ls", timeout=2.0)
+            client = RunClient(record.socket, kind="ls", timeout=2.0, alive=True)  # live_runs: its pid lives
             try:
                 status = client.status()
             finally:
@@ -254,8 +255,9 @@ def run_rows() -> list[dict[str, Any]]:
                 row["epoch"] = None  # steps only: an epoch here would be one step
             if status.state == STARTING:
                 row.update(step=None, note="starting (before the script's first optimizer step)")
-        except (RunGone, OSError, ValueError) as exc:
-            row.update(state="not answering", step=None, clients=None, error=str(exc))
+        except (RunGone, OSError, ValueError) as exc:  # its process lives: busy, never removed
+            note = "busy: its process lives but its socket did not answer in time (it is kept; try again)"
+            row.update(state="busy", step=None, clients=None, error=str(exc), note=note)
         rows.append(row)
     for record in stale:
         step = steps_done(record.run_dir)
@@ -271,7 +273,7 @@ NUMERIC = (1, 3, 4, 6)  # right-aligned columns
 def _ls_cells(row: dict[str, Any]) -> list[str]:
     step, epoch = row.get("step"), row.get("epoch")
     epochs_known = row.get("epochs_known", True) and epoch is not None and not row.get("stale")
-    return [
+    cells = [
         _short_path(row["run_dir"]),
         str(row["pid"]),
         str(row["state"]),
@@ -280,6 +282,7 @@ def _ls_cells(row: dict[str, Any]) -> list[str]:
         str(row.get("schedule") or "-"),
         "-" if row.get("clients") is None else str(row["clients"]),
     ]
+    return [printable(cell) for cell in cells]  # a record's text never drives the terminal
 
 
 def _short_path(path: str) -> str:
@@ -329,7 +332,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(line)
     for row in rows:
         if row.get("note"):
-            print(f"{_short_path(row['run_dir'])}: {row['note']}")
+            print(printable(f"{_short_path(row['run_dir'])}: {row['note']}"))
     return 0
 
 
@@ -390,7 +393,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         return EXIT_NO_RUN
     try:
         record = socket_of(args.run_dir)
-        client = RunClient(record.socket, kind="send", timeout=5.0)
+        client = RunClient(record.socket, kind="send", timeout=5.0, alive=pid_alive(record.pid))
     except RunGone as exc:
         _say(f"lrwatch send: {exc}")
         return EXIT_NO_RUN

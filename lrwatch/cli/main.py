@@ -175,6 +175,7 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
     from lrwatch.protocol.commands import Stop
     from lrwatch.protocol.events import LIVE_STATES
     from lrwatch.record.console import LOG_NAME, Console
+    from lrwatch.run.signals import STOP_SIGNALS, ExitGuard, signal_name
 
     stop_on_hangup = args.on_hangup == "stop"
     console = Console(Path(run_dir) / LOG_NAME, on_lost=lambda _why: stop_on_hangup and stop("hangup")).install()
@@ -199,13 +200,16 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
     def on_signal(signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
             if stop_on_hangup:
+                guard.signalled()
                 stop("SIGHUP")
             console.terminal_lost("SIGHUP")
             return
         if host.engine is None:  # still building the run (importing torch, the data): it ends here, cleanly
             early_stop.append(signal.Signals(signum).name)
             raise KeyboardInterrupt
-        stop(early_stop[0] if early_stop else signal.Signals(signum).name)
+        if not early_stop:
+            guard.signalled()  # the process exits within seconds of the flush, whatever its clients do
+        stop(early_stop[0] if early_stop else signal_name(signum))
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -213,7 +217,8 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
         early_stop.append(reason)
         _thread.interrupt_main(signal.SIGTERM)
 
-    handled = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    guard = host.exit_guard = ExitGuard()
+    handled = (*STOP_SIGNALS, signal.SIGHUP)
     previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     host.serve_early(interrupt)  # listed and steerable before the script's first optimizer step
     try:
@@ -229,11 +234,11 @@ def run_headless(target, args: argparse.Namespace, *, run_dir, log: str = "stdou
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         console.uninstall()
-    if isinstance(host.error, UsageError) and host.engine is None:
-        raise host.error  # the run's own arguments, found bad while it was built
+    if isinstance(host.error, (UsageError, CheckpointError)) and host.engine is None:
+        raise host.error  # the run's own arguments (a --resume that cannot go on), found bad while it was built
     failed = host.error is not None or (host.engine is not None and host.engine.state == "error")
     if host.error is not None and host.engine is None:
-        print(f"lrwatch: the loop failed before lrwatch.watch(): {host.error!r}", file=sys.stderr)
+        print(f"lrwatch: the loop failed before its first step: {host.error!r}", file=sys.stderr)
     if host.engine is not None and (host.engine.stop_reason or "").startswith("divergence"):
         return EXIT_DIVERGED
     return 1 if failed else 0

@@ -156,8 +156,12 @@ class AutoWatch:
         torch.autograd.backward = self._saved["backward"]
         torch.utils.data.DataLoader.__iter__ = self._saved["iter"]
         if self.monitor is not None:
-            self._save_state(self.monitor.engine)  # whatever ended the script: --resume continues from here
-        elif not self.declined and kind is None:
+            try:
+                self._save_state(self.monitor.engine)  # whatever ended the script: --resume continues from here
+            except OSError as exc:
+                with contextlib.suppress(Exception):
+                    self.monitor.engine.warn(f"lrwatch's state was not saved: {exc}")
+        elif not self.declined and kind is None and current_host().engine is None:  # watch() ran: nothing to say
             print(
                 "lrwatch run: the script never called optimizer.step() (nor lrwatch.watch()): nothing to watch",
                 file=sys.stderr,
@@ -303,12 +307,12 @@ class AutoWatch:
     @staticmethod
     def _save_state(engine: Any) -> Path | None:
         """``RUN_DIR/lrwatch_state.json``: the step, the timeline, the switches to come (the model is the
-        script's to save). A failed write is a warning: it never ends training."""
+        script's to save). A failed write never ends training: the engine says why."""
         if engine.run_dir is None:
             return None
         try:
             return save_state_file(engine.run_dir, run_state(engine))
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:  # (an OSError is the engine's to report: a rejected or a warning event)
             with contextlib.suppress(Exception):
                 engine.warn(f"lrwatch's state was not saved ({exc})")
             return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lrwatch.live.sockets import LiveRecord, record_of_run_dir
+from lrwatch.live.sockets import LiveRecord, connect, record_of_run_dir
 from lrwatch.protocol.commands import Command
 from lrwatch.protocol.events import ENDED_STATES, Event, RunStatus
 from lrwatch.protocol.wire import MAX_SERVER_LINE, VERSION, LineBuffer, WireError, decode, encode, to_float, unpack_rows
@@ -34,15 +33,19 @@ class RunGone(ConnectionError):
 class RunClient:
     """A blocking connection to one run: hello, then requests and their replies."""
 
-    def __init__(self, path: str, *, kind: str = "client", owner: bool = False, timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str, *, kind: str = "client", owner: bool = False, timeout: float = 5.0, alive: bool = False
+    ) -> None:
+        """``alive``: the run's process is known to live, so a missing listener is waited for a moment."""
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
         self._lines = LineBuffer(MAX_SERVER_LINE)
         self._ready: list[bytes] = []
         self._write_lock = threading.Lock()
         try:
-            self.sock.connect(path)
+            self.sock = connect(path, timeout, patience=min(timeout, 3.0), alive=alive)  # a busy run: retried
+        except OSError as exc:
+            raise RunGone(f"no live run answers at {path} ({exc})") from None
+        try:
             self.send({"type": "hello", "version": VERSION, "client": kind, "owner": owner})
             self.hello = self.read()
         except (OSError, WireError) as exc:
@@ -126,6 +129,7 @@ class RemoteRunSource:
         self.client: RunClient | None = None
         self.history = MetricHistory(())
         self._timeline: Timeline | None = None
+        self._rows_total = 0
         self._events: list[Event] = []
         self._lock = threading.Lock()
         self._status = RunStatus("created", 0, 0.0, None, 1, float("nan"))
@@ -253,11 +257,11 @@ class RemoteRunSource:
                 self._timeline = Timeline.from_dict(message["timeline"])
                 self._events = [Event.from_dict(e) for e in message["events"]]
                 self._status = RunStatus.from_dict(message["status"])
-            self.connection = "live"
-            self.ready.set()
-            self.on_ready()
+            self._rows_total = int(message.get("rows_total", 0))  # the rest of its rows follow in slices
+            self._catch_up()
         elif kind == "rows":
             self._rows(message)
+            self._catch_up()
         elif kind == "epochs":
             self._epochs(message)
         elif kind == "event":
@@ -272,6 +276,13 @@ class RemoteRunSource:
                 self._status = RunStatus.from_dict(message["status"])
         elif kind == "error":
             self.notes.append(str(message.get("message", "the run refused a request")))
+
+    def _catch_up(self) -> None:
+        """Ready (live) once the rows the run had at the snapshot have all arrived."""
+        if self.connection == "connecting" and len(self.history) >= self._rows_total and self._timeline is not None:
+            self.connection = "live"
+            self.ready.set()
+            self.on_ready()
 
     def _rows(self, message: dict[str, Any]) -> None:
         start, steps, epochs, lrs, losses = unpack_rows(message)

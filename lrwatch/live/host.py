@@ -16,10 +16,12 @@ from typing import Any, TextIO
 from lrwatch.live.server import RunServer
 from lrwatch.live.sockets import new_record
 from lrwatch.live.starting import serve_starting
-from lrwatch.protocol.events import Event
+from lrwatch.protocol.commands import Stop
+from lrwatch.protocol.events import LIVE_STATES, Event
 from lrwatch.record.console import HeadlessPrinter
 from lrwatch.run.distributed import RankSync
 from lrwatch.run.engine import Engine
+from lrwatch.run.signals import ExitGuard, install
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Host:
     switches: tuple[str, ...] = ()  # --switch EPOCH:SPEC, after the script's own
     early: RunServer | None = None  # served before the engine exists (serve_early): the engine adopts it
     total_steps: int | None = None  # --total-steps: the run's length, for a watch() that does not give it
+    own_signals: bool = False  # a plain `python train.py`: stop signals stop its run, flushed (run/signals)
+    exit_guard: ExitGuard | None = None  # set by whoever handles the stop signals
 
     @classmethod
     def from_environment(cls) -> Host:
@@ -54,7 +58,7 @@ class Host:
         come in ``LRWATCH_*`` variables), else the default: headless."""
         env = os.environ
         if "LRWATCH_RUN_DIR" not in env:
-            return cls()
+            return cls(own_signals=True)
         return cls(
             run_dir=Path(env["LRWATCH_RUN_DIR"]),
             resume=Path(env["LRWATCH_RESUME"]) if env.get("LRWATCH_RESUME") else None,
@@ -99,10 +103,26 @@ class Host:
                 server = serve(engine, on_owner_lost=self.on_hangup, on_rank_lost=lost)  # kept until the run ends
         elif self.log is not None and os.environ.get("LRWATCH_ALL_RANKS") == "1":
             engine.add_listener(HeadlessPrinter(engine, self.log, prefix=f"[rank {sync.rank}] "))
+        if self.own_signals and sync is None:
+            self._stop_on_signals(engine)
+        if self.exit_guard is not None:
+            self.exit_guard.watch(engine)
         if self.on_engine is not None:
             self.on_engine(engine)
         self.ready.set()
         return server
+
+    def _stop_on_signals(self, engine: Engine) -> None:
+        """A plain script's run: SIGTERM, SIGINT, SIGQUIT, SIGUSR1 and SIGHUP stop it at a step boundary,
+        flushed, where the script left Python's defaults in place (see :mod:`lrwatch.run.signals`)."""
+
+        def stop(reason: str) -> None:
+            if engine.state in LIVE_STATES:
+                engine.submit(Stop(reason))
+
+        self.exit_guard = self.exit_guard or ExitGuard()
+        install(stop, self.exit_guard)
+        self.own_signals = False  # once per process
 
 
 def serve(

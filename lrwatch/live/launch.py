@@ -33,7 +33,8 @@ DETACH_WAIT_SECONDS = 2.0
 def spawn_run(command: str, argv: Sequence[str], run_dir: Path) -> subprocess.Popen:
     """Start ``lrwatch COMMAND --_spawned ARGV...`` in its own session, writing to ``RUN_DIR/lrwatch.log``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / LOG_NAME, "ab")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    log = os.fdopen(os.open(run_dir / LOG_NAME, flags, 0o600), "ab")  # a planted symlink is not followed
     try:
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         return subprocess.Popen(

@@ -9,13 +9,15 @@ that sent them as a ``result``.
 
 Safety: only this uid may talk (``SO_PEERCRED``; another uid is closed with no reply), the socket is
 0600 in a 0700 directory, no TCP. A client's line is at most :data:`~lrwatch.protocol.wire.MAX_CLIENT_LINE`
-bytes; a bad line gets one ``error`` line and changes nothing; a client whose unsent output passes
-:data:`MAX_BACKLOG` (it stopped reading) is dropped. Nothing here raises into the training loop.
+bytes; a bad line gets one ``error`` line and changes nothing; what each client may cost (memory, count,
+time) is bounded (:mod:`lrwatch.live.peer`). A socket file that vanished is served again within a second.
+Nothing here raises into the training loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import selectors
 import socket
@@ -23,41 +25,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from lrwatch.live.feed import Feed
-from lrwatch.live.sockets import LiveRecord, peer_uid, publish, unpublish
+from lrwatch.live.peer import MAX_SUBSCRIBERS, Peer, accept, max_connections, release_memory, small_int
+from lrwatch.live.sockets import LiveRecord, bind_socket, publish, socket_replaced, unpublish
 from lrwatch.protocol.commands import CommandError, Rollback, Stop, command_from_wire
 from lrwatch.protocol.events import LIVE_STATES, Event, RunStatus
-from lrwatch.protocol.wire import MAX_CLIENT_LINE, VERSION, LineBuffer, WireError, decode, encode
+from lrwatch.protocol.wire import VERSION, WireError, decode, encode
 from lrwatch.record.rundir import lrwatch_version
 from lrwatch.run.engine import Engine
 
 TICK_SECONDS = 0.25
-MAX_BACKLOG = 8 << 20  # unsent live output per client; a snapshot is queued whatever its size
 SEND_CHUNK = 1 << 20
 CLOSE_LINGER_SECONDS = 2.0
-
-
-@dataclass(eq=False)
-class _Client:
-    sock: socket.socket
-    lines: LineBuffer = field(default_factory=lambda: LineBuffer(MAX_CLIENT_LINE))
-    out: bytearray = field(default_factory=bytearray)
-    greeted: bool = False
-    kind: str = "client"
-    owner: bool = False
-    detached: bool = False
-    feed: Feed | None = None  # a subscriber's: what it has been sent
-    rank: str = ""  # a DDP rank's link: "rank 1 (pid 123)"
-    closing: bool = False  # close once the output is sent (after an error line)
-    waiting: bool = False  # subscribed while the run was starting: its snapshot comes with the engine
-    grace: int = 0  # bytes of the snapshot still unsent: they do not count as a backlog
-
-    @property
-    def subscribed(self) -> bool:
-        return self.feed is not None
+LISTEN_BACKLOG = 128  # a burst of connections (a script's loop of lrwatch send) waits here, not refused
+CHECK_SOCKET_SECONDS = 1.0  # how often the socket file is checked (gone: served again)
 
 
 class RunServer:
@@ -75,32 +59,47 @@ class RunServer:
         self.record = record
         self.on_owner_lost = on_owner_lost
         self.on_rank_lost = on_rank_lost  # DDP: ("rank 1 (pid 123)", error) when a rank fails or its link closes
-        self.clients: list[_Client] = []
-        self._results: deque[tuple[_Client, Any, Event]] = deque()
+        self.clients: list[Peer] = []
+        self._results: deque[tuple[Peer, Any, Event]] = deque()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._uid = os.getuid()
+        self._inode = 0
+        self._max_connections = max_connections()
+        self._left = False  # a subscriber left since the last check: its memory is handed back then
 
     # -- lifecycle (any thread) -------------------------------------------------------------
     def start(self) -> None:
-        path = self.record.socket
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a stale socket of a dead process with our pid
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        os.chmod(path, 0o600)  # the directory is 0700 already: nobody else could reach it meanwhile
-        listener.listen(16)
-        listener.setblocking(False)
-        self._listener = listener
-        self._selector.register(listener, selectors.EVENT_READ, "accept")
+        self._bind()
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         publish(self.record)
         self._thread = threading.Thread(target=self._serve, name="lrwatch-server", daemon=True)
         self._thread.start()
+
+    def _bind(self) -> None:
+        self._listener, self._inode = bind_socket(self.record.socket, LISTEN_BACKLOG)
+        self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+
+    def _check_socket(self) -> None:
+        """Serve again (re-bind, re-publish) if the socket file vanished or was replaced: a run that nobody
+        can reach trains on unsteerable. Its records are written again too (a cleaner may have taken them)."""
+        if not socket_replaced(self.record.socket, self._inode):
+            return
+        old = self._listener
+        try:
+            self._bind()
+        except OSError:
+            return  # tried again at the next check
+        if old is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(old)
+            old.close()
+        with contextlib.suppress(OSError):  # a read-only run directory: the socket directory's record still is
+            publish(self.record)
 
     def adopt(self, engine: Engine) -> None:
         """The engine of a run served while it was starting (:mod:`lrwatch.live.starting`): the commands
@@ -125,13 +124,23 @@ class RunServer:
 
     # -- the server thread ------------------------------------------------------------------
     def _serve(self) -> None:
-        last_tick = 0.0
+        last_tick = last_check = 0.0
         try:
             while not self._closing.is_set():
                 subscribed = any(c.subscribed for c in self.clients)
-                timeout = max(0.0, last_tick + TICK_SECONDS - time.monotonic()) if subscribed else None
-                for key, mask in self._selector.select(timeout):
+                next_at = min(last_tick + TICK_SECONDS if subscribed else math.inf, last_check + CHECK_SOCKET_SECONDS)
+                for key, mask in self._selector.select(max(0.0, next_at - time.monotonic())):
                     self._ready(key, mask)
+                if time.monotonic() - last_check >= CHECK_SOCKET_SECONDS:
+                    last_check = time.monotonic()
+                    self._check_socket()
+                    for client in [c for c in self.clients if c.idle_line(last_check)]:
+                        self._refuse(client, "a line left unfinished: closed")
+                    for client in [c for c in self.clients if c.stalled(last_check)]:
+                        self._drop(client)  # it read nothing for a minute: its slot goes to another
+                    if self._left:
+                        self._left = False
+                        release_memory()  # what the subscribers that left held goes back to the system
                 if not self._starting:
                     for client in [c for c in self.clients if c.waiting]:
                         self._subscribe(client)
@@ -160,12 +169,17 @@ class RunServer:
             if client.subscribed:
                 self._push(client)
             elif client.rank:  # a DDP rank: the run ended, this is no loss
-                self._send(client, {"type": "closing", "status": self.engine.state}, live=False)
+                self._send(client, {"type": "closing", "status": self.engine.state})
         deadline = time.monotonic() + CLOSE_LINGER_SECONDS
-        while any(c.out for c in self.clients) and time.monotonic() < deadline:
+        while any(c.out or self._behind(c) for c in self.clients) and time.monotonic() < deadline:
             for key, mask in self._selector.select(0.05):
                 if key.data not in ("accept", "wake"):
                     self._ready(key, mask)
+            for client in [c for c in self.clients if self._behind(c) and c.hungry]:
+                self._push(client)  # what it was not given while it read slowly
+
+    def _behind(self, client: Peer) -> bool:
+        return client.feed is not None and client.feed.rows_sent < len(self.engine.history)
 
     def _ready(self, key: selectors.SelectorKey, mask: int) -> None:
         if key.data == "accept":
@@ -174,31 +188,23 @@ class RunServer:
             with contextlib.suppress(OSError):
                 self._wake_r.recv(4096)
         else:
-            client: _Client = key.data
+            client: Peer = key.data
             if mask & selectors.EVENT_READ:
                 self._read(client)
             if mask & selectors.EVENT_WRITE and client in self.clients:
                 self._flush(client)
+                if client in self.clients and client.hungry and self._behind(client):
+                    self._push(client)  # it reads: the next slice at once, not at the next tick
 
     def _accept(self) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except OSError:
-            return
-        try:
-            if peer_uid(sock) != self._uid:
-                sock.close()  # another user: no reply at all
-                return
-        except OSError:
-            sock.close()
-            return
-        sock.setblocking(False)
-        client = _Client(sock)
-        self.clients.append(client)
-        self._selector.register(sock, selectors.EVENT_READ, client)
-        self._count_monitors()
+        sock = accept(self._listener, self._uid, open_now=len(self.clients), limit=self._max_connections)
+        if sock is not None:
+            client = Peer(sock)
+            self.clients.append(client)
+            self._selector.register(sock, selectors.EVENT_READ, client)
+            self._count_monitors()
 
-    def _read(self, client: _Client) -> None:
+    def _read(self, client: Peer) -> None:
         try:
             data = client.sock.recv(65536)
         except BlockingIOError:
@@ -215,6 +221,8 @@ class RunServer:
         except WireError as exc:
             self._refuse(client, str(exc))
             return
+        if lines:
+            client.since = time.monotonic()
         for line in lines:
             if client.closing or client not in self.clients:
                 return
@@ -223,13 +231,13 @@ class RunServer:
             except WireError as exc:
                 self._refuse(client, str(exc))
 
-    def _refuse(self, client: _Client, message: str) -> None:
+    def _refuse(self, client: Peer, message: str) -> None:
         """One error line, then the connection closes: a peer that sent garbage gets no second chance."""
-        self._send(client, {"type": "error", "message": message}, live=False)
+        self._send(client, {"type": "error", "message": message})
         client.closing = True
         self._flush(client)
 
-    def _handle(self, client: _Client, message: dict[str, Any]) -> None:
+    def _handle(self, client: Peer, message: dict[str, Any]) -> None:
         kind = message["type"]
         if not client.greeted:
             if kind != "hello":
@@ -240,16 +248,20 @@ class RunServer:
             client.kind = str(message.get("client", "client"))[:32]
             client.owner = message.get("owner") is True
             if client.kind == "rank":
-                client.rank = f"rank {_small_int(message.get('rank'))} (pid {_small_int(message.get('pid'))})"
-            self._send(client, self._hello(), live=False)
+                client.rank = f"rank {small_int(message.get('rank'))} (pid {small_int(message.get('pid'))})"
+            self._send(client, self._hello())
             return
         if kind == "status":
-            self._send(client, {"type": "status", "status": self.status().to_dict()}, live=False)
+            self._send(client, {"type": "status", "status": self.status().to_dict()})
         elif kind == "subscribe":
             if self._starting:
                 client.waiting = True  # the snapshot comes with the engine; meanwhile, where the run is
-                self._send(client, {"type": "status", "status": self.status().to_dict()}, live=False)
+                self._send(client, {"type": "status", "status": self.status().to_dict()})
             elif client.feed is None:
+                if sum(1 for c in self.clients if c.subscribed or c.waiting) >= MAX_SUBSCRIBERS:
+                    self._refuse(client, f"this run has {MAX_SUBSCRIBERS} monitors attached, the most it serves: "
+                                 "detach one (lrwatch ls shows them as ATT)")  # fmt: skip
+                    return
                 self._subscribe(client)
         elif kind == "command":
             self._command(client, message)
@@ -259,24 +271,24 @@ class RunServer:
             if client.rank and isinstance(error, str) and self.on_rank_lost is not None:
                 self.on_rank_lost(client.rank, error[:300])
         else:
-            self._send(client, {"type": "error", "message": f"unknown request type {kind[:40]!r}"}, live=False)
+            self._send(client, {"type": "error", "message": f"unknown request type {kind[:40]!r}"})
 
-    def _command(self, client: _Client, message: dict[str, Any]) -> None:
+    def _command(self, client: Peer, message: dict[str, Any]) -> None:
         request_id = message.get("id")
         if not isinstance(request_id, (int, str, type(None))):
             raise WireError("a command's id must be a number or a string")
         try:
             command = command_from_wire(message.get("command"))
         except CommandError as exc:
-            self._send(client, {"type": "error", "id": request_id, "message": str(exc)}, live=False)
+            self._send(client, {"type": "error", "id": request_id, "message": str(exc)})
             return
         state = self.engine.state
         if isinstance(command, Rollback) and not self.engine.awaits_divergence_answer:
             refusal = {"type": "error", "id": request_id, "message": "rollback: only at a divergence alert"}
-            self._send(client, refusal, live=False)
+            self._send(client, refusal)
             return
         if state not in LIVE_STATES:
-            self._send(client, {"type": "error", "id": request_id, "message": f"the run is {state}"}, live=False)
+            self._send(client, {"type": "error", "id": request_id, "message": f"the run is {state}"})
             return
 
         def done(event: Event) -> None:  # the training thread, at the step boundary
@@ -289,20 +301,20 @@ class RunServer:
     def _starting(self) -> bool:
         return getattr(self.engine, "starting", False)
 
-    def _subscribe(self, client: _Client) -> None:
+    def _subscribe(self, client: Peer) -> None:
         client.waiting = False
         client.feed = Feed(self.engine)
-        snapshot = encode(client.feed.snapshot(self.status()))
-        client.grace = len(client.out) + len(snapshot)
-        client.out += snapshot
+        client.out += encode(client.feed.snapshot(self.status()))  # its first rows; the rest as it reads
         self._flush(client)
+        if client in self.clients:
+            self._push(client)
         self._count_monitors()
 
     def _send_results(self) -> None:
         while self._results:
             client, request_id, event = self._results.popleft()
             if client in self.clients:
-                self._send(client, {"type": "result", "id": request_id, "event": event.to_dict()}, live=False)
+                self._send(client, {"type": "result", "id": request_id, "event": event.to_dict()})
 
     # -- what goes out ----------------------------------------------------------------------
     def _hello(self) -> dict[str, Any]:
@@ -325,17 +337,21 @@ class RunServer:
         shown = timeline.label_of(seg) if engine.drive_lr or timeline.is_script(seg) else None  # the one in force
         return replace(engine.status(), **live, schedule=shown, clients=clients)
 
-    def _push(self, client: _Client) -> None:
-        """What is new for this subscriber since its last push, then the run's status."""
+    def _push(self, client: Peer) -> None:
+        """What is new for this subscriber since its last push, then the run's status; only as much as it
+        reads (:attr:`Peer.hungry`): the rest waits in the run's history, not in memory of its own."""
+        if not client.hungry:
+            return
         for message in client.feed.news():
             self._send(client, message)
-        if client in self.clients:
-            self._send(client, {"type": "status", "status": self.status().to_dict()})
+            if client not in self.clients or not client.hungry:
+                return
+        self._send(client, {"type": "status", "status": self.status().to_dict()})
 
-    def _send(self, client: _Client, message: dict[str, Any], *, live: bool = True) -> None:
+    def _send(self, client: Peer, message: dict[str, Any]) -> None:
         if client not in self.clients:
             return
-        if live and len(client.out) - client.grace > MAX_BACKLOG:
+        if client.over_budget:
             self._drop(client)  # it stopped reading: training never waits for a client
             return
         was_empty = not client.out
@@ -343,17 +359,19 @@ class RunServer:
         if was_empty:
             self._flush(client)
 
-    def _flush(self, client: _Client) -> None:
+    def _flush(self, client: Peer) -> None:
+        total = 0
         try:
             while client.out:
                 sent = client.sock.send(client.out[:SEND_CHUNK])
                 del client.out[:sent]
-                client.grace = max(0, client.grace - sent)
+                total += sent
         except BlockingIOError:
             pass
         except OSError:
             self._drop(client)
             return
+        client.sent(total)
         if client.closing and not client.out:
             self._drop(client)
             return
@@ -361,10 +379,11 @@ class RunServer:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.modify(client.sock, events, client)
 
-    def _drop(self, client: _Client) -> None:
+    def _drop(self, client: Peer) -> None:
         if client not in self.clients:
             return
         self.clients.remove(client)
+        self._left = self._left or client.feed is not None
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(client.sock)
         client.sock.close()
@@ -378,6 +397,3 @@ class RunServer:
     def _count_monitors(self) -> None:
         self.engine.monitors = sum(1 for c in self.clients if c.subscribed and c.kind == "monitor")
 
-
-def _small_int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31 else -1

@@ -12,16 +12,21 @@ process is gone, or whose socket refuses connections, is stale: :func:`live_runs
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import socket
 import stat
 import struct
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lrwatch.record.safefile import replace_text
 
 LIVE_NAME = "live.json"
 MAX_SOCKET_PATH = 107
@@ -31,23 +36,88 @@ class SocketDirError(OSError):
     """The socket directory is not private to this user; the message says what is wrong, in one line."""
 
 
-def socket_dir() -> Path:
-    """This user's socket directory, created 0700 if missing; its owner and mode are checked."""
-    uid = os.getuid()
-    base = Path(os.environ.get("TMPDIR") or tempfile.gettempdir())
-    path = base / f"lrwatch-{uid}"
-    if len(str(path)) + len("/4194304-99999.sock") > MAX_SOCKET_PATH:
-        path = Path("/tmp") / f"lrwatch-{uid}"  # a deep TMPDIR: the socket path must still fit
+FALLBACKS = 9  # lrwatch-$UID-1 ... -9: where runs go when lrwatch-$UID is taken by another user
+_said_fallback: set[str] = set()
+
+
+def _private_dir(path: Path, uid: int) -> str | None:
+    """Make ``path`` (mode 0700) if missing; what keeps it from being this user's private directory, or ``None``."""
     with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700)
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode):
-        raise SocketDirError(f"{path} is not a directory (a symlink?): refusing to serve a socket there")
+        return f"{path} is not a directory (a symlink?)"
     if info.st_uid != uid:
-        raise SocketDirError(f"{path} belongs to uid {info.st_uid}, not {uid}: refusing to serve a socket there")
+        return f"{path} belongs to uid {info.st_uid}, not {uid}"
     if info.st_mode & 0o077:
-        raise SocketDirError(f"{path} has mode {oct(info.st_mode & 0o777)}, not 0700: refusing to use it")
-    return path
+        return f"{path} has mode {oct(info.st_mode & 0o777)}, not 0700"
+    return None
+
+
+def socket_dir() -> Path:
+    """This user's socket directory, created 0700 if missing; its owner and mode are checked. When the default
+    (``${TMPDIR:-/tmp}/lrwatch-$UID``) is not private to this user (another user made it first), the first
+    private one of ``lrwatch-$UID-1`` ... ``-9`` is used, the same in every process of the user, and said once."""
+    uid = os.getuid()
+    base = Path(os.environ.get("TMPDIR") or tempfile.gettempdir())
+    path = base / f"lrwatch-{uid}"
+    if len(str(path)) + len("-9/4194304-99999.sock") > MAX_SOCKET_PATH:
+        path = Path("/tmp") / f"lrwatch-{uid}"  # a deep TMPDIR: the socket path must still fit
+    problem = _private_dir(path, uid)
+    if problem is None:
+        return path
+    for n in range(1, FALLBACKS + 1):
+        fallback = path.with_name(f"{path.name}-{n}")
+        if _private_dir(fallback, uid) is None:
+            if problem not in _said_fallback:
+                _said_fallback.add(problem)
+                print(f"lrwatch: {problem}: using {fallback} for sockets instead", file=sys.stderr, flush=True)
+            return fallback
+    raise SocketDirError(f"{problem}, and so are {path.name}-1 ... -{FALLBACKS}: refusing to serve a socket there")
+
+
+SOCKET_NAME = re.compile(r"(\d+)-(\d+)\.sock")
+
+
+def record_problem(record: LiveRecord) -> str | None:
+    """Why a record must not be trusted (its socket lies outside this user's socket directory, or is not named
+    for its pid), or ``None``: only such a record's socket and ``<pid>.json`` may ever be removed."""
+    sock = Path(record.socket)
+    try:
+        directory = socket_dir()
+    except OSError as exc:
+        return str(exc)
+    match = SOCKET_NAME.fullmatch(sock.name)
+    if sock.parent != directory or match is None:
+        return f"its socket {record.socket} is not in your socket directory {directory}"
+    if int(match.group(1)) != record.pid:
+        return f"its socket {sock.name} is not named for its pid {record.pid}"
+    return None
+
+
+def bind_socket(path: str, backlog: int) -> tuple[socket.socket, int]:
+    """A non-blocking socket listening at ``path`` (mode 0600) and its inode; what was at ``path`` is removed
+    (it is this user's: the directory is 0700)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a stale socket of a dead process with our pid, or what replaced ours
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o600)  # the directory is 0700 already: nobody else could reach it meanwhile
+        listener.listen(backlog)
+        listener.setblocking(False)
+        return listener, os.stat(path).st_ino
+    except OSError:
+        listener.close()
+        raise
+
+
+def socket_replaced(path: str, inode: int) -> bool:
+    """Whether the socket file at ``path`` is gone, or is not the one bound (``inode``)."""
+    try:
+        return os.stat(path).st_ino != inode
+    except OSError:
+        return True
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -95,10 +165,7 @@ class LiveRecord:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    replace_text(path, json.dumps(data) + "\n", mode=0o600)  # atomic; a planted link is replaced, not followed
 
 
 def publish(record: LiveRecord) -> None:
@@ -109,14 +176,17 @@ def publish(record: LiveRecord) -> None:
 
 
 def unpublish(record: LiveRecord) -> None:
-    """Remove the socket and both records (at exit, or when found stale)."""
-    sock = Path(record.socket)
-    for path in (sock, sock.with_suffix(".json")):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    """Remove the socket and both records (at exit, or when its process is gone). Only a record whose socket
+    lies in this user's socket directory (:func:`record_problem`) has its files there removed; a link is
+    removed, never followed."""
+    if record_problem(record) is None:
+        sock = Path(record.socket)
+        for path in (sock, sock.with_suffix(".json")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
     live = Path(record.run_dir) / LIVE_NAME
     with contextlib.suppress(FileNotFoundError, ValueError, OSError):
-        if LiveRecord.from_dict(json.loads(live.read_text(encoding="utf-8"))).pid == record.pid:
+        if LiveRecord.from_dict(json.loads(live.read_text(encoding="utf-8"))) == record:
             live.unlink()
 
 
@@ -127,28 +197,62 @@ def read_record(path: Path) -> LiveRecord | None:
         return None
 
 
+BUSY_ERRNOS = (errno.EAGAIN, errno.ETIMEDOUT)  # a live listener whose accept queue is full
+GONE_ERRNOS = (errno.ECONNREFUSED, errno.ENOENT)  # no listener: a dead run, or one serving its socket again
+
+
+def connect(path: str, timeout: float = 5.0, *, patience: float = 3.0, alive: bool = False) -> socket.socket:
+    """A connected socket to ``path``. A busy run (its accept queue full: ``EAGAIN``) is retried for
+    ``patience`` seconds before the error is raised; so is a missing listener when the run's process is
+    known to be ``alive`` (its socket is being served again)."""
+    deadline = time.monotonic() + patience
+    pause = 0.02
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except OSError as exc:
+            sock.close()
+            busy = isinstance(exc, TimeoutError) or exc.errno in BUSY_ERRNOS or (alive and exc.errno in GONE_ERRNOS)
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+
+
 def answers(path: str, timeout: float = 1.0) -> bool:
-    """Whether something accepts connections at the socket ``path``."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(timeout)
+    """Whether something accepts connections at the socket ``path`` (a busy one is retried a moment)."""
     try:
-        probe.connect(path)
+        connect(path, timeout, patience=timeout, alive=True).close()
     except OSError:
         return False
-    finally:
-        probe.close()
     return True
 
 
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), from ``/proc``; ``None`` if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        btime = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return int(btime.split()[1]) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def is_stale(record: LiveRecord) -> bool:
-    """The training process is gone, or its socket refuses connections (a ``kill -9`` leaves both)."""
+    """The training process is gone (dead, or its pid now names a process started after the record). Only
+    that: a live process whose socket is busy or being served again is never stale."""
     if not pid_alive(record.pid):
         return True
-    return not Path(record.socket).exists() or not answers(record.socket)
+    started = _started_at(record.pid)
+    return started is not None and record.started > 0 and started > record.started + 2.0  # a reused pid
 
 
 def live_runs(clean: bool = True) -> tuple[list[LiveRecord], list[LiveRecord]]:
-    """``(live, stale)`` runs of this user, newest first; stale ones are removed when ``clean``."""
+    """``(live, stale)`` runs of this user, newest first; stale ones are removed when ``clean``. Records that
+    name a socket elsewhere are ignored."""
     try:
         directory = socket_dir()
     except OSError:
@@ -156,7 +260,7 @@ def live_runs(clean: bool = True) -> tuple[list[LiveRecord], list[LiveRecord]]:
     live, stale = [], []
     for path in directory.glob("*.json"):
         record = read_record(path)
-        if record is None:
+        if record is None or record_problem(record) is not None or Path(record.socket).with_suffix(".json") != path:
             continue
         if is_stale(record):
             stale.append(record)
@@ -168,16 +272,30 @@ def live_runs(clean: bool = True) -> tuple[list[LiveRecord], list[LiveRecord]]:
     return live, stale
 
 
+_said_ignored: set[str] = set()
+
+
 def record_of_run_dir(run_dir: str | Path) -> LiveRecord | None:
-    """The live record a run directory names, if any (stale or not)."""
-    return read_record(Path(run_dir) / LIVE_NAME)
+    """The live record a run directory names, if any (stale or not). A record whose socket lies outside this
+    user's socket directory (a planted ``live.json``) is ignored, and said once."""
+    record = read_record(Path(run_dir) / LIVE_NAME)
+    if record is None:
+        return None
+    problem = record_problem(record)
+    if problem is not None:
+        key = f"{run_dir}: {problem}"
+        if key not in _said_ignored:
+            _said_ignored.add(key)
+            print(f"lrwatch: {Path(run_dir) / LIVE_NAME} ignored: {problem}", file=sys.stderr, flush=True)
+        return None
+    return record
 
 
 def run_alive(run_dir: str | Path) -> bool:
     """Whether a process of this machine still writes ``run_dir`` (its ``live.json`` names a live pid).
     A run that ended removed its record; one killed with ``-9`` left it, naming a dead pid."""
-    record = record_of_run_dir(run_dir)
-    return record is not None and pid_alive(record.pid)
+    record = read_record(Path(run_dir) / LIVE_NAME)
+    return record is not None and not is_stale(record)
 
 
 LAUNCHER_ENV = "LRWATCH_LAUNCHER"  # set by lrwatch run --nproc-per-node for its ranks: its own pid

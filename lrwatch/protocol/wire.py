@@ -157,6 +157,15 @@ def unpack_rows(message: dict[str, Any]) -> tuple[int, np.ndarray, np.ndarray, n
     return (start, *columns)
 
 
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal: control characters (escape codes, newlines, C1 controls)
+    written as Python escapes (``\\x1b``), so that text from the wire or a record never drives the
+    terminal or splits a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class LineBuffer:
     """Bytes in, complete lines out; a line longer than ``limit`` raises :class:`WireError`."""
 
@@ -164,6 +173,11 @@ class LineBuffer:
         self.limit = limit
         self._data = bytearray()
         self._scanned = 0  # no newline before this offset: a long line is scanned once, not per chunk
+
+    @property
+    def partial(self) -> bool:
+        """Whether a line has begun and not ended yet."""
+        return bool(self._data)
 
     def feed(self, data: bytes) -> list[bytes]:
         self._data += data

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lrwatch.protocol.events import Event
+from lrwatch.protocol.wire import printable
 
 LOG_NAME = "lrwatch.log"
 
@@ -60,7 +61,7 @@ class Console:
                 return
             self.lost = why
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             null = os.open(os.devnull, os.O_RDONLY)
             try:
                 os.dup2(null, 0)
@@ -179,7 +180,13 @@ SWITCH_STYLE = "bold #e0a000"
 
 def describe(event: Event) -> EventText | None:
     """The one description of an event, for headless lines, the events panel and ``lrwatch send``
-    (``None`` for events not worth a line: epoch ends)."""
+    (``None`` for events not worth a line: epoch ends). Its text may come from the wire (a stop's reason, a
+    spec): control characters are shown escaped."""
+    text = _describe(event)
+    return text if text is None else EventText(printable(text.label), printable(text.detail), text.style)
+
+
+def _describe(event: Event) -> EventText | None:
     d = event.data
     kind = event.kind
     if kind == "switch":

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lrwatch.protocol.events import Event
+from lrwatch.record.safefile import AppendLog, WriteError, remove_leftovers, replace_text
 
 FLUSH_SECONDS = 1.0
+BACKLOG_BYTES = 32 << 20  # per file: rows (~60 bytes each) and events a full disk keeps waiting
 
 
 def run_dir_problem(path: str | Path) -> str | None:
@@ -61,62 +63,93 @@ def _step_row(step: int, epoch: float, lr: float, loss: float) -> str:
 
 
 class RunWriter:
+    """Writes a run directory. A write that fails (a full disk, a read-only directory) never raises into
+    training: rows and events wait in memory (bounded, :data:`BACKLOG_BYTES`) and go out with the next
+    write that succeeds; :attr:`trouble` says what failed, and ``on_trouble`` is called once per episode."""
+
     def __init__(
         self, run_dir: str | Path, val_names: tuple[str, ...] = ("val_loss", "val_acc"), resume_at: int | None = None
     ) -> None:
         """A new run directory, or (``resume_at``) an existing one whose rows from that step on are dropped."""
         self.path = Path(run_dir)
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.path)
         self.val_names = tuple(val_names)
         header = ",".join(("step", "epoch", "lr", "loss", *self.val_names)) + "\n"
         metrics_path = self.path / "metrics.csv"
         if resume_at is not None and metrics_path.exists():
-            kept = [header, *_rows_before(metrics_path, resume_at)]
-            tmp = self.path / "metrics.csv.tmp"
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, metrics_path)
-            self._metrics = open(metrics_path, "a", encoding="utf-8", newline="")
+            replace_text(metrics_path, "".join([header, *_rows_before(metrics_path, resume_at)]))
         else:
-            self._metrics = open(metrics_path, "w", encoding="utf-8", newline="")
-            self._metrics.write(header)
-            self._metrics.flush()  # a run killed before its first second still opens
-        self._events = open(self.path / "events.jsonl", "a" if resume_at is not None else "w", encoding="utf-8")
+            replace_text(metrics_path, header)  # a run killed before its first second still opens
+        self._metrics = AppendLog(metrics_path, limit=BACKLOG_BYTES)
+        self._events = AppendLog(self.path / "events.jsonl", truncate=resume_at is None, limit=BACKLOG_BYTES)
         self._empty_val = "," * len(self.val_names)
-        self._rows: list[str] = []
         self._last_flush = time.monotonic()
         self.closed = False
+        self.trouble: str | None = None  # what could not be written, while it waits
+        self.on_trouble: Callable[[str | None], None] | None = None  # a problem began (text) or ended (None)
+        self._said = False
 
     def write_run_info(self, info: dict[str, Any]) -> None:
-        tmp = self.path / "run.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path / "run.json")
+        """``run.json`` (atomically); a failure is reported as trouble, never raised."""
+        try:
+            replace_text(self.path / "run.json", json.dumps(info, indent=2, default=str) + "\n")
+        except WriteError as exc:
+            self._report(f"run.json not written ({exc})")
 
     def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
-        self._rows.append(f"{_step_row(step, epoch, lr, loss)}{self._empty_val}\n")
+        self._metrics.add(f"{_step_row(step, epoch, lr, loss)}{self._empty_val}\n")
         now = time.monotonic()
         if now - self._last_flush >= FLUSH_SECONDS:
             self.flush(now)
 
     def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         values = ",".join(_num(metrics[k]) if k in metrics else "" for k in self.val_names)
-        self._rows.append(f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,,{values}\n")  # no epochs: empty
+        self._metrics.add(f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,,{values}\n")  # no epochs: empty
         self.flush()
 
     def add_event(self, event: Event) -> None:
         if self.closed:
             return
         data = {k: _json_safe(v) for k, v in event.to_dict().items()}
-        self._events.write(json.dumps(data, default=str, allow_nan=False) + "\n")
-        self._events.flush()
+        self._events.add(json.dumps(data, default=str, allow_nan=False) + "\n")
+        self._write()
 
     def flush(self, now: float | None = None) -> None:
         if self.closed:
             return
-        if self._rows:
-            self._metrics.write("".join(self._rows))
-            self._rows.clear()
-        self._metrics.flush()
+        self._write()
         self._last_flush = time.monotonic() if now is None else now
+
+    def _write(self) -> None:
+        ok = self._events.flush() & self._metrics.flush()
+        if ok:
+            if self.trouble is not None:
+                self.trouble = None
+                self._said = False
+                if self.on_trouble is not None:
+                    self.on_trouble(None)
+            return
+        error = self._metrics.error or self._events.error
+        self._report(f"{error}; rows and events wait in memory (up to {BACKLOG_BYTES >> 20} MiB each) "
+                     "and are written when there is room")  # fmt: skip
+
+    def _report(self, text: str) -> None:
+        self.trouble = text
+        if not self._said:
+            self._said = True  # before the call: the warning it logs comes back here
+            if self.on_trouble is not None:
+                self.on_trouble(text)
+
+    @property
+    def backlog(self) -> int:
+        """Bytes waiting for the disk."""
+        return len(self._metrics.pending) + len(self._events.pending)
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped because the backlog was full."""
+        return self._metrics.dropped + self._events.dropped
 
     def close(self) -> None:
         if self.closed:
@@ -185,10 +218,7 @@ def write_lr_find(run_dir: str | Path, rows: list[tuple[float, float, float]]) -
     """``RUN_DIR/lr_find.csv``: header ``lr,loss,smoothed``, one row per batch of an LR range test."""
     path = Path(run_dir) / LR_FIND_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("lr,loss,smoothed\n" + "".join(f"{_num(a)},{_num(b)},{_num(c)}\n" for a, b, c in rows), "utf-8")
-    os.replace(tmp, path)
-    return path
+    return replace_text(path, "lr,loss,smoothed\n" + "".join(f"{_num(a)},{_num(b)},{_num(c)}\n" for a, b, c in rows))
 
 
 def race_path(run_dir: str | Path, number: int, name: str) -> Path:
@@ -201,10 +231,7 @@ def write_race_rows(run_dir: str | Path, number: int, name: str, rows: list[tupl
     path = race_path(run_dir, number, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(f"{_step_row(*row)}\n" for row in rows)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("step,epoch,lr,loss\n" + lines, "utf-8")
-    os.replace(tmp, path)
-    return path
+    return replace_text(path, "step,epoch,lr,loss\n" + lines)
 
 
 def read_lr_find(run_dir: str | Path) -> list[tuple[float, float, float]]:
@@ -250,9 +277,39 @@ def run_info(config: dict[str, Any], timeline: dict[str, Any], started_at: float
             "python": sys.version.split()[0],
         },
         "platform": platform.platform(),
-        "argv": sys.argv,
+        "argv": masked_argv(sys.argv),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
     }
+
+
+SECRET_WORDS = ("token", "key", "apikey", "secret", "password", "passwd", "pwd")
+MASK = "***"
+
+
+def _secret_name(name: str) -> bool:
+    """Whether an option's name says it holds a secret: ``--hf-token``, ``--wandb_api_key``, ``PASSWORD``."""
+    parts = re.split(r"[-_.]+", name.lstrip("-").lower())
+    return any(part in SECRET_WORDS or part.endswith(("token", "secret", "password")) for part in parts if part)
+
+
+def masked_argv(argv: list[str]) -> list[str]:
+    """``argv`` as ``run.json`` keeps it: the values of options whose names say token, key, secret or password
+    masked (``--hf-token=***``, ``--api-key ***``, ``PASSWORD=***``), the rest as given."""
+    out: list[str] = []
+    mask_next = False
+    for arg in argv:
+        if mask_next and not arg.startswith("-"):
+            out.append(MASK)
+            mask_next = False
+            continue
+        mask_next = False
+        name, sep, _value = arg.partition("=")
+        if sep and _secret_name(name):
+            out.append(f"{name}={MASK}")
+        else:
+            out.append(arg)
+            mask_next = arg.startswith("-") and not sep and _secret_name(arg)
+    return out
 
 
 def lrwatch_version() -> str:

@@ -129,7 +129,8 @@ def take_over(engine: Any, command: Switch) -> None:
 def checkpoint(engine: Any, _command: Checkpoint) -> None:
     if engine.checkpoint("request") is None and (engine.sync is None or engine.sync.leader):  # rank 0 saves
         if engine.checkpointer is not None:
-            raise SpecError("the checkpoint could not be written (the warning says why)")
+            raise SpecError(f"checkpoint not saved: {engine.checkpoint_error or 'it could not be written'}"
+                            " (the previous one is intact; training goes on)")  # fmt: skip
         raise SpecError("no checkpoint: pass model= to lrwatch.watch() to enable checkpoints")
 
 

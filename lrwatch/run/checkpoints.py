@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lrwatch.protocol.commands import Command, command_from_dict
+from lrwatch.record.safefile import replace_text
 from lrwatch.schedule.spec import SpecError
 from lrwatch.schedule.timeline import Timeline
 
@@ -174,8 +175,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an unsafe or corrupt pickle: refuse it, name the reason in one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused, it does not load with weights_only=True ({reason})") from None
+        raise CheckpointError(f"{path}: refused, it does not load with weights_only=True ({_refusal(exc)})") from None
     if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
         raise CheckpointError(f"{path}: not an lrwatch checkpoint (format {CHECKPOINT_FORMAT})")
     if state["format"] == 1:  # lrwatch's state was at the top level
@@ -184,13 +184,58 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return state
 
 
+def _refusal(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused, in one line: the global it refused, when it says."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        found = re.search(r"GLOBAL ([\w.]+)", line)
+        if found:
+            return f"it holds {found.group(1)}, a global that weights_only=True refuses"
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def check_resume(state: dict[str, Any], *, model: Any, optimizer: Any, total_steps: int | None) -> None:
+    """Refuse (``CheckpointError``, one line) a resume that cannot go on, before anything is changed: a model
+    or optimizer state of another model, a missing RNG state, a step past the run's end."""
+    step, _timeline, _scheduled = parse_state(state["lrwatch"])
+    if step < 0 or (total_steps is not None and step > total_steps):
+        raise CheckpointError(f"its step {step:,} is past the run's end ({total_steps:,} steps): not this run's")
+    if model is not None and state.get("model") is not None:
+        _check_model(model.state_dict(), state["model"])
+        if not isinstance(state.get("rng"), dict) or not {"torch", "numpy", "python"} <= set(state["rng"]):
+            raise CheckpointError("it holds no RNG state (torch, numpy, Python): it would not continue exactly")
+    if state.get("optimizer") is not None:
+        _check_optimizer(optimizer.state_dict(), state["optimizer"])
+
+
+def _check_model(mine: dict[str, Any], saved: Any) -> None:
+    if not isinstance(saved, dict):
+        raise CheckpointError("its model state is not a state dict")
+    missing, unexpected = sorted(set(mine) - set(saved)), sorted(set(saved) - set(mine))
+    if missing or unexpected:
+        parts = [f"{label} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]  # fmt: skip
+        raise CheckpointError(f"it is a checkpoint of another model ({'; '.join(parts)})")
+    for key, tensor in mine.items():
+        theirs = saved[key]
+        if hasattr(tensor, "shape") and tuple(getattr(theirs, "shape", ())) != tuple(tensor.shape):
+            got, want = tuple(getattr(theirs, "shape", ())), tuple(tensor.shape)
+            raise CheckpointError(f"it is a checkpoint of another model ({key} is {got} there, {want} here)")
+
+
+def _check_optimizer(mine: dict[str, Any], saved: Any) -> None:
+    try:
+        theirs = [len(group["params"]) for group in saved["param_groups"]]
+    except (TypeError, KeyError):
+        raise CheckpointError("its optimizer state is not an optimizer's state dict") from None
+    ours = [len(group["params"]) for group in mine["param_groups"]]
+    if theirs != ours:
+        raise CheckpointError(f"its optimizer has parameter groups of {theirs} tensors, this one {ours}")
+
+
 def save_state_file(run_dir: str | Path, state: dict[str, Any]) -> Path:
     """``RUN_DIR/lrwatch_state.json``: lrwatch's own state (``Monitor.state_dict()``), written atomically."""
-    path = Path(run_dir) / STATE_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return replace_text(Path(run_dir) / STATE_NAME, json.dumps(state, allow_nan=False) + "\n")
 
 
 def recorded_state(run_dir: str | Path) -> dict[str, Any]:

@@ -72,6 +72,8 @@ class Engine:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log = RunLog(self.run_dir, val_names, resume_at=start_step or None)
         self.history = self.log.history
+        if self.log.writer is not None:
+            self.log.writer.on_trouble = self._disk_trouble
         self.config = dict(config or {})
         self.checkpointer = checkpointer
         self.lr_finder: Callable[[], Any] | None = None  # Monitor.find_lr when lrwatch can run steps itself
@@ -81,6 +83,7 @@ class Engine:
         watch = DivergenceWatch(divergence, snapshotter) if divergence is not None else None
         self.divergence = DivergenceResponse(self, watch)  # a diverged loss: pause, stop or roll back
         self.stop_reason: str | None = None
+        self.checkpoint_error: str | None = None  # why the last checkpoint could not be written
         self.completed = False  # the run reached the end of its schedule (a cooldown's last step)
         self._ends_at = timeline.ends_at  # kept with the timeline: the step boundary reads it every step
         self.plateau = PlateauWatch(self)  # a plateau schedule's evaluations
@@ -192,6 +195,13 @@ class Engine:
         """Log a ``warning`` event (shown in the monitor and the headless lines)."""
         self.emit("warning", message=message)
 
+    def _disk_trouble(self, text: str | None) -> None:
+        """The run directory could not be written (``text``), or can be again (``None``): one event each."""
+        if text is not None:
+            self.warn(text)
+        else:
+            self.emit("warning", message="the run directory is written again: what waited is on disk")
+
     def record(self, kind: EventKind, **data: Any) -> Event:
         """Log an event of the loop's own (``lr_find``) at the current step, in the training thread."""
         return self.emit(kind, **data)
@@ -271,16 +281,28 @@ class Engine:
             self.state = "finished" if self.completed else "stopped"
         else:
             self.state = "finished"
+        writer = self.log.writer
+        if writer is not None:
+            writer.flush()  # a disk that has room again takes what waited
+        if writer is not None and writer.trouble is not None:
+            self.warn(f"{writer.backlog:,} bytes of rows and events are not on disk ({writer.trouble})")
         self.emit("finish", status=self.state)
         self.log.close()
         self.control.remove()
 
     def checkpoint(self, reason: str = "request") -> Path | None:
         """Save a checkpoint now (a step boundary) through the checkpointer; log it. ``None``: none set."""
+        self.checkpoint_error = None
         if self.checkpointer is None:
             return None
         self.log.flush()
-        path = self.checkpointer(reason)
+        try:
+            path = self.checkpointer(reason)
+        except OSError as exc:  # a full disk, a read-only run directory: training goes on, the last one intact
+            self.checkpoint_error = str(exc)
+            if reason != "request":  # a request's refusal is its rejected event, which says the same
+                self.warn(f"the {reason} checkpoint was not saved: {exc} (the previous one is intact)")
+            return None
         if path is not None:  # None: it could not be written, and said why
             self.emit("checkpoint", path=str(path), reason=reason)
         return path

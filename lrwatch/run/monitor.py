@@ -18,6 +18,7 @@ from typing import Any
 
 from lrwatch.protocol.commands import Race
 from lrwatch.record.rundir import write_lr_find
+from lrwatch.record.safefile import WriteError, replace_file
 from lrwatch.run.checkpoints import CHECKPOINT_FORMAT, STATE_FORMAT, checkpoint_name, parse_state, rng_state, state_of
 from lrwatch.run.distributed import rank_error
 from lrwatch.run.engine import Engine
@@ -152,7 +153,10 @@ class Monitor:
         finally:
             engine.control.suspended = False
         if engine.run_dir is not None:
-            write_lr_find(engine.run_dir, test.rows())
+            try:
+                write_lr_find(engine.run_dir, test.rows())
+            except WriteError as exc:
+                engine.warn(f"lr_find.csv not written ({exc}); the test's curve is in its event")
         engine.record(
             "lr_find",
             steepest=test.steepest,
@@ -246,10 +250,7 @@ class Monitor:
             "extra": {name: state_of(obj) for name, obj in self.extra_state.items()},
         }
         path = engine.run_dir / checkpoint_name(reason, engine.step_index)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        return path
+        return replace_file(path, lambda f: torch.save(state, f))  # WriteError: the engine says why
 
 
 def run_state(engine: Engine) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import numpy as np
 
 from lrwatch.protocol.commands import MAX_RACE_CANDIDATES, Command, Race, RaceEnd, Stop
 from lrwatch.record.rundir import write_race_rows
+from lrwatch.record.safefile import WriteError
 from lrwatch.run.checkpoints import HostState, tensor_bytes
 from lrwatch.schedule.choices import comparison_horizon, comparison_specs, same_as
 from lrwatch.schedule.spec import SpecError, parse_spec
@@ -263,7 +264,10 @@ class RaceRun:
             k = candidate.timeline.steps_per_epoch
             rows = [(self.fork + i, (self.fork + i) / k if self.engine.epochs_known else math.nan, lr, loss)
                     for i, (lr, loss) in enumerate(zip(candidate.lrs, candidate.losses, strict=True))]  # fmt: skip
-            write_race_rows(self.engine.run_dir, self.number, f"{self.index}-{candidate.name}", rows)
+            try:
+                write_race_rows(self.engine.run_dir, self.number, f"{self.index}-{candidate.name}", rows)
+            except WriteError as exc:
+                self.engine.warn(f"race rows not written ({exc}); the race goes on")
         return None
 
     def _poll(self, wait: float) -> tuple[Command, Any] | None:
