@@ -212,7 +212,7 @@ def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
     for row in read_metric_rows(run_dir / "metrics.csv"):
         if len(row) == 4:
             if row[0] < before_step:
-                engine.history.append(*row)
+                engine.history.append(*row, row.metrics)
         elif row[0] <= before_step:
             engine.history.append_epoch(*row)
 

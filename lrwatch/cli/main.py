@@ -350,7 +350,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"lrwatch export: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    written = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    written = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n or kind != "metrics")
     print(f"lrwatch export: {args.run_dir} → {args.tensorboard} ({written}); tensorboard --logdir {args.tensorboard}")
     return 0
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lrwatch.record.columns import Epochs, Floats, Steps
+
 STEP_COLUMNS = ("epoch", "lr", "loss")
 
 
@@ -112,76 +114,154 @@ class Snapshot:
     val: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-class MetricHistory:
-    """Per-step ``step, epoch, lr, loss`` and per-epoch validation metrics."""
+class Series:
+    """One step-level metric (``grad_norm``, ``acc``, ...): the steps it was logged at and its values."""
 
-    def __init__(self, val_names: tuple[str, ...] = ("val_loss", "val_acc"), capacity: int = 4096) -> None:
+    def __init__(self) -> None:
+        self.steps = Steps()
+        self.values = Floats()
+        self.extrema = BlockExtrema()
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def nbytes(self) -> int:
+        return self.steps.nbytes() + self.values.nbytes()
+
+
+class MetricHistory:
+    """Per-step ``step, epoch, lr, loss``, any per-step metrics (each its own series: a metric logged every
+    50 steps holds 50× fewer rows), and per-epoch metrics (validation), in chunked columns
+    (:mod:`lrwatch.record.columns`: 16 B a step row)."""
+
+    def __init__(self, val_names: tuple[str, ...] = ("val_loss", "val_acc"), capacity: int = 0) -> None:
+        del capacity  # chunks grow by themselves
         self._lock = threading.Lock()
         self._n = 0
-        self._steps = np.empty(capacity, dtype=np.int64)
-        self._cols = {name: np.empty(capacity, dtype=np.float64) for name in STEP_COLUMNS}
+        self._steps = Steps()
+        self._epochs = Epochs()
+        self._cols = {"lr": Floats(), "loss": Floats()}
         self.val_names = tuple(val_names)
         self._val_steps: list[int] = []
         self._val_epochs: list[float] = []
         self._val: dict[str, list[float]] = {name: [] for name in self.val_names}
+        self._metrics: dict[str, Series] = {}
         self._extrema = {name: BlockExtrema() for name in ("lr", "loss")}
         self.version = 0
 
     def __len__(self) -> int:
         return self._n
 
-    def _grow(self) -> None:
-        capacity = 2 * len(self._steps)
-        self._steps = np.resize(self._steps, capacity)
-        self._cols = {k: np.resize(v, capacity) for k, v in self._cols.items()}
-
-    def append(self, step: int, epoch: float, lr: float, loss: float) -> None:
+    def nbytes(self) -> int:
+        """Bytes held by the columns (chunks allocated, the last one counted whole)."""
         with self._lock:
-            if self._n == len(self._steps):
-                self._grow()
-            i = self._n
-            self._steps[i] = step
-            self._cols["epoch"][i] = epoch
-            self._cols["lr"][i] = lr
-            self._cols["loss"][i] = loss
-            self._n = i + 1
+            own = self._steps.nbytes() + self._epochs.nbytes() + sum(c.nbytes() for c in self._cols.values())
+            return own + sum(s.nbytes() for s in self._metrics.values())
+
+    def append(self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None) -> None:
+        with self._lock:
+            self._steps.append(step)
+            self._epochs.append(step, epoch, self._steps)
+            self._cols["lr"].append(lr)
+            self._cols["loss"].append(loss)
+            self._n += 1
+            if metrics:
+                self._add_metrics(step, metrics)
+            self.version += 1
+
+    def _add_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            series = self._metrics.get(name)
+            if series is None:
+                series = self._metrics[name] = Series()
+            series.steps.append(step)
+            series.values.append(value)
+
+    def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Step-level metrics of ``step`` without a step row (a framework's logging step, sampled readings)."""
+        with self._lock:
+            self._add_metrics(step, metrics)
             self.version += 1
 
     def extend(self, steps: np.ndarray, epochs: np.ndarray, lrs: np.ndarray, losses: np.ndarray) -> None:
         """Append many rows at once (a run's history arriving over its socket)."""
-        count = len(steps)
         with self._lock:
-            while self._n + count > len(self._steps):
-                self._grow()
-            i, j = self._n, self._n + count
-            self._steps[i:j] = steps
-            self._cols["epoch"][i:j] = epochs
-            self._cols["lr"][i:j] = lrs
-            self._cols["loss"][i:j] = losses
-            self._n = j
+            self._steps.extend(steps)
+            self._epochs.extend(epochs, self._steps)
+            self._cols["lr"].extend(lrs)
+            self._cols["loss"].extend(losses)
+            self._n += len(steps)
+            self.version += 1
+
+    def extend_metric(self, name: str, steps: np.ndarray, values: np.ndarray) -> None:
+        """Append many points of one step-level metric (its steps after those it holds)."""
+        with self._lock:
+            series = self._metrics.get(name)
+            if series is None:
+                series = self._metrics[name] = Series()
+            series.steps.extend(steps)
+            series.values.extend(values)
             self.version += 1
 
     def append_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         with self._lock:
+            for name in metrics:
+                if name not in self._val:
+                    self._val[name] = [np.nan] * len(self._val_steps)
             self._val_steps.append(step)
             self._val_epochs.append(epoch)
-            for name in self.val_names:
-                self._val[name].append(float(metrics.get(name, np.nan)))
+            for name, values in self._val.items():
+                values.append(float(metrics.get(name, np.nan)))
             self.version += 1
 
     def column(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """A copy of ``step`` or one of ``epoch, lr, loss`` for rows ``start:stop``."""
         with self._lock:
             stop = self._n if stop is None else min(stop, self._n)
-            source = self._steps if name == "step" else self._cols[name]
-            return source[start:stop].copy()
+            if name == "step":
+                return self._steps[start:stop]
+            if name == "epoch":
+                return self._epochs.get(slice(start, stop), self._steps)
+            return self._cols[name][start:stop]
+
+    def metric_names(self) -> list[str]:
+        """The step-level metrics logged so far, in the order they first came."""
+        with self._lock:
+            return list(self._metrics)
+
+    def metric(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of a step-level metric from its point ``start`` on (empty if never logged)."""
+        with self._lock:
+            series = self._metrics.get(name)
+            if series is None:
+                return np.empty(0, dtype=np.int64), np.empty(0)
+            n = len(series)
+            return series.steps[start:n], series.values[start:n]
+
+    def metric_snapshot(self, name: str, max_points: int, since_step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of one step-level metric, decimated as :meth:`snapshot` does the loss."""
+        with self._lock:
+            series = self._metrics.get(name)
+            if series is None:
+                return np.empty(0, dtype=np.int64), np.empty(0)
+            n = len(series)
+            start = series.steps.searchsorted(since_step) if since_step is not None else 0
+            series.extrema.update(series.values, n)
+            rows, values = decimate_series(series.values, series.extrema, start, n, max_points)
+            return series.steps[rows], values
 
     def last(self) -> dict[str, float] | None:
         with self._lock:
             if self._n == 0:
                 return None
             i = self._n - 1
-            return {"step": int(self._steps[i]), **{k: float(v[i]) for k, v in self._cols.items()}}
+            epoch = float(self._epochs.get(np.array([i]), self._steps)[0])
+            return {"step": int(self._steps[i]), "epoch": epoch, **{k: float(v[i]) for k, v in self._cols.items()}}
+
+    def last_metrics(self) -> dict[str, tuple[int, float]]:
+        """Each step-level metric's last ``(step, value)``."""
+        with self._lock:
+            return {k: (int(s.steps[-1]), float(s.values[-1])) for k, s in self._metrics.items() if len(s)}
 
     def validation(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """``(steps, epochs, {metric: values})`` of every epoch end."""
@@ -201,7 +281,7 @@ class MetricHistory:
             n, version = self._n, self.version
             start = 0
             if since_step is not None and n:
-                start = int(np.searchsorted(self._steps[:n], since_step))
+                start = self._steps.searchsorted(since_step)
             picked = {}
             for name in ("lr", "loss"):
                 self._extrema[name].update(self._cols[name], n)
@@ -215,12 +295,12 @@ class MetricHistory:
     def steps_at(self, rows: np.ndarray) -> np.ndarray:
         """The steps of the given rows."""
         with self._lock:
-            return self._steps[rows]
+            return self._steps[np.asarray(rows, dtype=np.int64)]
 
     def row_of(self, step: int) -> int:
         """The first row at or after ``step``."""
         with self._lock:
-            return int(np.searchsorted(self._steps[: self._n], step))
+            return min(self._steps.searchsorted(step), self._n)
 
 
 class Ema:

@@ -2,9 +2,10 @@
 
 ``metrics.csv`` has one row per optimizer step (``step`` is its 0-based index, ``epoch`` its
 fractional position ``step / steps_per_epoch``, ``lr`` the LR it used, ``loss`` its training
-loss) and one row per epoch end (``step`` = steps done, ``epoch`` = epochs done, ``lr`` and
-``loss`` empty, the validation columns filled). Rows are buffered and flushed at least once a
-second; events are written and flushed as they happen; :meth:`RunWriter.close` flushes on
+loss, and any metric it was logged with in that metric's own column) and one row per epoch end
+(``step`` = steps done, ``epoch`` = epochs done, ``lr`` and ``loss`` empty, its metrics filled). A metric
+first seen mid-run adds its column (the file rewritten atomically). Rows are buffered and flushed at
+least once a second; events are written and flushed as they happen; :meth:`RunWriter.close` flushes on
 every exit path.
 """
 
@@ -60,7 +61,18 @@ def _step_row(step: int, epoch: float, lr: float, loss: float) -> str:
     return f"{step},{_num(epoch) if math.isfinite(epoch) else ''},{_num(lr)},{_num(loss)}"
 
 
+FIXED_COLUMNS = ("step", "epoch", "lr", "loss")
+
+
 class RunWriter:
+    """``metrics.csv`` (one column per metric, widened when a name first comes), ``events.jsonl``, ``run.json``.
+
+    Step rows wait in memory as tuples and become text at a flush (at least once a second, at every epoch
+    end, pause and exit path), so a step costs an append. A metric name first seen mid-run rewrites the
+    file with the wider header (a temporary file, then ``os.replace``: a reader sees the old or the new
+    file, never half of one); the rows already written get empty cells there.
+    """
+
     def __init__(
         self, run_dir: str | Path, val_names: tuple[str, ...] = ("val_loss", "val_acc"), resume_at: int | None = None
     ) -> None:
@@ -68,39 +80,81 @@ class RunWriter:
         self.path = Path(run_dir)
         self.path.mkdir(parents=True, exist_ok=True)
         self.val_names = tuple(val_names)
-        header = ",".join(("step", "epoch", "lr", "loss", *self.val_names)) + "\n"
-        metrics_path = self.path / "metrics.csv"
+        metrics_path = self.metrics_path = self.path / "metrics.csv"
+        self.extra: list[str] = list(self.val_names)  # the columns after step,epoch,lr,loss
         if resume_at is not None and metrics_path.exists():
-            kept = [header, *_rows_before(metrics_path, resume_at)]
+            columns = _header(metrics_path)
+            if columns[:4] == list(FIXED_COLUMNS):
+                self.extra = [*columns[4:], *(n for n in self.val_names if n not in columns[4:])]
+            kept = [self._header_line(), *_rows_before(metrics_path, resume_at, len(self.extra))]
             tmp = self.path / "metrics.csv.tmp"
             tmp.write_text("".join(kept), encoding="utf-8")
             os.replace(tmp, metrics_path)
             self._metrics = open(metrics_path, "a", encoding="utf-8", newline="")
         else:
             self._metrics = open(metrics_path, "w", encoding="utf-8", newline="")
-            self._metrics.write(header)
+            self._metrics.write(self._header_line())
             self._metrics.flush()  # a run killed before its first second still opens
+        self._index = {name: i for i, name in enumerate(self.extra)}
         self._events = open(self.path / "events.jsonl", "a" if resume_at is not None else "w", encoding="utf-8")
-        self._empty_val = "," * len(self.val_names)
-        self._rows: list[str] = []
+        self._pending: list[tuple[Any, ...]] = []  # (step, epoch, lr, loss, metrics | None), or an epoch row's text
         self._last_flush = time.monotonic()
         self.closed = False
+
+    def _header_line(self) -> str:
+        return ",".join((*FIXED_COLUMNS, *self.extra)) + "\n"
 
     def write_run_info(self, info: dict[str, Any]) -> None:
         tmp = self.path / "run.json.tmp"
         tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
         os.replace(tmp, self.path / "run.json")
 
-    def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
-        self._rows.append(f"{_step_row(step, epoch, lr, loss)}{self._empty_val}\n")
+    def add_step(self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None) -> None:
+        self._pending.append((step, epoch, lr, loss, metrics))
         now = time.monotonic()
         if now - self._last_flush >= FLUSH_SECONDS:
             self.flush(now)
 
     def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
-        values = ",".join(_num(metrics[k]) if k in metrics else "" for k in self.val_names)
-        self._rows.append(f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,,{values}\n")  # no epochs: empty
+        self._pending.append((step, epoch, None, None, metrics))
         self.flush()
+
+    def _text(self, row: tuple[Any, ...]) -> str:
+        step, epoch, lr, loss, metrics = row
+        cells = [""] * len(self.extra)
+        if metrics:
+            index = self._index
+            for name, value in metrics.items():
+                cells[index[name]] = _num(value)
+        if lr is None:  # an epoch row: lr and loss empty
+            head = f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,"
+        else:
+            head = _step_row(step, epoch, lr, loss)
+        return head + ("," + ",".join(cells) if cells else "") + "\n"
+
+    def _widen(self) -> None:
+        """New metric names in the pending rows: the file rewritten with them as new columns."""
+        new: list[str] = []
+        for row in self._pending:
+            for name in row[4] or ():
+                if name not in self._index and name not in new:
+                    new.append(name)
+        if not new:
+            return
+        self._metrics.flush()
+        self._metrics.close()
+        pad = "," * len(new)
+        self.extra += new
+        self._index = {name: i for i, name in enumerate(self.extra)}
+        tmp = self.path / "metrics.csv.tmp"
+        with self.metrics_path.open(encoding="utf-8", newline="") as src, tmp.open("w", encoding="utf-8") as dst:
+            next(src, None)
+            dst.write(self._header_line())
+            for line in src:
+                if line.endswith("\n"):
+                    dst.write(line[:-1] + pad + "\n")
+        os.replace(tmp, self.metrics_path)
+        self._metrics = open(self.metrics_path, "a", encoding="utf-8", newline="")
 
     def add_event(self, event: Event) -> None:
         if self.closed:
@@ -112,9 +166,10 @@ class RunWriter:
     def flush(self, now: float | None = None) -> None:
         if self.closed:
             return
-        if self._rows:
-            self._metrics.write("".join(self._rows))
-            self._rows.clear()
+        if self._pending:
+            self._widen()
+            self._metrics.write("".join(map(self._text, self._pending)))
+            self._pending.clear()
         self._metrics.flush()
         self._last_flush = time.monotonic() if now is None else now
 
@@ -131,26 +186,52 @@ def _float(text: str) -> float:
     return float(text) if text else math.nan
 
 
-MetricRow = tuple[int, float, float, float] | tuple[int, float, dict[str, float]]
+class StepRow(tuple):
+    """A step row, ``(step, epoch, lr, loss)``, with the metrics logged with it in :attr:`metrics`."""
+
+    metrics: dict[str, float]
+
+    def __new__(cls, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float]) -> StepRow:
+        row = super().__new__(cls, (step, epoch, lr, loss))
+        row.metrics = metrics
+        return row
+
+
+EpochRow = tuple[int, float, dict[str, float]]
+MetricRow = StepRow | EpochRow
+
+
+def is_epoch_row(row: MetricRow) -> bool:
+    """An epoch end's row (``(step, epoch, metrics)``), not a step's."""
+    return len(row) == 3
 
 
 def parse_metrics_line(columns: list[str], line: str) -> MetricRow:
-    """One data line of ``metrics.csv`` (header ``columns``): ``(step, epoch, lr, loss)`` for a step
-    row, ``(step, epoch, {metric: value})`` for an epoch row (its loss is empty). ``ValueError`` if not."""
+    """One data line of ``metrics.csv`` (header ``columns``): a :class:`StepRow` ``(step, epoch, lr, loss)`` with
+    its ``metrics`` (the filled cells after ``loss``), or ``(step, epoch, {metric: value})`` for an epoch row
+    (its loss is empty). ``ValueError`` if not."""
     fields = line.rstrip("\r").split(",")
     if len(fields) != len(columns):
         raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
     step, epoch = int(fields[0]), _float(fields[1])
+    metrics = {name: float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}
     if fields[3]:
-        return step, epoch, _float(fields[2]), float(fields[3])
-    return step, epoch, {name: _float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}
+        return StepRow(step, epoch, _float(fields[2]), float(fields[3]), metrics)
+    return step, epoch, metrics
 
 
-def _rows_before(metrics_path: Path, step: int) -> list[str]:
-    """Complete step rows before ``step`` and epoch rows up to it (a cut-off or unparsable line is dropped)."""
+def _header(metrics_path: Path) -> list[str]:
+    with metrics_path.open(encoding="utf-8") as f:
+        return next(f, "").strip().split(",")
+
+
+def _rows_before(metrics_path: Path, step: int, width: int | None = None) -> list[str]:
+    """Complete step rows before ``step`` and epoch rows up to it (a cut-off or unparsable line is dropped),
+    padded to ``width`` columns after ``loss``."""
     kept = []
     with metrics_path.open(encoding="utf-8") as f:
         columns = next(f, "").strip().split(",")
+        pad = "," * max((width or 0) - (len(columns) - 4), 0)
         for line in f:
             if not line.endswith("\n"):
                 break
@@ -158,8 +239,8 @@ def _rows_before(metrics_path: Path, step: int) -> list[str]:
                 row = parse_metrics_line(columns, line.rstrip("\n"))
             except ValueError:
                 continue
-            if row[0] < step or (len(row) == 3 and row[0] <= step):
-                kept.append(line)
+            if row[0] < step or (is_epoch_row(row) and row[0] <= step):
+                kept.append(line[:-1] + pad + "\n")
     return kept
 
 
@@ -280,5 +361,5 @@ def steps_done(run_dir: str | Path) -> int | None:
             row = parse_metrics_line(columns, line.decode("utf-8", errors="replace"))
         except ValueError:
             continue
-        return row[0] + 1 if len(row) == 4 else row[0]  # a step row's index; an epoch row's steps done
+        return row[0] if is_epoch_row(row) else row[0] + 1  # an epoch row's steps done; a step row's index
     return None

@@ -54,10 +54,10 @@ class RunLog:
         """Events so far."""
         return len(self._events)
 
-    def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
-        self.history.append(step, epoch, lr, loss)
+    def add_step(self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None) -> None:
+        self.history.append(step, epoch, lr, loss, metrics)
         if self.writer is not None:
-            self.writer.add_step(step, epoch, lr, loss)
+            self.writer.add_step(step, epoch, lr, loss, metrics)
 
     def add_epoch(self, step: int, epoch: float, values: dict[str, float]) -> None:
         self.history.append_epoch(step, epoch, values)
