@@ -1,0 +1,184 @@
+"""Any metric, from any entry point: stored in metrics.csv by name, exported as one TensorBoard tag each."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorboard")  # make test installs the extra
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from lrwatch.live.host import Host, using_host  # noqa: E402
+from lrwatch.record.reader import RunReader  # noqa: E402
+from lrwatch.record.rundir import RunWriter  # noqa: E402
+from lrwatch.run.losses import DeviceLosses  # noqa: E402
+from tests.test_losses import FakeCopier, FakeGpuLoss  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OWN_LOOP = """
+import json, sys, torch, lrwatch
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 3)
+opt = torch.optim.SGD(model.parameters(), lr=0.5)
+x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+monitor = lrwatch.watch(opt, steps_per_epoch=10, epochs=3, run_dir=sys.argv[1])
+seen = {"grad_norm": {}, "acc": {}, "late": {}, "val_f1": {}}
+for epoch in range(3):
+    for i in range(10):
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        opt.zero_grad(); loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)  # a 0-d tensor
+        opt.step()
+        acc = (out.argmax(1) == y).float().mean()
+        step = monitor.step_index
+        seen["grad_norm"][step], seen["acc"][step] = grad_norm.item(), acc.item()
+        late = {}
+        if epoch >= 1:  # a metric first logged mid-run
+            late["late"] = seen["late"][step] = 0.25 * i
+        monitor.step(loss, grad_norm=grad_norm, acc=acc, **late)
+    seen["val_f1"][monitor.step_index] = 0.5 + epoch
+    monitor.epoch_end(val_loss=loss.item(), val_f1=torch.tensor(0.5 + epoch))
+monitor.close()
+json.dump(seen, open(sys.argv[2], "w"))
+"""
+
+
+def _scalars(tb: Path) -> EventAccumulator:
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def _export(run_dir: Path, tb: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "lrwatch.cli", "export", str(run_dir), "--tensorboard", str(tb)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
+def test_own_loop_metrics_reach_metrics_csv_and_tensorboard_one_tag_each(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(OWN_LOOP)
+    run_dir, seen_path = tmp_path / "run", tmp_path / "seen.json"
+    env = {"LRWATCH_NO_SOCKET": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script), str(run_dir), str(seen_path)], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = {name: {int(k): v for k, v in values.items()} for name, values in json.loads(seen_path.read_text()).items()}
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))  # one call, as pandas.read_csv would
+    assert list(rows[0]) == ["step", "epoch", "lr", "loss", "val_loss", "val_acc", "grad_norm", "acc", "val_f1", "late"]
+    steps = [r for r in rows if r["loss"]]
+    assert [int(r["step"]) for r in steps] == list(range(30))
+    for name in ("grad_norm", "acc", "late"):
+        logged = {int(r["step"]): float(r[name]) for r in steps if r[name]}
+        assert logged == seen[name]  # exact: repr of the float the loop saw
+    assert all(r["late"] == "" for r in steps[:10])  # written before the column existed: empty, nothing lost
+    tb = tmp_path / "tb"
+    _export(run_dir, tb)
+    events = _scalars(tb)
+    for name in ("grad_norm", "acc", "late", "val_f1"):
+        got = {e.step: e.value for e in events.Scalars(name)}
+        assert sorted(got) == sorted(seen[name])
+        assert np.allclose([got[s] for s in sorted(got)], [seen[name][s] for s in sorted(got)], rtol=1e-6)
+
+
+def test_hf_trainer_grad_norm_of_every_step_exported_under_its_own_name(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from lrwatch.integrations.transformers import LRWatchCallback
+
+    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    model = transformers.GPT2LMHeadModel(config)  # built from a config: nothing downloaded
+
+    class Tokens:
+        def __len__(self) -> int:
+            return 24
+
+        def __getitem__(self, i: int) -> dict:
+            import torch
+
+            ids = (torch.arange(16) * (i % 5 + 1)) % 32
+            return {"input_ids": ids, "labels": ids}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4, learning_rate=5e-3,
+        max_grad_norm=0.5, logging_steps=1, eval_strategy="epoch", per_device_eval_batch_size=8, save_strategy="no",
+        report_to=[], disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
+    )  # fmt: skip
+    with using_host(Host(log=None, serve=False)):
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=Tokens(), eval_dataset=Tokens(),
+                                       callbacks=[LRWatchCallback(run_dir=tmp_path / "run")])  # fmt: skip
+        trainer.train()
+    logged = {h["step"] - 1: h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h}
+    assert len(logged) == trainer.state.global_step == 12
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    tb = tmp_path / "tb"
+    _export(tmp_path / "run", tb)
+    events = _scalars(tb)
+    got = {e.step: e.value for e in events.Scalars("grad_norm")}
+    assert sorted(got) == sorted(logged)
+    assert np.allclose([got[s] for s in sorted(got)], [logged[s] for s in sorted(got)], rtol=1e-6)
+    assert len(events.Scalars("val_loss")) == len(evals) == 2
+    assert "val_runtime" in events.Tags()["scalars"]  # every eval_* scalar, as val_*
+
+
+def test_a_widened_metrics_csv_is_followed_by_a_reader_without_duplicates(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path)
+    (tmp_path / "events.jsonl").touch()
+    for s in range(5):
+        writer.add_step(s, s / 5, 0.1, 1.0, {"a": float(s)})
+    writer.flush()
+    reader = RunReader(tmp_path)
+    assert len(reader.history) == 5
+    for s in range(5, 9):
+        writer.add_step(s, s / 5, 0.1, 1.0, {"a": float(s), "b": -float(s)})
+    writer.flush()
+    reader.poll()
+    assert reader.history.column("step").tolist() == list(range(9))
+    assert reader.history.metric("a")[1].tolist() == [float(s) for s in range(9)]
+    assert reader.history.metric("b")[0].tolist() == [5, 6, 7, 8]
+    writer.close()
+    resumed = RunWriter(tmp_path, resume_at=7)  # a resume keeps the wider header, drops rows from step 7
+    resumed.add_step(7, 7 / 5, 0.1, 2.0, {"b": 1.5})
+    resumed.close()
+    again = RunReader(tmp_path)
+    assert again.history.column("step").tolist() == list(range(8))
+    assert again.history.metric("b")[1].tolist() == [-5.0, -6.0, 1.5]
+
+
+def test_gpu_metrics_travel_in_the_losses_copy_without_a_sync() -> None:
+    copier = FakeCopier()
+    losses = DeviceLosses(copier, batch=4, batch_seconds=1.0)
+    losses.clock, losses._last_copy = (lambda: 0.0), 0.0  # a fast loop: copies by count only
+    FakeGpuLoss.syncs = 0
+    for s in range(8):
+        losses.push(FakeGpuLoss(float(s)), {"grad_norm": FakeGpuLoss(10.0 + s), "acc": 0.5} if s % 2 else None)
+    assert copier.started == [6, 6] and FakeGpuLoss.syncs == 0  # 4 losses and 2 steps' grad norms per copy
+    out = losses.drain()
+    assert out[0] == 0.0 and out[1] == (1.0, {"acc": 0.5, "grad_norm": 11.0})
+    assert [o if isinstance(o, float) else o[0] for o in out] == [float(s) for s in range(8)]
+
+
+def test_history_holds_a_million_steps_in_16_bytes_a_row() -> None:
+    from lrwatch.record.history import MetricHistory
+
+    history = MetricHistory()
+    n = 1_000_000
+    steps = np.arange(n)
+    history.extend(steps, steps / 1000, np.full(n, 0.1), np.ones(n))
+    assert history.nbytes() <= 16 * 2**20  # lr and loss as float64 (chunks of 65,536 rows); steps, epochs by rule
+    assert history.column("epoch", 999_990, 999_991)[0] == 999_990 / 1000
+    history.append(n + 5, math.nan, 0.1, 1.0)  # a gap, epochs unknown: that chunk keeps arrays
+    assert history.column("step", n - 1).tolist() == [n - 1, n + 5]
+    assert math.isnan(history.column("epoch", n)[0]) and history.row_of(n + 1) == n
