@@ -14,13 +14,13 @@ import pytest
 
 pytest.importorskip("tensorboard")  # make test installs the extra
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lrwatch.live.host import Host, using_host  # noqa: E402
-from lrwatch.record.reader import RunReader  # noqa: E402
-from lrwatch.record.rundir import RunWriter  # noqa: E402
-from lrwatch.run.losses import DeviceLosses  # noqa: E402
-from tests.test_losses import FakeCopier, FakeGpuLoss  # noqa: E402
+from lrwatch.live.host import Host, using_host
+from lrwatch.record.reader import RunReader
+from lrwatch.record.rundir import RunWriter
+from lrwatch.run.losses import DeviceLosses
+from tests.test_losses import FakeCopier, FakeGpuLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,3 +182,49 @@ def test_history_holds_a_million_steps_in_16_bytes_a_row() -> None:
     history.append(n + 5, math.nan, 0.1, 1.0)  # a gap, epochs unknown: that chunk keeps arrays
     assert history.column("step", n - 1).tolist() == [n - 1, n + 5]
     assert math.isnan(history.column("epoch", n)[0]) and history.row_of(n + 1) == n
+
+
+def test_lightning_step_and_epoch_metrics_reach_their_columns(tmp_path: Path) -> None:
+    pl = pytest.importorskip("lightning.pytorch")
+    import torch
+
+    from lrwatch.integrations.lightning import LRWatchCallback
+    from tests.conftest import run_rows
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.logged: list[float] = []
+
+        def training_step(self, batch, _index):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.layer(x), y)
+            mae = (self.layer(x) - y).abs().mean().detach()
+            self.logged.append(float(mae))
+            self.log("mae", mae)  # on_step by default in training
+            self.log("seen", float(len(self.logged)), on_step=True, on_epoch=True)  # seen_step and seen_epoch
+            return loss
+
+        def validation_step(self, batch, _index):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
+            self.log("val_mae", (self.layer(x) - y).abs().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 4, generator=g)
+    data = torch.utils.data.TensorDataset(x, x.sum(dim=1, keepdim=True))
+    module = Module()
+    trainer = pl.Trainer(max_epochs=2, callbacks=[LRWatchCallback("cosine", run_dir=tmp_path / "run")],
+                         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    with using_host(Host(log=None, serve=False)):
+        trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4), torch.utils.data.DataLoader(data))
+    steps, epochs, _ = run_rows(tmp_path / "run")
+    assert [r.metrics["mae"] for r in steps] == pytest.approx(module.logged, rel=1e-6)
+    assert [r.metrics["seen_step"] for r in steps] == list(range(1, 13))
+    assert [r[0] for r in epochs] == [6, 12]
+    assert all("val_mae" in r[2] and "val_loss" in r[2] and "seen_epoch" in r[2] for r in epochs)

@@ -25,7 +25,7 @@ CHUNK = 1 << SHIFT  # 65,536 rows
 MASK = CHUNK - 1
 
 
-def _gather(n: int, rows: np.ndarray, piece) -> np.ndarray:  # noqa: ANN001 - piece(chunk, offsets) -> values
+def _gather(n: int, rows: np.ndarray, piece) -> np.ndarray:
     """``col[rows]`` for any int rows (clipped to ``n``), one ``piece`` call per chunk touched."""
     rows = np.asarray(rows, dtype=np.int64)
     chunk_of = rows >> SHIFT
@@ -182,7 +182,7 @@ class Steps:
         rows = min(CHUNK, self.n - (c << SHIFT))
         array = self.arrays[c]
         if array is None:
-            inside = min(max(int(math.ceil(step - self.firsts[c])), 0), rows)
+            inside = min(max(math.ceil(step - self.firsts[c]), 0), rows)
         else:
             inside = int(np.searchsorted(array[:rows], step))
         return (c << SHIFT) + inside
@@ -209,7 +209,7 @@ class Epochs:
         return step / k if k else 0.0
 
     @staticmethod
-    def _infer(step: int, epoch: float) -> int | None | bool:
+    def _infer(step: int, epoch: float) -> int | bool | None:
         """The ``k`` this row shows (``0`` for NaN), ``None`` if any would do, ``False`` if none."""
         if math.isnan(epoch):
             return 0

@@ -238,7 +238,9 @@ class MetricHistory:
             n = len(series)
             return series.steps[start:n], series.values[start:n]
 
-    def metric_snapshot(self, name: str, max_points: int, since_step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def metric_snapshot(
+        self, name: str, max_points: int, since_step: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of one step-level metric, decimated as :meth:`snapshot` does the loss."""
         with self._lock:
             series = self._metrics.get(name)

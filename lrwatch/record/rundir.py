@@ -109,7 +109,9 @@ class RunWriter:
         tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
         os.replace(tmp, self.path / "run.json")
 
-    def add_step(self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None) -> None:
+    def add_step(
+        self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None
+    ) -> None:
         self._pending.append((step, epoch, lr, loss, metrics))
         now = time.monotonic()
         if now - self._last_flush >= FLUSH_SECONDS:

@@ -54,7 +54,9 @@ class RunLog:
         """Events so far."""
         return len(self._events)
 
-    def add_step(self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None) -> None:
+    def add_step(
+        self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None
+    ) -> None:
         self.history.append(step, epoch, lr, loss, metrics)
         if self.writer is not None:
             self.writer.add_step(step, epoch, lr, loss, metrics)
