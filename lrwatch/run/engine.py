@@ -94,7 +94,7 @@ class Engine:
         self.monitors = 0  # interactive monitors attached (the run's server counts them)
         self.sync: Any = None  # a distributed.RankSync under DDP: commands and stops agreed at sync steps
         self.gpu: Any = None  # a gpu.GpuProbe when the run trains on CUDA (sampled off this thread)
-        self._awaiting: deque[tuple[int, float, dict[str, float] | None]] = deque()  # (step, lr, metrics): loss on a GPU
+        self._awaiting: deque[tuple[int, float, dict[str, float] | None]] = deque()  # loss on a GPU
 
     # -- the UI side: any thread ------------------------------------------------------------
     @property
