@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from lrwatch.record.columns import Epochs, Floats, Steps
 
 STEP_COLUMNS = ("epoch", "lr", "loss")
+SETTLE_ROWS = 256  # step rows appended before they join the columns (a read settles them at once)
 
 
 def decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,6 +139,7 @@ class MetricHistory:
     def __init__(self, val_names: tuple[str, ...] = ("val_loss", "val_acc"), capacity: int = 0) -> None:
         del capacity  # chunks grow by themselves
         self._lock = threading.Lock()
+        self._pending: deque[tuple[int, float, float, float, dict[str, float] | None]] = deque()
         self._n = 0
         self._steps = Steps()
         self._epochs = Epochs()
@@ -150,24 +153,44 @@ class MetricHistory:
         self.version = 0
 
     def __len__(self) -> int:
+        self._settle()
         return self._n
+
+    def _settle(self) -> None:
+        """Move the rows appended since into the columns, at once (any thread: the deque is thread-safe)."""
+        pending = self._pending
+        if not pending:
+            return
+        with self._lock:
+            count = len(pending)
+            if not count:
+                return
+            rows = [pending.popleft() for _ in range(count)]
+            steps, epochs, lrs, losses, metrics = zip(*rows, strict=True)
+            self._steps.extend(np.array(steps, dtype=np.int64))
+            self._epochs.extend(np.array(epochs, dtype=np.float64), self._steps)
+            self._cols["lr"].extend(np.array(lrs, dtype=np.float64))
+            self._cols["loss"].extend(np.array(losses, dtype=np.float64))
+            self._n += count
+            for step, values in zip(steps, metrics, strict=True):
+                if values:
+                    self._add_metrics(step, values)
+            self.version += 1
 
     def nbytes(self) -> int:
         """Bytes held by the columns (chunks allocated, the last one counted whole)."""
+        self._settle()
         with self._lock:
             own = self._steps.nbytes() + self._epochs.nbytes() + sum(c.nbytes() for c in self._cols.values())
             return own + sum(s.nbytes() for s in self._metrics.values())
 
     def append(self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None) -> None:
-        with self._lock:
-            self._steps.append(step)
-            self._epochs.append(step, epoch, self._steps)
-            self._cols["lr"].append(lr)
-            self._cols["loss"].append(loss)
-            self._n += 1
-            if metrics:
-                self._add_metrics(step, metrics)
-            self.version += 1
+        """One step row. It waits in a deque (an append, the training loop's whole cost) and joins the columns
+        in batches of :data:`SETTLE_ROWS`, or at once when anything reads the history."""
+        pending = self._pending
+        pending.append((step, epoch, lr, loss, metrics))
+        if len(pending) >= SETTLE_ROWS:
+            self._settle()
 
     def _add_metrics(self, step: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -179,12 +202,14 @@ class MetricHistory:
 
     def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Step-level metrics of ``step`` without a step row (a framework's logging step, sampled readings)."""
+        self._settle()
         with self._lock:
             self._add_metrics(step, metrics)
             self.version += 1
 
     def extend(self, steps: np.ndarray, epochs: np.ndarray, lrs: np.ndarray, losses: np.ndarray) -> None:
         """Append many rows at once (a run's history arriving over its socket)."""
+        self._settle()
         with self._lock:
             self._steps.extend(steps)
             self._epochs.extend(epochs, self._steps)
@@ -204,6 +229,7 @@ class MetricHistory:
             self.version += 1
 
     def append_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        self._settle()
         with self._lock:
             for name in metrics:
                 if name not in self._val:
@@ -216,6 +242,7 @@ class MetricHistory:
 
     def column(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """A copy of ``step`` or one of ``epoch, lr, loss`` for rows ``start:stop``."""
+        self._settle()
         with self._lock:
             stop = self._n if stop is None else min(stop, self._n)
             if name == "step":
@@ -226,11 +253,13 @@ class MetricHistory:
 
     def metric_names(self) -> list[str]:
         """The step-level metrics logged so far, in the order they first came."""
+        self._settle()
         with self._lock:
             return list(self._metrics)
 
     def metric(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of a step-level metric from its point ``start`` on (empty if never logged)."""
+        self._settle()
         with self._lock:
             series = self._metrics.get(name)
             if series is None:
@@ -242,6 +271,7 @@ class MetricHistory:
         self, name: str, max_points: int, since_step: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of one step-level metric, decimated as :meth:`snapshot` does the loss."""
+        self._settle()
         with self._lock:
             series = self._metrics.get(name)
             if series is None:
@@ -253,6 +283,7 @@ class MetricHistory:
             return series.steps[rows], values
 
     def last(self) -> dict[str, float] | None:
+        self._settle()
         with self._lock:
             if self._n == 0:
                 return None
@@ -262,11 +293,13 @@ class MetricHistory:
 
     def last_metrics(self) -> dict[str, tuple[int, float]]:
         """Each step-level metric's last ``(step, value)``."""
+        self._settle()
         with self._lock:
             return {k: (int(s.steps[-1]), float(s.values[-1])) for k, s in self._metrics.items() if len(s)}
 
     def validation(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """``(steps, epochs, {metric: values})`` of every epoch end."""
+        self._settle()
         with self._lock:
             return (
                 np.array(self._val_steps, dtype=np.int64),
@@ -279,6 +312,7 @@ class MetricHistory:
 
         The cost grows with the rows in range ÷ ``BLOCK``, not with the rows themselves.
         """
+        self._settle()
         with self._lock:
             n, version = self._n, self.version
             start = 0
@@ -296,11 +330,13 @@ class MetricHistory:
 
     def steps_at(self, rows: np.ndarray) -> np.ndarray:
         """The steps of the given rows."""
+        self._settle()
         with self._lock:
             return self._steps[np.asarray(rows, dtype=np.int64)]
 
     def row_of(self, step: int) -> int:
         """The first row at or after ``step``."""
+        self._settle()
         with self._lock:
             return min(self._steps.searchsorted(step), self._n)
 

@@ -96,6 +96,7 @@ class RunWriter:
             self._metrics.write(self._header_line())
             self._metrics.flush()  # a run killed before its first second still opens
         self._index = {name: i for i, name in enumerate(self.extra)}
+        self._empty = "," * len(self.extra) + "\n"
         self._events = open(self.path / "events.jsonl", "a" if resume_at is not None else "w", encoding="utf-8")
         self._pending: list[tuple[Any, ...]] = []  # (step, epoch, lr, loss, metrics | None), or an epoch row's text
         self._last_flush = time.monotonic()
@@ -123,6 +124,8 @@ class RunWriter:
 
     def _text(self, row: tuple[Any, ...]) -> str:
         step, epoch, lr, loss, metrics = row
+        if not metrics and lr is not None and epoch - epoch == 0:  # the common row: a step, a finite epoch
+            return f"{step},{epoch!r},{float(lr)!r},{float(loss)!r}{self._empty}"
         cells = [""] * len(self.extra)
         if metrics:
             index = self._index
@@ -148,6 +151,7 @@ class RunWriter:
         pad = "," * len(new)
         self.extra += new
         self._index = {name: i for i, name in enumerate(self.extra)}
+        self._empty = "," * len(self.extra) + "\n"
         tmp = self.path / "metrics.csv.tmp"
         with self.metrics_path.open(encoding="utf-8", newline="") as src, tmp.open("w", encoding="utf-8") as dst:
             next(src, None)

@@ -63,6 +63,8 @@ class DivergenceWatch:
         self.snapshotter = snapshotter
         self.rollbacks = 0
         self._recent: deque[float] = deque(maxlen=policy.window)
+        self._recent_sum = 0.0  # Σ _recent, kept as it slides (summed afresh every window, against drift)
+        self._added = 0
         self._good_since_snapshot = 0
         self._snapshot: tuple[int, Any] | None = None
         self.auto_snapshot = True  # False under DDP: the engine calls snapshot_if_due at sync steps
@@ -74,11 +76,18 @@ class DivergenceWatch:
         if not math.isfinite(loss):
             cause: Cause = "non-finite"
         elif len(recent) >= min(policy.warmup, policy.window) and loss > policy.spike_factor * (
-            sum(recent) / len(recent)
+            self._recent_sum / len(recent)
         ):
             cause = "spike"
         else:
+            if len(recent) == recent.maxlen:
+                self._recent_sum -= recent[0]
             recent.append(loss)
+            self._added += 1
+            if self._added >= policy.window:
+                self._added, self._recent_sum = 0, math.fsum(recent)
+            else:
+                self._recent_sum += loss
             self._good_since_snapshot += 1
             due = self._good_since_snapshot >= policy.snapshot_every
             if due and self.auto_snapshot and self.snapshotter is not None:
@@ -114,6 +123,7 @@ class DivergenceWatch:
         self.snapshotter.restore(state)
         self.rollbacks += 1
         self._recent.clear()
+        self._recent_sum, self._added = 0.0, 0
         return step
 
 
