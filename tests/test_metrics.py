@@ -228,3 +228,45 @@ def test_lightning_step_and_epoch_metrics_reach_their_columns(tmp_path: Path) ->
     assert [r.metrics["seen_step"] for r in steps] == list(range(1, 13))
     assert [r[0] for r in epochs] == [6, 12]
     assert all("val_mae" in r[2] and "val_loss" in r[2] and "seen_epoch" in r[2] for r in epochs)
+
+
+def test_metrics_travel_to_an_attached_monitor_exactly(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from lrwatch.live.client import RemoteRunSource
+    from lrwatch.live.host import serve
+    from lrwatch.protocol.commands import Stop
+    from lrwatch.run.engine import Engine
+    from lrwatch.schedule.timeline import Timeline
+    from tests.conftest import FakeOptimizer
+
+    engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine", lr=0.1, steps_per_epoch=100, total_steps=10**6),
+                    run_dir=tmp_path)  # fmt: skip
+    server = serve(engine)
+    engine.begin()
+
+    def train() -> None:
+        for i in range(10**6):
+            metrics = {"grad_norm": 1.0 / (i + 1)} | ({"acc": i / 10} if i % 3 == 0 else {})
+            if not engine.step(0.5, metrics=metrics):
+                break
+            time.sleep(0.0005)
+        engine.finish()
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while len(engine.history) < 300:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    source = RemoteRunSource.of_path(server.record.socket).start()  # a snapshot mid-run, then the news
+    assert source.ready.wait(10)
+    time.sleep(0.2)
+    engine.submit(Stop("test"))
+    thread.join(10)
+    assert source.closed.wait(10)
+    for name in ("grad_norm", "acc"):
+        steps, values = source.history.metric(name)
+        want_steps, want_values = engine.history.metric(name)
+        assert np.array_equal(steps, want_steps) and np.array_equal(values, want_values) and len(steps) > 100

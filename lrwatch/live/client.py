@@ -22,7 +22,17 @@ from typing import Any
 from lrwatch.live.sockets import LiveRecord, record_of_run_dir
 from lrwatch.protocol.commands import Command
 from lrwatch.protocol.events import ENDED_STATES, Event, RunStatus
-from lrwatch.protocol.wire import MAX_SERVER_LINE, VERSION, LineBuffer, WireError, decode, encode, to_float, unpack_rows
+from lrwatch.protocol.wire import (
+    MAX_SERVER_LINE,
+    VERSION,
+    LineBuffer,
+    WireError,
+    decode,
+    encode,
+    to_float,
+    unpack_metrics,
+    unpack_rows,
+)
 from lrwatch.record.history import MetricHistory
 from lrwatch.schedule.timeline import Timeline
 
@@ -218,6 +228,7 @@ class RemoteRunSource:
         if kind == "snapshot":
             self.history = MetricHistory(tuple(message["val_names"]))
             self._rows(message["rows"])
+            self._metrics({"series": message.get("metrics", {})})
             self._epochs(message["epochs"])
             with self._lock:
                 self._timeline = Timeline.from_dict(message["timeline"])
@@ -228,6 +239,8 @@ class RemoteRunSource:
             self.on_ready()
         elif kind == "rows":
             self._rows(message)
+        elif kind == "metrics":
+            self._metrics(message)
         elif kind == "epochs":
             self._epochs(message)
         elif kind == "event":
@@ -252,9 +265,17 @@ class RemoteRunSource:
         if skip < len(steps):
             self.history.extend(steps[skip:], epochs[skip:], lrs[skip:], losses[skip:])
 
+    def _metrics(self, message: dict[str, Any]) -> None:
+        for name, (start, steps, values) in unpack_metrics(message).items():
+            have = self.history.metric_length(name)
+            if start > have:
+                raise WireError(f"{name} from point {start}, but only {have} arrived before: a gap")
+            skip = have - start
+            if skip < len(steps):
+                self.history.extend_metric(name, steps[skip:], values[skip:])
+
     def _epochs(self, message: dict[str, Any]) -> None:
-        names = self.history.val_names
         values = message["values"]
         for i, (step, epoch) in enumerate(zip(message["step"], message["epoch"], strict=True)):
-            metrics = {name: to_float(values[name][i]) for name in names if name in values}
+            metrics = {name: to_float(column[i]) for name, column in values.items()}
             self.history.append_epoch(int(step), to_float(epoch), metrics)

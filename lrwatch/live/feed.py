@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from lrwatch.protocol.events import RunStatus
-from lrwatch.protocol.wire import rows_message
+from lrwatch.protocol.wire import metrics_message, rows_message
 
 
 class Feed:
@@ -24,6 +24,7 @@ class Feed:
         self.epochs_sent = 0
         self.events_sent = 0
         self.timeline_sent: Any = None
+        self.metrics_sent: dict[str, int] = {}  # points of each step-level metric sent
 
     def snapshot(self, status: RunStatus) -> dict[str, Any]:
         """Everything so far, as one ``snapshot`` message; the feed continues from there."""
@@ -39,6 +40,7 @@ class Feed:
             "timeline": self.timeline_sent.to_dict(),
             "val_names": list(history.val_names),
             "rows": self._rows(0, n),
+            "metrics": self._metrics(restart=True)["series"],
             "epochs": epoch_lists(steps, epochs, values, 0),
             "events": [e.to_dict() for e in events],
         }
@@ -50,6 +52,9 @@ class Feed:
         if n > self.rows_sent:
             yield self._rows(self.rows_sent, n)
             self.rows_sent = n
+        metrics = self._metrics()
+        if metrics["series"]:
+            yield metrics
         steps, epochs, values = engine.history.validation()
         if len(steps) > self.epochs_sent:
             yield {"type": "epochs", **epoch_lists(steps, epochs, values, self.epochs_sent)}
@@ -61,6 +66,20 @@ class Feed:
         for event in engine.events_since(self.events_sent):
             yield {"type": "event", "index": self.events_sent, "event": event.to_dict()}
             self.events_sent += 1
+
+    def _metrics(self, *, restart: bool = False) -> dict[str, Any]:
+        """Each step-level metric's points not sent yet (``restart``: all of them)."""
+        if restart:
+            self.metrics_sent = {}
+        history = self.engine.history
+        series = {}
+        for name in history.metric_names():
+            start = self.metrics_sent.get(name, 0)
+            steps, values = history.metric(name, start)
+            if len(steps):
+                series[name] = (start, steps, values)
+                self.metrics_sent[name] = start + len(steps)
+        return metrics_message(series)
 
     def _rows(self, start: int, stop: int) -> dict[str, Any]:
         h = self.engine.history

@@ -7,7 +7,7 @@ Strict JSON (no NaN/Infinity: non-finite floats travel as the strings ``"nan"``,
     server → {"type": "hello", "version": 1, "pid": 4242, "run_dir": "/abs/run", "lrwatch": "0.1.0"}
     client → {"type": "status"}                       server → {"type": "status", "status": {...}}
     client → {"type": "subscribe"}                    server → {"type": "snapshot", ...} then, as the run goes,
-                                                               {"type": "rows"|"epochs"|"event"|"timeline"|"status"}
+                                                {"type": "rows"|"metrics"|"epochs"|"event"|"timeline"|"status"}
     client → {"type": "command", "id": 7, "command": {"command": "switch", "spec": "exp"}}
     server → {"type": "result", "id": 7, "event": {"event": "switch", ...}}
     client → {"type": "detach"}                       (the owner leaves on purpose; the run goes on)
@@ -17,7 +17,9 @@ Metric rows travel as columns (``step``, ``epoch``, ``lr``, ``loss``), each the 
 little-endian array (int64 steps, float64 values): exact, compact, and one line for a million rows.
 Columns the receiver can rebuild exactly are left out: ``step`` when the steps run on without a gap
 (``first_step`` instead), ``epoch`` when every epoch is ``step / steps_per_epoch`` (the engine's own
-computation; ``steps_per_epoch`` instead). ``start`` is the first row's index in the run's history,
+computation; ``steps_per_epoch`` instead). Step-level metrics (any names) travel as ``metrics`` messages
+(and a snapshot's ``metrics``), one entry per metric, each its own ``start``: a client that does not know
+them ignores the message type and still sees the run. ``start`` is the first row's index in the run's history,
 so a client joins a snapshot and the live stream with no gap and no duplicate. A client's line may
 be at most :data:`MAX_CLIENT_LINE` bytes.
 """
@@ -155,6 +157,40 @@ def unpack_rows(message: dict[str, Any]) -> tuple[int, np.ndarray, np.ndarray, n
     if {len(c) for c in columns} != {count}:
         raise WireError("malformed rows (columns of different lengths)")
     return (start, *columns)
+
+
+def metrics_message(series: dict[str, tuple[int, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Step-level metrics (``grad_norm``, ``acc``, ...): per name, its points from index ``start`` on, each
+    column packed (steps as ``first_step`` when they run on without a gap)."""
+    out: dict[str, Any] = {}
+    for name, (start, steps, values) in series.items():
+        entry: dict[str, Any] = {"start": int(start), "count": len(steps), "value": pack(values, "float64")}
+        if len(steps) and np.array_equal(steps, np.arange(steps[0], steps[0] + len(steps))):
+            entry["first_step"] = int(steps[0])
+        else:
+            entry["step"] = pack(steps, "int64")
+        out[name] = entry
+    return {"type": "metrics", "series": out}
+
+
+def unpack_metrics(message: dict[str, Any]) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+    """``{name: (start, steps, values)}`` of a ``metrics`` message; :class:`WireError` if malformed."""
+    out = {}
+    try:
+        for name, entry in message["series"].items():
+            start, count = int(entry["start"]), int(entry["count"])
+            if "step" in entry:
+                steps = unpack(entry["step"], "int64")
+            else:
+                first = int(entry["first_step"])
+                steps = np.arange(first, first + count, dtype=np.int64)
+            values = unpack(entry["value"], "float64")
+            if len(steps) != count or len(values) != count:
+                raise ValueError("columns of different lengths")
+            out[str(name)] = (start, steps, values)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise WireError(f"malformed metrics ({type(exc).__name__})") from None
+    return out
 
 
 class LineBuffer:

@@ -257,6 +257,13 @@ class MetricHistory:
         with self._lock:
             return list(self._metrics)
 
+    def metric_length(self, name: str) -> int:
+        """Points of a step-level metric so far."""
+        self._settle()
+        with self._lock:
+            series = self._metrics.get(name)
+            return len(series) if series is not None else 0
+
     def metric(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of a step-level metric from its point ``start`` on (empty if never logged)."""
         self._settle()
