@@ -38,6 +38,7 @@ from lrwatch.run.commands import CommandQueue, Done
 from lrwatch.run.divergence import DivergencePolicy, DivergenceResponse, DivergenceWatch, Snapshotter
 from lrwatch.run.lrcontrol import LrControl
 from lrwatch.run.plateau import PlateauWatch
+from lrwatch.run.system import SystemSampler
 from lrwatch.schedule.timeline import Timeline
 
 PAUSE_POLL_SECONDS = 0.25
@@ -64,8 +65,10 @@ class Engine:
         checkpointer: Callable[[str], Path] | None = None,
         divergence: DivergencePolicy | None = None,
         snapshotter: Snapshotter | None = None,
+        tokens_per_step: float | None = None,
     ) -> None:
         self.optimizer = optimizer
+        self.system = SystemSampler(tokens_per_step)
         self._timeline = timeline
         self.control = LrControl(optimizer, timeline, drive=drive_lr, take_over=take_over, warn=self.warn)
         self.epochs_known = epochs_known  # False: an epoch is one step; metrics.csv's epoch column stays empty
@@ -230,6 +233,15 @@ class Engine:
         self.log.add_step(step, epoch, lr, loss, metrics)
         if watch_loss:
             self.divergence.observe(step, loss)
+        system = self.system
+        if metrics and "tokens" in metrics:
+            system.tokens += metrics["tokens"]
+            system.counted_tokens = True
+        now = time.monotonic()
+        if now >= system.next_at:  # about once a second: steps/s, CPU, RSS, the GPU, as history series
+            readings = system.sample(step + 1, now, self.gpu.latest() if self.gpu is not None else None)
+            if readings:
+                self.log.history.add_metrics(step, readings)
 
     def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Step-level metrics of a step already recorded (or without a row), in the history only."""
