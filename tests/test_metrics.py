@@ -270,3 +270,32 @@ def test_metrics_travel_to_an_attached_monitor_exactly(tmp_path: Path) -> None:
         steps, values = source.history.metric(name)
         want_steps, want_values = engine.history.metric(name)
         assert np.array_equal(steps, want_steps) and np.array_equal(values, want_values) and len(steps) > 100
+
+
+PLAIN_SCRIPT = """
+import json, sys, torch
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+x, y = torch.randn(32, 4), torch.randn(32, 2)
+norms = []
+for step in range(20):
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    opt.zero_grad(); loss.backward()
+    norms.append(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item())
+    opt.step()
+json.dump(norms, open(sys.argv[1], "w"))
+"""
+
+
+def test_lrwatch_run_grad_norm_logs_each_steps_total_norm(tmp_path: Path) -> None:
+    script, seen = tmp_path / "plain.py", tmp_path / "norms.json"
+    script.write_text(PLAIN_SCRIPT)
+    env = {"LRWATCH_NO_SOCKET": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "lrwatch.cli", "run", "--headless", "--grad-norm", "--run-dir", str(tmp_path / "run"),
+            str(script), "--", str(seen)]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        logged = [float(r["grad_norm"]) for r in csv.DictReader(f) if r["loss"]]
+    assert logged == pytest.approx(json.loads(seen.read_text()), rel=1e-6)

@@ -266,7 +266,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.argv = [str(script), *script_args]
         sys.path.insert(0, str(script.resolve().parent))
         hooks = AutoWatch(
-            steps_per_epoch=args.steps_per_epoch, epochs=args.epochs, resume=args.resume, resume_step=args.resume_step
+            steps_per_epoch=args.steps_per_epoch,
+            epochs=args.epochs,
+            resume=args.resume,
+            resume_step=args.resume_step,
+            grad_norm=args.grad_norm,
         )
         with hooks:  # a script without watch(): watched from its first optimizer step
             runpy.run_path(str(script), run_name="__main__")
