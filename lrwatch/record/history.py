@@ -17,7 +17,7 @@ import numpy as np
 from lrwatch.record.columns import Epochs, Floats, Steps
 
 STEP_COLUMNS = ("epoch", "lr", "loss")
-SETTLE_ROWS = 256  # step rows appended before they join the columns (a read settles them at once)
+SETTLE_ROWS = 4096  # step rows appended before they join the columns (a read settles them at once)
 
 
 def decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,9 +172,21 @@ class MetricHistory:
             self._cols["lr"].extend(np.array(lrs, dtype=np.float64))
             self._cols["loss"].extend(np.array(losses, dtype=np.float64))
             self._n += count
+            points: dict[str, tuple[list[int], list[float]]] = {}
             for step, values in zip(steps, metrics, strict=True):
                 if values:
-                    self._add_metrics(step, values)
+                    for name, value in values.items():
+                        column = points.get(name)
+                        if column is None:
+                            column = points[name] = ([], [])
+                        column[0].append(step)
+                        column[1].append(value)
+            for name, (at, values) in points.items():  # each metric's points of the batch, at once
+                series = self._metrics.get(name)
+                if series is None:
+                    series = self._metrics[name] = Series()
+                series.steps.extend(np.array(at, dtype=np.int64))
+                series.values.extend(np.array(values, dtype=np.float64))
             self.version += 1
 
     def nbytes(self) -> int:

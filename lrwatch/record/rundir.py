@@ -22,6 +22,7 @@ from typing import Any
 from lrwatch.protocol.events import Event
 
 FLUSH_SECONDS = 1.0
+MAX_PENDING = 1 << 16  # rows held before a flush whatever the time
 
 
 def run_dir_problem(path: str | Path) -> str | None:
@@ -114,8 +115,12 @@ class RunWriter:
         self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None
     ) -> None:
         self._pending.append((step, epoch, lr, loss, metrics))
-        now = time.monotonic()
-        if now - self._last_flush >= FLUSH_SECONDS:
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+
+    def flush_due(self, now: float) -> None:
+        """The engine's tick, about once a second: the rows held so far to disk (at most a second's)."""
+        if self._pending:
             self.flush(now)
 
     def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
@@ -130,7 +135,7 @@ class RunWriter:
         if metrics:
             index = self._index
             for name, value in metrics.items():
-                cells[index[name]] = _num(value)
+                cells[index[name]] = repr(float(value))
         if lr is None:  # an epoch row: lr and loss empty
             head = f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,"
         else:

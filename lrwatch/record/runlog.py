@@ -70,6 +70,11 @@ class RunLog:
         if self.writer is not None:
             self.writer.write_run_info(info)
 
+    def tick(self, now: float) -> None:
+        """About once a second, from the training thread: ``metrics.csv`` flushed if a second has passed."""
+        if self.writer is not None:
+            self.writer.flush_due(now)
+
     def flush(self) -> None:
         """``metrics.csv`` to disk now (before a checkpoint, while paused)."""
         if self.writer is not None:

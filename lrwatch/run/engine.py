@@ -238,7 +238,8 @@ class Engine:
             system.tokens += metrics["tokens"]
             system.counted_tokens = True
         now = time.monotonic()
-        if now >= system.next_at:  # about once a second: steps/s, CPU, RSS, the GPU, as history series
+        if now >= system.next_at:  # about once a second: metrics.csv flushed; steps/s, CPU, RSS, the GPU
+            self.log.tick(now)
             readings = system.sample(step + 1, now, self.gpu.latest() if self.gpu is not None else None)
             if readings:
                 self.log.history.add_metrics(step, readings)

@@ -90,9 +90,24 @@ class Monitor:
         to the host together with other steps', later (:mod:`lrwatch.run.losses`)."""
         if self.stopped:
             return False
-        if not on_device(loss) and not (metrics and any(map(on_device, metrics.values()))):
-            values = {name: host_value(v) for name, v in metrics.items()} if metrics else None
-            return self.engine.step(host_value(loss), metrics=values)
+        if not metrics:  # the common case, first: a float or a CPU tensor is read now
+            device = getattr(loss, "device", None)
+            if device is None:
+                return self.engine.step(float(loss))
+            if device.type != "cuda":  # read at once: only a CUDA tensor's read would wait (losses.on_device)
+                return self.engine.step(loss.item())
+        elif not on_device(loss):
+            values = {}
+            for name, value in metrics.items():  # one pass: read each now, unless one is on a GPU
+                device = getattr(value, "device", None)
+                if device is None:
+                    values[name] = float(value)
+                elif device.type != "cuda":
+                    values[name] = value.item()
+                else:
+                    break
+            else:
+                return self.engine.step(host_value(loss), metrics=values)
         if self._device_losses is None:
             self._device_losses = DeviceLosses()
         self.engine.deliver(self._device_losses.ready())
