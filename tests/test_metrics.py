@@ -230,10 +230,14 @@ def test_lightning_step_and_epoch_metrics_reach_their_columns(tmp_path: Path) ->
     assert all("val_mae" in r[2] and "val_loss" in r[2] and "seen_epoch" in r[2] for r in epochs)
 
 
-def test_metrics_travel_to_an_attached_monitor_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("snapshot_rows", [0, 200], ids=["exact", "decimated"])
+def test_metrics_travel_to_an_attached_monitor(tmp_path: Path, monkeypatch, snapshot_rows: int) -> None:
+    """Exact when the snapshot holds everything; decimated (the first part min/max, the last rows exact) for a
+    long run, the live stream going on from the rows it stands for, with no gap and no duplicate."""
     import threading
     import time
 
+    from lrwatch.live import feed
     from lrwatch.live.client import RemoteRunSource
     from lrwatch.live.host import serve
     from lrwatch.protocol.commands import Stop
@@ -241,6 +245,7 @@ def test_metrics_travel_to_an_attached_monitor_exactly(tmp_path: Path) -> None:
     from lrwatch.schedule.timeline import Timeline
     from tests.conftest import FakeOptimizer
 
+    monkeypatch.setattr(feed, "SNAPSHOT_ROWS", snapshot_rows)
     engine = Engine(FakeOptimizer(0.1), Timeline.start("cosine", lr=0.1, steps_per_epoch=100, total_steps=10**6),
                     run_dir=tmp_path)  # fmt: skip
     server = serve(engine)
@@ -266,10 +271,24 @@ def test_metrics_travel_to_an_attached_monitor_exactly(tmp_path: Path) -> None:
     engine.submit(Stop("test"))
     thread.join(10)
     assert source.closed.wait(10)
+    got, want = source.history.column("step"), engine.history.column("step")
     for name in ("grad_norm", "acc"):
         steps, values = source.history.metric(name)
         want_steps, want_values = engine.history.metric(name)
-        assert np.array_equal(steps, want_steps) and np.array_equal(values, want_values) and len(steps) > 100
+        if not snapshot_rows:
+            assert np.array_equal(steps, want_steps) and np.array_equal(values, want_values) and len(steps) > 100
+        else:  # every point it holds is the run's own, in order; the points after the snapshot all there
+            assert len(steps) < len(want_steps) or name == "acc"  # acc: 1 step in 3, under 200 points
+            assert np.all(np.diff(steps) > 0)
+            at = np.searchsorted(want_steps, steps)
+            assert np.array_equal(want_steps[at], steps) and np.array_equal(want_values[at], values)
+            assert np.array_equal(steps[-50:], want_steps[-50:])
+            assert values.max() == want_values.max()  # the first part keeps its extremes (grad_norm's: step 0)
+    if snapshot_rows:
+        assert len(got) < len(want) and np.all(np.diff(got) > 0) and np.array_equal(got[-100:], want[-100:])
+        assert source.history.column("loss").min() == engine.history.column("loss").min()
+    else:
+        assert np.array_equal(got, want)
 
 
 PLAIN_SCRIPT = """

@@ -127,6 +127,8 @@ class RemoteRunSource:
         self.connect_timeout = connect_timeout
         self.client: RunClient | None = None
         self.history = MetricHistory(())
+        self._rows_through = 0  # the run's rows the history stands for (a decimated snapshot holds fewer)
+        self._metrics_through: dict[str, int] = {}
         self._timeline: Timeline | None = None
         self._events: list[Event] = []
         self._lock = threading.Lock()
@@ -227,7 +229,10 @@ class RemoteRunSource:
         kind = message["type"]
         if kind == "snapshot":
             self.history = MetricHistory(tuple(message["val_names"]))
+            self._rows_through = 0
+            self._metrics_through = {}
             self._rows(message["rows"])
+            self._rows_through = int(message.get("rows_through", self._rows_through))  # a decimated snapshot's
             self._metrics({"series": message.get("metrics", {})})
             self._epochs(message["epochs"])
             with self._lock:
@@ -258,21 +263,25 @@ class RemoteRunSource:
 
     def _rows(self, message: dict[str, Any]) -> None:
         start, steps, epochs, lrs, losses = unpack_rows(message)
-        have = len(self.history)
+        have = self._rows_through
         if start > have:
             raise WireError(f"rows from {start}, but only {have} arrived before: a gap")
         skip = have - start  # rows already here (never expected; kept exact if it happens)
         if skip < len(steps):
             self.history.extend(steps[skip:], epochs[skip:], lrs[skip:], losses[skip:])
+            self._rows_through = start + len(steps)
 
     def _metrics(self, message: dict[str, Any]) -> None:
+        throughs = {name: entry.get("through") for name, entry in message.get("series", {}).items()}
         for name, (start, steps, values) in unpack_metrics(message).items():
-            have = self.history.metric_length(name)
+            have = self._metrics_through.get(name, 0)
             if start > have:
                 raise WireError(f"{name} from point {start}, but only {have} arrived before: a gap")
             skip = have - start
             if skip < len(steps):
                 self.history.extend_metric(name, steps[skip:], values[skip:])
+            through = throughs.get(name)  # a decimated snapshot's metric stands for more points than it holds
+            self._metrics_through[name] = int(through) if through is not None else max(have, start + len(steps))
 
     def _epochs(self, message: dict[str, Any]) -> None:
         values = message["values"]

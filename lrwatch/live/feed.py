@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from lrwatch.protocol.events import RunStatus
 from lrwatch.protocol.wire import metrics_message, rows_message
+
+SNAPSHOT_ROWS = 100_000  # rows (and points of each metric) a snapshot sends at most; the rest decimated
 
 
 class Feed:
@@ -26,8 +30,15 @@ class Feed:
         self.timeline_sent: Any = None
         self.metrics_sent: dict[str, int] = {}  # points of each step-level metric sent
 
-    def snapshot(self, status: RunStatus) -> dict[str, Any]:
-        """Everything so far, as one ``snapshot`` message; the feed continues from there."""
+    def snapshot(self, status: RunStatus, max_rows: int | None = None) -> dict[str, Any]:
+        """Everything so far, as one ``snapshot`` message; the feed continues from there.
+
+        A long run is decimated here (``max_rows``): its last ``max_rows // 2`` rows exact (the recent
+        window, the EMA's end), the rows before as the loss's min and max per bucket (block extrema, cost
+        O(rows ÷ 256)); each metric alike. ``rows_through`` (and each metric's ``through``) says how many
+        rows the message stands for, so the live stream goes on from there.
+        """
+        max_rows = SNAPSHOT_ROWS if max_rows is None else max_rows  # 0: everything, exact
         history = self.engine.history
         n = len(history)
         steps, epochs, values = history.validation()
@@ -39,11 +50,39 @@ class Feed:
             "status": status.to_dict(),
             "timeline": self.timeline_sent.to_dict(),
             "val_names": list(history.val_names),
-            "rows": self._rows(0, n),
-            "metrics": self._metrics(restart=True)["series"],
+            "rows": self._snapshot_rows(n, max_rows),
+            "rows_through": n,
+            "metrics": self._snapshot_metrics(max_rows),
             "epochs": epoch_lists(steps, epochs, values, 0),
             "events": [e.to_dict() for e in events],
         }
+
+    def _snapshot_rows(self, n: int, max_rows: int) -> dict[str, Any]:
+        if not max_rows or n <= max_rows:
+            return self._rows(0, n)
+        history, tail = self.engine.history, max_rows // 2
+        rows = np.concatenate([history.decimated_rows(n - tail, max_rows - tail), np.arange(n - tail, n)])
+        return rows_message(0, *history.rows(rows), self.engine.timeline.steps_per_epoch)
+
+    def _snapshot_metrics(self, max_rows: int) -> dict[str, Any]:
+        history = self.engine.history
+        self.metrics_sent = {}
+        series = {}
+        for name in history.metric_names():
+            count = history.metric_length(name)
+            if not max_rows or count <= max_rows:
+                steps, values = history.metric(name)
+            else:
+                tail = max_rows // 2
+                head_steps, head_values = history.metric_points(name, count - tail, max_rows - tail)
+                tail_steps, tail_values = history.metric(name, count - tail)
+                steps, values = np.concatenate([head_steps, tail_steps]), np.concatenate([head_values, tail_values])
+            series[name] = (0, steps[: len(values)], values)
+            self.metrics_sent[name] = count
+        message = metrics_message(series)["series"]
+        for name, entry in message.items():
+            entry["through"] = self.metrics_sent[name]
+        return message
 
     def news(self) -> Iterator[dict[str, Any]]:
         """What is new since the last snapshot or news: rows, epoch metrics, the timeline, events."""

@@ -1,10 +1,10 @@
-"""The run socket's wire format, version 1: newline-delimited JSON objects, each with a ``type``.
+"""The run socket's wire format, version 2: newline-delimited JSON objects, each with a ``type``.
 
 Strict JSON (no NaN/Infinity: non-finite floats travel as the strings ``"nan"``, ``"inf"``,
 ``"-inf"``, as in ``events.jsonl``), UTF-8, one object per line. A conversation::
 
-    client → {"type": "hello", "version": 1, "client": "monitor", "owner": false}
-    server → {"type": "hello", "version": 1, "pid": 4242, "run_dir": "/abs/run", "lrwatch": "0.1.0"}
+    client → {"type": "hello", "version": 2, "client": "monitor", "owner": false}
+    server → {"type": "hello", "version": 2, "pid": 4242, "run_dir": "/abs/run", "lrwatch": "0.1.0"}
     client → {"type": "status"}                       server → {"type": "status", "status": {...}}
     client → {"type": "subscribe"}                    server → {"type": "snapshot", ...} then, as the run goes,
                                                 {"type": "rows"|"metrics"|"epochs"|"event"|"timeline"|"status"}
@@ -18,10 +18,11 @@ little-endian array (int64 steps, float64 values): exact, compact, and one line 
 Columns the receiver can rebuild exactly are left out: ``step`` when the steps run on without a gap
 (``first_step`` instead), ``epoch`` when every epoch is ``step / steps_per_epoch`` (the engine's own
 computation; ``steps_per_epoch`` instead). Step-level metrics (any names) travel as ``metrics`` messages
-(and a snapshot's ``metrics``), one entry per metric, each its own ``start``: a client that does not know
-them ignores the message type and still sees the run. ``start`` is the first row's index in the run's history,
-so a client joins a snapshot and the live stream with no gap and no duplicate. A client's line may
-be at most :data:`MAX_CLIENT_LINE` bytes.
+(and a snapshot's ``metrics``), one entry per metric, each its own ``start``. A long run's snapshot is
+decimated (``rows_through``, and each metric's ``through``: how many rows or points it stands for); a
+version-1 client is refused at its hello with one line naming both versions. ``start`` is the first
+row's index in the run's history, so a client joins a snapshot and the live stream with no gap and no
+duplicate. A client's line may be at most :data:`MAX_CLIENT_LINE` bytes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: metrics messages, decimated snapshots (rows_through); a version-1 client is told so
 MAX_CLIENT_LINE = 64 * 1024  # a client's request: a command is a few hundred bytes
 MAX_SERVER_LINE = 1 << 30  # a snapshot of a long run is one line (about 43 bytes a row)
 REQUEST_TYPES = ("hello", "status", "subscribe", "command", "detach")

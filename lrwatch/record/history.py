@@ -347,6 +347,32 @@ class MetricHistory:
         (xs_lr, lr), (xs_loss, loss) = picked["lr"], picked["loss"]
         return Snapshot(n, version, xs_lr, lr, xs_loss, loss, {k: (val_steps[keep], v[keep]) for k, v in val.items()})
 
+    def decimated_rows(self, stop: int, max_points: int) -> np.ndarray:
+        """Rows of ``0 … stop − 1`` that stand for them in ``max_points``: the loss's min and max per bucket
+        (from the block extrema: cost O(rows ÷ BLOCK)); all of them when they are fewer."""
+        self._settle()
+        with self._lock:
+            self._extrema["loss"].update(self._cols["loss"], self._n)
+            rows, _ = decimate_series(self._cols["loss"], self._extrema["loss"], 0, min(stop, self._n), max_points)
+            return rows
+
+    def rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(steps, epochs, lrs, losses)`` of the given rows."""
+        self._settle()
+        rows = np.asarray(rows, dtype=np.int64)
+        with self._lock:
+            return (self._steps[rows], self._epochs.get(rows, self._steps), self._cols["lr"][rows],
+                    self._cols["loss"][rows])  # fmt: skip
+
+    def metric_points(self, name: str, stop: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+        """A metric's points ``0 … stop − 1`` in at most ``max_points`` (min and max per bucket)."""
+        self._settle()
+        with self._lock:
+            series = self._metrics[name]
+            series.extrema.update(series.values, len(series))
+            rows, values = decimate_series(series.values, series.extrema, 0, min(stop, len(series)), max_points)
+            return series.steps[rows], values
+
     def steps_at(self, rows: np.ndarray) -> np.ndarray:
         """The steps of the given rows."""
         self._settle()
