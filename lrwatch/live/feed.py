@@ -16,7 +16,8 @@ import numpy as np
 from lrwatch.protocol.events import RunStatus
 from lrwatch.protocol.wire import metrics_message, rows_message
 
-SNAPSHOT_ROWS = 100_000  # rows (and points of each metric) a snapshot sends at most; the rest decimated
+SNAPSHOT_ROWS = 50_000  # step rows a snapshot sends at most (the last half exact); the rest decimated
+SNAPSHOT_POINTS = 10_000  # points of each metric likewise: a chart of the metrics view is ~40 columns wide
 
 
 class Feed:
@@ -52,7 +53,7 @@ class Feed:
             "val_names": list(history.val_names),
             "rows": self._snapshot_rows(n, max_rows),
             "rows_through": n,
-            "metrics": self._snapshot_metrics(max_rows),
+            "metrics": self._snapshot_metrics(min(max_rows, SNAPSHOT_POINTS) if max_rows else 0),
             "epochs": epoch_lists(steps, epochs, values, 0),
             "events": [e.to_dict() for e in events],
         }
