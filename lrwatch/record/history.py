@@ -187,6 +187,8 @@ class MetricHistory:
                     series = self._metrics[name] = Series()
                 series.steps.extend(np.array(at, dtype=np.int64))
                 series.values.extend(np.array(values, dtype=np.float64))
+                series.extrema.update(series.values, len(series))
+            self._extrema["loss"].update(self._cols["loss"], self._n)  # kept as rows come: a snapshot's decimation
             self.version += 1
 
     def nbytes(self) -> int:
@@ -228,6 +230,7 @@ class MetricHistory:
             self._cols["lr"].extend(lrs)
             self._cols["loss"].extend(losses)
             self._n += len(steps)
+            self._extrema["loss"].update(self._cols["loss"], self._n)
             self.version += 1
 
     def extend_metric(self, name: str, steps: np.ndarray, values: np.ndarray) -> None:
@@ -238,6 +241,7 @@ class MetricHistory:
                 series = self._metrics[name] = Series()
             series.steps.extend(steps)
             series.values.extend(values)
+            series.extrema.update(series.values, len(series))
             self.version += 1
 
     def append_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
