@@ -23,8 +23,9 @@ PY = sys.executable
 LOGGED = 1_000_000
 
 
-def serve_long_run(run_dir: str) -> None:
-    """A served run with 10⁶ steps of history (built at once, not trained), then a step every 2 ms."""
+def serve_long_run(run_dir: str, logged: int = LOGGED, metrics: int = 0) -> None:
+    """A served run with ``logged`` steps of history and ``metrics`` metrics logged at every one of them
+    (built at once, not trained), then a step every 2 ms."""
     sys.path.insert(0, str(ROOT))
     from lrwatch.live.host import serve
     from lrwatch.protocol.commands import Stop
@@ -33,27 +34,33 @@ def serve_long_run(run_dir: str) -> None:
     from tests.conftest import FakeOptimizer
 
     k = 1000
-    timeline = Timeline.start("cosine-restarts:T_0=200", lr=0.1, steps_per_epoch=k, total_steps=2 * LOGGED)
-    engine = Engine(FakeOptimizer(0.1), timeline, run_dir=run_dir, start_step=LOGGED)
-    steps = np.arange(LOGGED)
+    timeline = Timeline.start("cosine-restarts:T_0=200", lr=0.1, steps_per_epoch=k, total_steps=2 * logged)
+    engine = Engine(FakeOptimizer(0.1), timeline, run_dir=run_dir, start_step=logged)
+    steps = np.arange(logged)
     rng = np.random.default_rng(0)
-    engine.history.extend(steps, steps / k, timeline.lrs(steps), 2 * np.exp(-steps / 3e5) + 0.1 * rng.random(LOGGED))
-    for epoch in range(1, LOGGED // k + 1):
+    engine.history.extend(steps, steps / k, timeline.lrs(steps), 2 * np.exp(-steps / 3e5) + 0.1 * rng.random(logged))
+    names = [f"metric_{i}" for i in range(metrics)]
+    for i, name in enumerate(names):
+        engine.history.extend_metric(name, steps, 1.0 + i + 0.1 * rng.random(logged))
+    for epoch in range(1, logged // k + 1):
         engine.history.append_epoch(epoch * k, float(epoch), {"val_loss": 1.0 / epoch})
     serve(engine)
     engine.begin()
     signal.signal(signal.SIGTERM, lambda *_: engine.submit(Stop("SIGTERM")))
-    while engine.step(1.0):
+    while engine.step(1.0, metrics=dict.fromkeys(names, 1.0)):
         time.sleep(0.002)
     engine.finish()
 
 
-def attach_first_frame(repeats: int, tmp: Path, spawn_in_pty, read_all) -> tuple[float, str]:
-    """Seconds from starting ``lrwatch attach`` (interpreter included) to the first drawn chart, 10⁶ steps."""
-    run_dir = tmp / "long"
-    server = subprocess.Popen([PY, str(Path(__file__)), "serve", str(run_dir)])
+def attach_first_frame(
+    repeats: int, tmp: Path, spawn_in_pty, read_all, logged: int = LOGGED, metrics: int = 0
+) -> tuple[float, str]:
+    """Seconds from starting ``lrwatch attach`` (interpreter included) to the first drawn chart, ``logged``
+    steps with ``metrics`` metrics each."""
+    run_dir = tmp / f"long-{logged}-{metrics}"
+    server = subprocess.Popen([PY, str(Path(__file__)), "serve", str(run_dir), str(logged), str(metrics)])
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not (run_dir / "live.json").exists():
             if time.monotonic() > deadline:
                 raise SystemExit("the 10⁶-step run never served its socket")
@@ -81,7 +88,9 @@ def attach_first_frame(repeats: int, tmp: Path, spawn_in_pty, read_all) -> tuple
 def _subscriber(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
-    sock.sendall(b'{"type":"hello","version":1,"client":"monitor"}\n{"type":"subscribe"}\n')
+    from lrwatch.protocol.wire import VERSION
+
+    sock.sendall(b'{"type":"hello","version":%d,"client":"monitor"}\n{"type":"subscribe"}\n' % VERSION)
     return sock
 
 
@@ -142,4 +151,4 @@ def attach_overhead(tmp: Path, groups: int = 5, window: float = 2.0) -> tuple[fl
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve_long_run(sys.argv[2])
+        serve_long_run(sys.argv[2], *(int(a) for a in sys.argv[3:5]))

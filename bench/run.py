@@ -20,7 +20,9 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -208,15 +210,83 @@ def _rss_mb() -> float:
 
 
 def history_memory() -> None:
+    """RSS added by 10⁶ step rows appended one by one (as a run does), then by 10 metrics logged every step."""
     from lrwatch.record.history import MetricHistory
 
+    warm = MetricHistory()  # the code paths run once first: their pages are not the history's memory
+    for s in range(70_000):
+        warm.append(s, s / 1000, 0.1, 1.0, {"m": 0.5} if s % 2 else None)
+    warm.snapshot(100)
+    del warm
     gc.collect()
     before = _rss_mb()
     history = MetricHistory()
     for s in range(1_000_000):
         history.append(s, s / 1000, 0.1, 1.0)
+    len(history)  # the last rows join the columns
     gc.collect()
-    report("history_mb_1e6", _rss_mb() - before, "MB", "<=", 64, f"{len(history):,} rows")
+    report("history_mb_1e6", _rss_mb() - before, "MB", "<=", 16, f"{len(history):,} rows; MB = 2**20 bytes")
+    del history
+    gc.collect()
+    before = _rss_mb()
+    history = MetricHistory()
+    names = [f"m{i}" for i in range(10)]
+    for s in range(1_000_000):
+        history.append(s, s / 1000, 0.1, 1.0, dict.fromkeys(names, 0.5))
+    len(history)
+    gc.collect()
+    detail = f"{len(history):,} rows × {len(history.metric_names())} metrics, each its own series (8 B a point)"
+    report("history_mb_1e6x10", _rss_mb() - before, "MB", "<=", 96, detail)
+
+
+# -- the per-step cost of monitor.step -----------------------------------------------------------
+def _alternate(a: Callable[[], None], b: Callable[[], None], seconds: float, chunk: int = 500) -> float:
+    """Per-call time of ``a`` ÷ that of ``b``, chunks of ``chunk`` calls alternating (ABBA) for ``seconds``."""
+    spent = [0.0, 0.0]
+    calls = [0, 0]
+    sides = (a, b)
+    order = (0, 1, 1, 0)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for side in order:
+            f = sides[side]
+            started = time.perf_counter()
+            for _ in range(chunk):
+                f()
+            spent[side] += time.perf_counter() - started
+            calls[side] += chunk
+    return (spent[0] / calls[0]) / (spent[1] / calls[1])
+
+
+def step_tax(seconds: float) -> None:
+    """The whole ``monitor.step(loss)`` (a 0-d CPU tensor loss; run directory written, as a run does) per step
+    ÷ torch's ``CosineAnnealingLR.step()``, side by side in one process; then ``monitor.step(loss, 5 tensor
+    metrics)`` ÷ ``monitor.step(loss)``."""
+    import tempfile
+
+    import torch
+
+    import lrwatch
+    from lrwatch.live.host import Host, using_host
+
+    def monitor() -> Any:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        with using_host(Host(log=None, serve=False)):
+            return lrwatch.watch(opt, steps_per_epoch=10**9, epochs=1, run_dir=tempfile.mkdtemp())
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
+    opt.step()  # once, after the scheduler exists, so it does not warn
+    loss = torch.tensor(1.5)
+    plain = monitor()
+    tax = _alternate(lambda: plain.step(loss), sched.step, seconds)
+    report("step_tax", tax, "x", "<=", 1.0, "monitor.step(0-d CPU tensor) ÷ CosineAnnealingLR.step()")
+    metrics = {f"m{i}": torch.tensor(0.1 * i) for i in range(5)}
+    with_metrics = monitor()
+    ratio = _alternate(lambda: with_metrics.step(loss, **metrics), lambda: plain.step(loss), seconds)
+    report("step_metrics_cost", ratio, "x", "<=", 2.0, "monitor.step(loss, 5 0-d tensor metrics) ÷ monitor.step(loss)")
+    plain.close()
+    with_metrics.close()
 
 
 # -- a real terminal ---------------------------------------------------------------------------
@@ -290,8 +360,10 @@ def tty_bandwidth(tmp: Path, seconds: float = 10.0) -> None:
 def live_figures(repeats: int, tmp: Path) -> None:
     import live
 
-    seconds, detail = live.attach_first_frame(repeats, tmp, _spawn_in_pty, _read_all)
-    report("attach_first_frame_s", seconds, "s", "<=", 1.5, f"10⁶ logged steps, 120×40; {detail}")
+    seconds, detail = live.attach_first_frame(repeats, tmp, _spawn_in_pty, _read_all, 10**6, 10)
+    report("attach_first_frame_s", seconds, "s", "<=", 1.5, f"10⁶ logged steps × 10 metrics, 120×40; {detail}")
+    seconds, detail = live.attach_first_frame(repeats, tmp, _spawn_in_pty, _read_all, 10**7, 1)
+    report("attach_first_frame_1e7_s", seconds, "s", "<=", 2.0, f"10⁷ logged steps × 1 metric, 120×40; {detail}")
     ratio, detail = live.attach_overhead(tmp)
     report("attach_overhead", ratio, "x", ">=", 0.97, detail)
 
@@ -337,21 +409,30 @@ def ddp_sync_cost(tmp: Path, seconds: float = 15.0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--step-seconds", type=float, default=6.0, help="each step_tax comparison's duration")
+    parser.add_argument("--only", default="", help="comma-separated figures' functions to run (e.g. step_tax)")
     parser.add_argument("--ui-processes", type=int, default=2, help="demo runs for ui_overhead (~45 s each)")
     parser.add_argument("--whole-runs", type=int, default=0, help="also N pairs of whole runs, headless vs monitor")
     args = parser.parse_args()
     tmp = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True).stdout.strip())
     started = time.monotonic()
-    lr_step_cost(args.repeats)
-    switch_latency()
-    history_memory()
-    frame_cost(args.repeats)
-    first_frame(args.repeats, tmp)
-    tty_bandwidth(tmp)
-    live_figures(args.repeats, tmp)
-    ddp_sync_cost(tmp)
-    race_figures(args.repeats)
-    ui_overhead(args.ui_processes)
+    figures: list[tuple[str, Callable[[], None]]] = [
+        ("lr_step_cost", lambda: lr_step_cost(args.repeats)),
+        ("switch_latency", switch_latency),
+        ("history_memory", history_memory),
+        ("step_tax", lambda: step_tax(args.step_seconds)),
+        ("frame_cost", lambda: frame_cost(args.repeats)),
+        ("first_frame", lambda: first_frame(args.repeats, tmp)),
+        ("tty_bandwidth", lambda: tty_bandwidth(tmp)),
+        ("live_figures", lambda: live_figures(args.repeats, tmp)),
+        ("ddp_sync_cost", lambda: ddp_sync_cost(tmp)),
+        ("race_figures", lambda: race_figures(args.repeats)),
+        ("ui_overhead", lambda: ui_overhead(args.ui_processes)),
+    ]
+    only = {name for name in args.only.split(",") if name}
+    for name, figure in figures:
+        if not only or name in only:
+            figure()
     if args.whole_runs:
         ui_overhead_whole_runs(args.whole_runs, 4000)
     print(f"\n{'figure':<22}{'value':>12}  {'target':<10} result   detail")

@@ -71,6 +71,7 @@ def watch(
     evaluate: Callable[[], Any] | None = None,
     on_divergence: str | None = None,
     spike_factor: float | None = None,
+    tokens_per_step: float | None = None,
 ) -> Monitor:
     """Start watching (and, by default, driving) ``optimizer``'s learning rate.
 
@@ -107,6 +108,8 @@ def watch(
             candidate, ``monitor.step_index`` has moved ahead by its steps; continue from there.
         evaluate: the validation a race ranks candidates by: returns ``val_loss`` (a float, a tuple that
             starts with it, or a dict of metrics). Without it, candidates are ranked by train loss.
+        tokens_per_step: what a step holds (tokens, or samples), for the ``tokens_per_s`` series beside
+            ``steps_per_s``; or give ``monitor.step(loss, tokens=n)`` each step.
         on_divergence: ``pause`` (the monitor's default), ``stop`` (headless default) or ``rollback``, when a
             loss is NaN/Inf or above ``spike_factor`` (default 10) times its recent mean.
     """
@@ -162,6 +165,7 @@ def watch(
         start_step=start_step,
         divergence=policy,
         snapshotter=WeightsSnapshot(model, optimizer) if model is not None else None,
+        tokens_per_step=tokens_per_step,
     )
     monitor = Monitor(engine, model=model, extra_state=extra_state, checkpoint_every=checkpoint_every)
     monitor.train_step, monitor.batches, monitor.evaluate = train_step, batches, evaluate
@@ -218,7 +222,7 @@ def _load_history(engine: Engine, run_dir: Path, before_step: int) -> None:
     for row in read_metric_rows(run_dir / "metrics.csv"):
         if len(row) == 4:
             if row[0] < before_step:
-                engine.history.append(*row)
+                engine.history.append(*row, row.metrics)
         elif row[0] <= before_step:
             engine.history.append_epoch(*row)
 

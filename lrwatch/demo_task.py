@@ -139,9 +139,18 @@ class DemoTask:
         )
         k = cfg.steps
         batches = self.batches(monitor.start_step)  # from the seed and the step: a resume needs no data state
+        params = list(self.model.parameters())
         while (step := monitor.step_index) < (monitor.total_steps or cfg.epochs * k):  # it follows `length N`
-            loss = self.train_step(next(batches))
-            if not monitor.step(loss):  # a tensor: on a GPU, read without a per-step sync
+            x, y = next(batches)
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # torch's foreach norm, on device
+            self.optimizer.step()
+            acc = (logits.detach().argmax(1) == y).float().mean()
+            # tensors: on a GPU, read without a per-step sync (with the loss, in one batched copy)
+            if not monitor.step(loss, grad_norm=grad_norm, acc=acc):
                 break
             if monitor.step_index != step + 1:  # a race kept a candidate: lrwatch trained up to here
                 batches = self.batches(monitor.step_index)

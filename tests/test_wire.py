@@ -20,7 +20,16 @@ from lrwatch.live.host import serve
 from lrwatch.live.server import RunServer
 from lrwatch.live.sockets import LiveRecord, socket_dir
 from lrwatch.protocol.commands import CommandError, EditParams, Pause, Race, RaceEnd, Stop, Switch, command_from_wire
-from lrwatch.protocol.wire import MAX_CLIENT_LINE, LineBuffer, WireError, decode, encode, rows_message, unpack_rows
+from lrwatch.protocol.wire import (
+    MAX_CLIENT_LINE,
+    VERSION,
+    LineBuffer,
+    WireError,
+    decode,
+    encode,
+    rows_message,
+    unpack_rows,
+)
 from lrwatch.run.divergence import DivergencePolicy
 from lrwatch.run.engine import Engine
 from lrwatch.schedule.timeline import Timeline
@@ -157,8 +166,9 @@ def test_random_bytes_and_bad_frames_change_nothing(run: TrainingRun, tmp_path: 
     frames = [
         b"\n", b"{}\n", b"[]\n", b'{"type":"command"}\n', b'{"type":"status"}\n', b"NaN\n",
         b'{"type":"hello","version":99}\n',
-        b'{"type":"hello","version":1}\n{"type":"command","command":{"command":1}}\n',
-        b'{"type":"hello","version":1}\n{"type":"frob"}\n', b"x" * (MAX_CLIENT_LINE + 10),
+        b'{"type":"hello","version":%d}\n{"type":"command","command":{"command":1}}\n' % VERSION,
+        b'{"type":"hello","version":%d}\n{"type":"frob"}\n' % VERSION, b"x" * (MAX_CLIENT_LINE + 10),
+        b'{"type":"hello","version":1}\n',  # an older client: refused in one line
     ]  # fmt: skip
     payloads = frames + [rng.randbytes(rng.randint(1, 300)) for _ in range(1000)]
     events_before = len(run.engine.events_since(0))
@@ -234,7 +244,7 @@ def test_a_client_that_stops_reading_is_dropped_and_training_goes_on(
     monkeypatch.setattr(peer, "STALL_SECONDS", 0.5)
     sock = _connect_raw(run.server.record.socket)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(encode({"type": "hello", "version": 1, "client": "monitor"}) + encode({"type": "subscribe"}))
+    sock.sendall(encode({"type": "hello", "version": VERSION, "client": "monitor"}) + encode({"type": "subscribe"}))
     deadline = time.monotonic() + 30
     subscribed = lambda: any(c.subscribed for c in run.server.clients)  # noqa: E731
     while not subscribed():

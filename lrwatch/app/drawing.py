@@ -21,6 +21,7 @@ from lrwatch.app.charts import (
     lr_chart,
     race_curves,
 )
+from lrwatch.app.metrics import MetricView, metric_chart
 from lrwatch.charts.plot import ChartSpec
 from lrwatch.protocol.events import RunStatus
 from lrwatch.schedule.timeline import Timeline
@@ -114,7 +115,9 @@ class Drawing:
                 candidates=self.candidates.timelines,
                 axis=axis,
             ),
-            lambda w, h: loss_chart(
+            (lambda w, h: self._second_chart(history, axis, w, h))
+            if self.second_metric
+            else lambda w, h: loss_chart(
                 history,
                 self._loss_view,
                 timeline,
@@ -129,6 +132,17 @@ class Drawing:
             ),
         )
 
+    def _second_chart(self, history: Any, axis: XAxis, width: int, height: int) -> ChartSpec:
+        """The main view's second chart with a metric instead of the loss (``enter`` in the metrics view)."""
+        name = self.second_metric
+        view = None
+        if name in history.metric_names():
+            views = self.__dict__.setdefault("_second_views", {})
+            key = (name, self.monitor_screen.smoothing, self.monitor_screen.axis_mode)
+            view = views.setdefault(key, MetricView(self.monitor_screen.smoothing))
+        return metric_chart(history, name, view, axis, width=width, height=height,
+                            log_y=self.monitor_screen.log_loss, ascii=self.ascii_markers)  # fmt: skip
+
     def _titles(self, step: int | None = None) -> None:
         names = dict.fromkeys([*(name for _, _, named in self.races for name, _, _ in named), *self._racing])
         zoomed = False
@@ -136,6 +150,10 @@ class Drawing:
             step = self._step() if step is None else step
             zoomed = loss_window(self.source.timeline, step, False)[1] < planned_end(self.source.timeline, step)
         self.monitor_screen.titles(self.candidates, list(names), zoomed=zoomed)
+        if getattr(self, "second_metric", None):
+            chart = self.monitor_screen.query_one("#loss-chart")
+            chart.border_title = f"{self.second_metric} · ema {self.monitor_screen.smoothing:g} (m: metrics)"
+            chart.border_subtitle = ""
 
     def _update_status(self, status: RunStatus) -> None:
         history = self.source.history

@@ -158,7 +158,14 @@ class HelpScreen(Modal):
         n = len(self.pages)
         paging = f"page {self.page + 1}/{n} (→ ←) · " if n > 1 else ""
         self.query_one("#help-title", Static).update(
-            Text.assemble(("Keys", "bold"), "  ", (f"{paging}escape or ? closes", "dim"))
+            Text.assemble(
+                ("Keys", "bold"),
+                "  ",
+                (f"{paging}escape or ? closes", "dim"),
+                "   ",
+                ("m", "bold"),
+                " every metric, in a grid",
+            )
         )
         self.query_one("#help-text", Static).update(Text("\n").join(self.pages[self.page]))
 

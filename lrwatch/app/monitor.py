@@ -32,6 +32,7 @@ from lrwatch.app.drawing import CHART_MIN_INTERVAL, Drawing
 from lrwatch.app.early import EarlyKeys
 from lrwatch.app.keys import ScheduleKeys
 from lrwatch.app.link import RunLink
+from lrwatch.app.metrics import MetricsScreen
 from lrwatch.app.runkeys import RunKeys
 from lrwatch.app.screen import MonitorScreen
 from lrwatch.app.screens import DivergenceScreen, ErrorScreen
@@ -85,6 +86,7 @@ class LRWatchApp(EarlyKeys, Drawing, RunKeys, ScheduleKeys, App):
         Binding("f", "race", "race", show=False),
         Binding("space", "pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
+        Binding("m", "metrics", "metrics", show=False),
         Binding("d", "detach", "detach"),
         Binding("q", "quit_run", "quit"),
         Binding("ctrl+c,ctrl+q", "quit_run", "quit", show=False, priority=True),
@@ -141,6 +143,7 @@ class LRWatchApp(EarlyKeys, Drawing, RunKeys, ScheduleKeys, App):
         self._leaving = False  # exit() was called: late run events and frames are dropped (the screen goes)
         self._redraw_pending = False
         self.connected = False  # the run can be read (a remote one: its first snapshot came)
+        self.second_metric: str | None = None  # the main view's second chart: this metric instead of the loss
 
     # -- one app, three run sources ---------------------------------------------------------
     @classmethod
@@ -321,6 +324,11 @@ class LRWatchApp(EarlyKeys, Drawing, RunKeys, ScheduleKeys, App):
         """Textual's exit; from here on nothing draws (the screen's widgets are being removed)."""
         self._leaving = True
         super().exit(*args, **kwargs)
+
+    def action_metrics(self) -> None:
+        """``m``: the metrics view, a grid of every metric (:mod:`lrwatch.app.metrics`)."""
+        if not isinstance(self.screen, MetricsScreen):
+            self.push_screen(MetricsScreen(options=self.monitor_screen.options))
 
     @on(ViewScreen.ViewChanged)
     def view_changed(self, message: ViewScreen.ViewChanged) -> None:

@@ -76,7 +76,7 @@ class RunKeys:
         """A key this run does not offer (hidden from the footer): say why, once, rather than nothing."""
         commands = (self._offered or (True, True, True))[0]
         if not commands and not self._told_read_only and event.character and event.character.isprintable():
-            if event.character not in "lLwx[]?q":
+            if event.character not in "lLwxm[]?q":
                 self._told_read_only = True
                 self.notify(READ_ONLY_NOTE, severity="warning", timeout=6)
 

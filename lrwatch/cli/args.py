@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=_positive(int), default=None, help="a script without lrwatch.watch(): the planned epochs"
     )
     run.add_argument(
+        "--grad-norm",
+        action="store_true",
+        help="a script without lrwatch.watch(): log the total gradient norm of each step (grad_norm), on the device",
+    )
+    run.add_argument(
         "--total-steps",
         type=_positive(int),
         default=None,

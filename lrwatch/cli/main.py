@@ -291,7 +291,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.argv = [str(script), *script_args]
         sys.path.insert(0, str(script.resolve().parent))
         hooks = AutoWatch(
-            steps_per_epoch=args.steps_per_epoch, epochs=args.epochs, resume=args.resume, resume_step=args.resume_step
+            steps_per_epoch=args.steps_per_epoch,
+            epochs=args.epochs,
+            resume=args.resume,
+            resume_step=args.resume_step,
+            grad_norm=args.grad_norm,
         )
         with hooks:  # a script without watch(): watched from its first optimizer step
             runpy.run_path(str(script), run_name="__main__")
@@ -375,7 +379,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"lrwatch export: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    written = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    written = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n or kind != "metrics")
     print(f"lrwatch export: {args.run_dir} → {args.tensorboard} ({written}); tensorboard --logdir {args.tensorboard}")
     return 0
 

@@ -89,6 +89,26 @@ def optimizer_step_count(optimizer: Any) -> int | None:
     return max(counts) if counts else None
 
 
+def total_grad_norm(optimizer: Any) -> Any:
+    """The 2-norm of every gradient the step is about to use, as a 0-d tensor on their device (no sync):
+    torch's own foreach norm per tensor (``torch._foreach_norm``, what ``clip_grad_norm_`` uses), then the
+    norm of those. ``None`` when no parameter has a gradient. With a closure (LBFGS) the gradients are
+    the ones before it runs."""
+    import torch
+
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return None
+    by_device: dict[Any, list[Any]] = {}
+    for grad in grads:
+        by_device.setdefault(grad.device, []).append(grad.detach())
+    norms = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm(g))) for g in by_device.values()]
+    total = (
+        norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+    )
+    return total
+
+
 def _loss_value(value: Any) -> Any:
     """A closure's value as a loss: a one-element tensor (kept on its device) or a number; else None."""
     if isinstance(value, torch.Tensor):
@@ -107,7 +127,10 @@ class AutoWatch:
         epochs: int | None = None,
         resume: Path | None = None,
         resume_step: int | None = None,
+        grad_norm: bool = False,
     ) -> None:
+        self.grad_norm = grad_norm  # --grad-norm: each step's total gradient norm, computed in the pre-hook
+        self._norm: Any = None
         self.steps_per_epoch = steps_per_epoch
         self.epochs = epochs
         self.resume = resume
@@ -185,6 +208,8 @@ class AutoWatch:
         if optimizer is not self.optimizer:
             self._another(optimizer)
             return None
+        if self.grad_norm:
+            self._norm = total_grad_norm(optimizer)
         return self._wrap_closure(args, kwargs)
 
     def _start(self, optimizer: Any) -> None:
@@ -281,8 +306,9 @@ class AutoWatch:
         if self.monitor is None or optimizer is not self.optimizer:
             return
         loss = self._step_loss()
+        norm, self._norm = self._norm, None
         if loss is not None:
-            go_on = self.monitor.step(loss)
+            go_on = self.monitor.step(loss, **({"grad_norm": norm} if norm is not None else {}))
         else:
             if not self._missing_warned:
                 self._missing_warned = True

@@ -64,6 +64,8 @@ class LRWatchCallback(pl.Callback):
         self._step_loss: Any = None  # the current optimizer step's loss so far (a tensor, on its device)
         self._seen_step = 0
         self._restored: dict[str, Any] | None = None
+        self._step_names: set[str] = set()  # metrics logged per step (on_step=True)
+        self._epoch_metrics: dict[str, float] = {}  # the epoch's row, written at its end
 
     # -- the run ----------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -122,6 +124,7 @@ class LRWatchCallback(pl.Callback):
     ) -> None:
         if self.monitor is None:
             return
+        self._flush_epoch()  # a validation inside the epoch (val_check_interval): its row at its own step
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if loss is not None and hasattr(loss, "detach"):
             loss = loss.detach()
@@ -130,18 +133,41 @@ class LRWatchCallback(pl.Callback):
             return  # still accumulating: the optimizer has not stepped
         self._seen_step = trainer.global_step
         loss, self._step_loss = self._step_loss, None
-        if not self.monitor.step(loss if loss is not None else float("nan")):
+        metrics = _step_metrics(trainer)
+        self._step_names.update(metrics)
+        if not self.monitor.step(loss if loss is not None else float("nan"), **metrics):
             trainer.should_stop = True  # q, a signal, a divergence stop: Lightning ends the fit after this batch
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.monitor is None or trainer.sanity_checking:
             return
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name in self.val_names}
-        if metrics:
+        self._epoch_metrics = {**self._epoch_metrics, **self._epoch_level(trainer)}  # logged at the epoch's end
+
+    def _epoch_level(self, trainer: pl.Trainer) -> dict[str, float]:
+        """Every epoch-level metric logged (``self.log(..., on_epoch=True)``): validation's, the epoch's means."""
+        return {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if (name in self.val_names or name not in self._step_names) and not name.endswith("_step")
+            and getattr(value, "numel", lambda: 1)() == 1
+        }  # fmt: skip
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """One row per epoch: its validation (run just before) with the epoch's own means (computed now)."""
+        if self.monitor is None:
+            return
+        fresh = self._epoch_level(trainer)  # the epoch's means (on_step and on_epoch: NAME_epoch) are computed now
+        self._epoch_metrics.update({k: v for k, v in fresh.items() if k.endswith("_epoch")})
+        self._flush_epoch()
+
+    def _flush_epoch(self) -> None:
+        metrics, self._epoch_metrics = self._epoch_metrics, {}
+        if metrics and self.monitor is not None:
             self.monitor.epoch_end(**metrics)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.monitor is not None:
+            self._flush_epoch()
             self.monitor.close()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -154,6 +180,19 @@ class LRWatchCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = dict(state_dict) or None  # applied once watch() has started, before the first step
+
+
+def _step_metrics(trainer: pl.Trainer) -> dict[str, Any]:
+    """What the module logged for this step (``self.log(..., on_step=True)``), by the name its loggers get
+    (``acc``, or ``acc_step`` beside an ``acc_epoch``): 0-d tensors, left on their device."""
+    results = getattr(trainer, "_results", None)
+    if results is None:
+        return {}
+    try:
+        logged = results.metrics(True)["log"]
+    except Exception:
+        return {}
+    return {name: value for name, value in logged.items() if getattr(value, "numel", lambda: 0)() == 1}
 
 
 def _own_schedule(configs: Sequence[Any]) -> tuple[str | None, bool]:

@@ -14,7 +14,9 @@ in ``on_step_end``, with that step's own loss, before ``on_log`` would report it
 carry no loss (a custom ``compute_loss``) gets the Trainer's logged loss instead: each step between two
 logs takes that window's mean (``on_log``), so the rows follow ``logging_steps``.
 
-``eval_loss`` (and any ``eval_*`` in ``val_names``) is logged as ``val_loss``. The run's length is
+Every scalar of ``on_log`` goes with its step (``grad_norm``, and what a subclass logs): a logging step's row
+waits for ``on_log`` (which follows ``on_step_end``), so ``grad_norm`` lands on its own step. Every ``eval_X``
+of an evaluation is logged as ``val_X`` (``eval_loss``: ``val_loss``). The run's length is
 ``state.max_steps``; an epoch is ``⌈len(train_dataloader) ÷ gradient_accumulation_steps⌉`` steps.
 
 With no ``schedule=``, the Trainer keeps its own schedule: its ``lr_scheduler_type`` with ``warmup_steps`` /
@@ -40,6 +42,28 @@ def _loss_of(output: Any) -> Any:
     if isinstance(output, Mapping):
         return output.get("loss")
     return getattr(output, "loss", None)
+
+
+# What on_log says that the step row already holds (lr, loss, epoch), or that sums up the whole run at its end.
+NOT_STEP_METRICS = frozenset(
+    {"loss", "learning_rate", "epoch", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
+     "train_steps_per_second"}
+)  # fmt: skip
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return getattr(value, "ndim", None) == 0
+
+
+def step_metrics(logs: Mapping[str, Any]) -> dict[str, float]:
+    """The scalars of a training log (``grad_norm``, and anything a subclass of the Trainer logs), by name."""
+    return {
+        k: float(v) for k, v in logs.items() if k not in NOT_STEP_METRICS and not k.startswith("eval_") and _scalar(v)
+    }
 
 
 class LRWatchCallback(transformers.TrainerCallback):
@@ -73,6 +97,8 @@ class LRWatchCallback(transformers.TrainerCallback):
         self._from_logs = False  # no loss in the model's outputs: the steps wait for on_log's loss
         self._waiting = 0
         self._last_logged = math.nan
+        self._held: Any = None  # a logging step's loss, waiting for on_log's metrics (grad_norm)
+        self._stop = False
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         model = kwargs["model"]
@@ -128,12 +154,17 @@ class LRWatchCallback(transformers.TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if self.monitor is None:
             return control
+        self._release()
         losses, self._losses = self._losses, []
         if losses:
             total = losses[0]
             for loss in losses[1:]:
                 total = total + loss
-            go_on = self.monitor.step(total if self._shares else total / len(losses))
+            total = total if self._shares else total / len(losses)
+            if control.should_log:  # on_log follows with this step's grad_norm: the row waits for it
+                self._held = total
+                return control
+            go_on = self.monitor.step(total)
         else:
             if not self._from_logs:
                 self._from_logs = True
@@ -145,29 +176,49 @@ class LRWatchCallback(transformers.TrainerCallback):
             control.should_training_stop = True
         return control
 
-    def _deliver(self, loss: float) -> None:
+    def _release(self, metrics: dict[str, float] | None = None, control: Any = None) -> None:
+        """Log the step held for on_log's metrics (without them if on_log never came)."""
+        if self._held is None or self.monitor is None:
+            return
+        held, self._held = self._held, None
+        if not self.monitor.step(held, **(metrics or {})):
+            self._deliver(self._last_logged)
+            if control is not None:
+                control.should_training_stop = True
+            else:
+                self._stop = True
+
+    def _deliver(self, loss: float, metrics: dict[str, float] | None = None) -> None:
         if self._waiting and self.monitor is not None:
-            self.monitor.engine.deliver([loss] * self._waiting)
+            last: Any = (loss, metrics) if metrics else loss
+            self.monitor.engine.deliver([loss] * (self._waiting - 1) + [last])
             self._waiting = 0
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if logs and "loss" in logs:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> Any:
+        logs = logs or {}
+        metrics = step_metrics(logs)
+        if "loss" in logs:
             self._last_logged = float(logs["loss"])
-            self._deliver(self._last_logged)
+            self._deliver(self._last_logged, metrics)
+        self._release(metrics, control)
+        if self._stop:
+            control.should_training_stop = True
+        return control
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
         if self.monitor is None or not metrics:
             return
+        self._release()
         values = {}
-        for name in self.val_names:
-            key = "eval_" + name.removeprefix("val_")
-            if key in metrics:
-                values[name] = float(metrics[key])
+        for key, value in metrics.items():  # every evaluation metric, eval_X as val_X (eval_loss: val_loss)
+            if key.startswith("eval_") and _scalar(value):
+                values["val_" + key.removeprefix("eval_")] = float(value)
         if values:
             self.monitor.epoch_end(**values)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.monitor is not None:
+            self._release()
             self._deliver(self._last_logged)
             self.monitor.close()
         if self._hook is not None:

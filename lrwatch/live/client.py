@@ -21,7 +21,17 @@ from typing import Any
 from lrwatch.live.sockets import LiveRecord, connect, record_of_run_dir
 from lrwatch.protocol.commands import Command
 from lrwatch.protocol.events import ENDED_STATES, Event, RunStatus
-from lrwatch.protocol.wire import MAX_SERVER_LINE, VERSION, LineBuffer, WireError, decode, encode, to_float, unpack_rows
+from lrwatch.protocol.wire import (
+    MAX_SERVER_LINE,
+    VERSION,
+    LineBuffer,
+    WireError,
+    decode,
+    encode,
+    to_float,
+    unpack_metrics,
+    unpack_rows,
+)
 from lrwatch.record.history import MetricHistory
 from lrwatch.schedule.timeline import Timeline
 
@@ -128,6 +138,8 @@ class RemoteRunSource:
         self.connect_timeout = connect_timeout
         self.client: RunClient | None = None
         self.history = MetricHistory(())
+        self._rows_through = 0  # the run's rows the history stands for (a decimated snapshot holds fewer)
+        self._metrics_through: dict[str, int] = {}
         self._timeline: Timeline | None = None
         self._rows_total = 0
         self._events: list[Event] = []
@@ -251,7 +263,11 @@ class RemoteRunSource:
         kind = message["type"]
         if kind == "snapshot":
             self.history = MetricHistory(tuple(message["val_names"]))
+            self._rows_through = 0
+            self._metrics_through = {}
             self._rows(message["rows"])
+            self._rows_through = int(message.get("rows_through", self._rows_through))  # a decimated snapshot's
+            self._metrics({"series": message.get("metrics", {})})
             self._epochs(message["epochs"])
             with self._lock:
                 self._timeline = Timeline.from_dict(message["timeline"])
@@ -259,9 +275,15 @@ class RemoteRunSource:
                 self._status = RunStatus.from_dict(message["status"])
             self._rows_total = int(message.get("rows_total", 0))  # the rest of its rows follow in slices
             self._catch_up()
+        elif kind == "snapshot_rows":  # the snapshot's rows, in slices: placed as they come (decimated ones too)
+            _, steps, epochs, lrs, losses = unpack_rows(message)
+            self.history.extend(steps, epochs, lrs, losses)
+            self._catch_up()
         elif kind == "rows":
             self._rows(message)
             self._catch_up()
+        elif kind == "metrics":
+            self._metrics(message)
         elif kind == "epochs":
             self._epochs(message)
         elif kind == "event":
@@ -286,16 +308,28 @@ class RemoteRunSource:
 
     def _rows(self, message: dict[str, Any]) -> None:
         start, steps, epochs, lrs, losses = unpack_rows(message)
-        have = len(self.history)
+        have = self._rows_through
         if start > have:
             raise WireError(f"rows from {start}, but only {have} arrived before: a gap")
         skip = have - start  # rows already here (never expected; kept exact if it happens)
         if skip < len(steps):
             self.history.extend(steps[skip:], epochs[skip:], lrs[skip:], losses[skip:])
+            self._rows_through = start + len(steps)
+
+    def _metrics(self, message: dict[str, Any]) -> None:
+        throughs = {name: entry.get("through") for name, entry in message.get("series", {}).items()}
+        for name, (start, steps, values) in unpack_metrics(message).items():
+            have = self._metrics_through.get(name, 0)
+            if start > have:
+                raise WireError(f"{name} from point {start}, but only {have} arrived before: a gap")
+            skip = have - start
+            if skip < len(steps):
+                self.history.extend_metric(name, steps[skip:], values[skip:])
+            through = throughs.get(name)  # a decimated snapshot's metric stands for more points than it holds
+            self._metrics_through[name] = int(through) if through is not None else max(have, start + len(steps))
 
     def _epochs(self, message: dict[str, Any]) -> None:
-        names = self.history.val_names
         values = message["values"]
         for i, (step, epoch) in enumerate(zip(message["step"], message["epoch"], strict=True)):
-            metrics = {name: to_float(values[name][i]) for name in names if name in values}
+            metrics = {name: to_float(column[i]) for name, column in values.items()}
             self.history.append_epoch(int(step), to_float(epoch), metrics)

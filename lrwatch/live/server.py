@@ -179,7 +179,7 @@ class RunServer:
                 self._push(client)  # what it was not given while it read slowly
 
     def _behind(self, client: Peer) -> bool:
-        return client.feed is not None and client.feed.rows_sent < len(self.engine.history)
+        return client.feed is not None and client.feed.behind
 
     def _ready(self, key: selectors.SelectorKey, mask: int) -> None:
         if key.data == "accept":

@@ -1,13 +1,13 @@
-"""The run socket's wire format, version 1: newline-delimited JSON objects, each with a ``type``.
+"""The run socket's wire format, version 2: newline-delimited JSON objects, each with a ``type``.
 
 Strict JSON (no NaN/Infinity: non-finite floats travel as the strings ``"nan"``, ``"inf"``,
 ``"-inf"``, as in ``events.jsonl``), UTF-8, one object per line. A conversation::
 
-    client → {"type": "hello", "version": 1, "client": "monitor", "owner": false}
-    server → {"type": "hello", "version": 1, "pid": 4242, "run_dir": "/abs/run", "lrwatch": "0.1.0"}
+    client → {"type": "hello", "version": 2, "client": "monitor", "owner": false}
+    server → {"type": "hello", "version": 2, "pid": 4242, "run_dir": "/abs/run", "lrwatch": "0.1.0"}
     client → {"type": "status"}                       server → {"type": "status", "status": {...}}
     client → {"type": "subscribe"}                    server → {"type": "snapshot", ...} then, as the run goes,
-                                                               {"type": "rows"|"epochs"|"event"|"timeline"|"status"}
+                                                {"type": "rows"|"metrics"|"epochs"|"event"|"timeline"|"status"}
     client → {"type": "command", "id": 7, "command": {"command": "switch", "spec": "exp"}}
     server → {"type": "result", "id": 7, "event": {"event": "switch", ...}}
     client → {"type": "detach"}                       (the owner leaves on purpose; the run goes on)
@@ -17,9 +17,12 @@ Metric rows travel as columns (``step``, ``epoch``, ``lr``, ``loss``), each the 
 little-endian array (int64 steps, float64 values): exact, compact, and one line for a million rows.
 Columns the receiver can rebuild exactly are left out: ``step`` when the steps run on without a gap
 (``first_step`` instead), ``epoch`` when every epoch is ``step / steps_per_epoch`` (the engine's own
-computation; ``steps_per_epoch`` instead). ``start`` is the first row's index in the run's history,
-so a client joins a snapshot and the live stream with no gap and no duplicate. A client's line may
-be at most :data:`MAX_CLIENT_LINE` bytes.
+computation; ``steps_per_epoch`` instead). Step-level metrics (any names) travel as ``metrics`` messages
+(and a snapshot's ``metrics``), one entry per metric, each its own ``start``. A long run's snapshot is
+decimated (``rows_through``, and each metric's ``through``: how many rows or points it stands for); a
+version-1 client is refused at its hello with one line naming both versions. ``start`` is the first
+row's index in the run's history, so a client joins a snapshot and the live stream with no gap and no
+duplicate. A client's line may be at most :data:`MAX_CLIENT_LINE` bytes.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: metrics messages, decimated snapshots (rows_through); a version-1 client is told so
 MAX_CLIENT_LINE = 64 * 1024  # a client's request: a command is a few hundred bytes
 MAX_SERVER_LINE = 1 << 30  # a snapshot of a long run is one line (about 43 bytes a row)
 REQUEST_TYPES = ("hello", "status", "subscribe", "command", "detach")
@@ -164,6 +167,40 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def metrics_message(series: dict[str, tuple[int, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Step-level metrics (``grad_norm``, ``acc``, ...): per name, its points from index ``start`` on, each
+    column packed (steps as ``first_step`` when they run on without a gap)."""
+    out: dict[str, Any] = {}
+    for name, (start, steps, values) in series.items():
+        entry: dict[str, Any] = {"start": int(start), "count": len(steps), "value": pack(values, "float64")}
+        if len(steps) and np.array_equal(steps, np.arange(steps[0], steps[0] + len(steps))):
+            entry["first_step"] = int(steps[0])
+        else:
+            entry["step"] = pack(steps, "int64")
+        out[name] = entry
+    return {"type": "metrics", "series": out}
+
+
+def unpack_metrics(message: dict[str, Any]) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+    """``{name: (start, steps, values)}`` of a ``metrics`` message; :class:`WireError` if malformed."""
+    out = {}
+    try:
+        for name, entry in message["series"].items():
+            start, count = int(entry["start"]), int(entry["count"])
+            if "step" in entry:
+                steps = unpack(entry["step"], "int64")
+            else:
+                first = int(entry["first_step"])
+                steps = np.arange(first, first + count, dtype=np.int64)
+            values = unpack(entry["value"], "float64")
+            if len(steps) != count or len(values) != count:
+                raise ValueError("columns of different lengths")
+            out[str(name)] = (start, steps, values)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise WireError(f"malformed metrics ({type(exc).__name__})") from None
+    return out
 
 
 class LineBuffer:

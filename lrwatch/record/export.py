@@ -2,7 +2,8 @@
 
 Written with PyTorch's own ``torch.utils.tensorboard.SummaryWriter`` (it needs the ``tensorboard``
 package: the ``lrwatch[tensorboard]`` extra). Every step row becomes ``lr`` and ``loss/train`` at its
-step; each validation metric ``NAME`` its own scalar at the step it was logged; every event worth a
+step; every other metric (a step's ``grad_norm``, ``acc``; an epoch's ``val_loss``, ``val_f1``) one scalar
+tag of its own name, at each step it was logged; every event worth a
 line (switch, edit, pause, stop, divergence, rollback, warning, error, ...) a ``events`` text entry at
 its step, in the words of the headless lines. The run directory is only read.
 """
@@ -31,7 +32,7 @@ def export_tensorboard(run_dir: str | Path, out_dir: str | Path) -> dict[str, in
     reader = RunReader(run_dir)
     history = reader.history
     steps = history.column("step").astype(np.int64).tolist()
-    counts = {"lr": 0, "loss/train": 0, "validation": 0, "events": 0}
+    counts = {"lr": 0, "loss/train": 0, "metrics": 0, "validation": 0, "events": 0}
     writer = SummaryWriter(log_dir=str(out_dir))
     try:
         for step, lr, loss in zip(steps, history.column("lr").tolist(), history.column("loss").tolist(), strict=True):
@@ -40,6 +41,12 @@ def export_tensorboard(run_dir: str | Path, out_dir: str | Path) -> dict[str, in
             if math.isfinite(loss):  # a step without a loss (lrwatch run: no backward() seen) has none
                 writer.add_scalar("loss/train", loss, step)
                 counts["loss/train"] += 1
+        for name in history.metric_names():  # every step-level metric: one tag, its own name
+            metric_steps, metric_values = history.metric(name)
+            for step, value in zip(metric_steps.tolist(), metric_values.tolist(), strict=True):
+                if math.isfinite(value):
+                    writer.add_scalar(name, value, step)
+                    counts["metrics"] += 1
         val_steps, _, values = history.validation()
         for name, column in values.items():
             for step, value in zip(val_steps.astype(np.int64).tolist(), column.tolist(), strict=True):

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lrwatch.record.columns import Epochs, Floats, Steps
+
 STEP_COLUMNS = ("epoch", "lr", "loss")
+SETTLE_ROWS = 4096  # step rows appended before they join the columns (a read settles them at once)
 
 
 def decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,79 +116,213 @@ class Snapshot:
     val: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-class MetricHistory:
-    """Per-step ``step, epoch, lr, loss`` and per-epoch validation metrics."""
+class Series:
+    """One step-level metric (``grad_norm``, ``acc``, ...): the steps it was logged at and its values."""
 
-    def __init__(self, val_names: tuple[str, ...] = ("val_loss", "val_acc"), capacity: int = 4096) -> None:
+    def __init__(self) -> None:
+        self.steps = Steps()
+        self.values = Floats()
+        self.extrema = BlockExtrema()
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def nbytes(self) -> int:
+        return self.steps.nbytes() + self.values.nbytes()
+
+
+class MetricHistory:
+    """Per-step ``step, epoch, lr, loss``, any per-step metrics (each its own series: a metric logged every
+    50 steps holds 50× fewer rows), and per-epoch metrics (validation), in chunked columns
+    (:mod:`lrwatch.record.columns`: 16 B a step row)."""
+
+    def __init__(self, val_names: tuple[str, ...] = ("val_loss", "val_acc"), capacity: int = 0) -> None:
+        del capacity  # chunks grow by themselves
         self._lock = threading.Lock()
+        self._pending: deque[tuple[int, float, float, float, dict[str, float] | None]] = deque()
         self._n = 0
-        self._steps = np.empty(capacity, dtype=np.int64)
-        self._cols = {name: np.empty(capacity, dtype=np.float64) for name in STEP_COLUMNS}
+        self._steps = Steps()
+        self._epochs = Epochs()
+        self._cols = {"lr": Floats(), "loss": Floats()}
         self.val_names = tuple(val_names)
         self._val_steps: list[int] = []
         self._val_epochs: list[float] = []
         self._val: dict[str, list[float]] = {name: [] for name in self.val_names}
+        self._metrics: dict[str, Series] = {}
         self._extrema = {name: BlockExtrema() for name in ("lr", "loss")}
         self.version = 0
 
     def __len__(self) -> int:
+        self._settle()
         return self._n
 
-    def _grow(self) -> None:
-        capacity = 2 * len(self._steps)
-        self._steps = np.resize(self._steps, capacity)
-        self._cols = {k: np.resize(v, capacity) for k, v in self._cols.items()}
-
-    def append(self, step: int, epoch: float, lr: float, loss: float) -> None:
+    def _settle(self) -> None:
+        """Move the rows appended since into the columns, at once (any thread: the deque is thread-safe)."""
+        pending = self._pending
+        if not pending:
+            return
         with self._lock:
-            if self._n == len(self._steps):
-                self._grow()
-            i = self._n
-            self._steps[i] = step
-            self._cols["epoch"][i] = epoch
-            self._cols["lr"][i] = lr
-            self._cols["loss"][i] = loss
-            self._n = i + 1
+            count = len(pending)
+            if not count:
+                return
+            rows = [pending.popleft() for _ in range(count)]
+            steps, epochs, lrs, losses, metrics = zip(*rows, strict=True)
+            self._steps.extend(np.array(steps, dtype=np.int64))
+            self._epochs.extend(np.array(epochs, dtype=np.float64), self._steps)
+            self._cols["lr"].extend(np.array(lrs, dtype=np.float64))
+            self._cols["loss"].extend(np.array(losses, dtype=np.float64))
+            self._n += count
+            points: dict[str, tuple[list[int], list[float]]] = {}
+            for step, values in zip(steps, metrics, strict=True):
+                if values:
+                    for name, value in values.items():
+                        column = points.get(name)
+                        if column is None:
+                            column = points[name] = ([], [])
+                        column[0].append(step)
+                        column[1].append(value)
+            for name, (at, values) in points.items():  # each metric's points of the batch, at once
+                series = self._metrics.get(name)
+                if series is None:
+                    series = self._metrics[name] = Series()
+                series.steps.extend(np.array(at, dtype=np.int64))
+                series.values.extend(np.array(values, dtype=np.float64))
+                series.extrema.update(series.values, len(series))
+            self._extrema["loss"].update(self._cols["loss"], self._n)  # kept as rows come: a snapshot's decimation
+            self.version += 1
+
+    def nbytes(self) -> int:
+        """Bytes held by the columns (chunks allocated, the last one counted whole)."""
+        self._settle()
+        with self._lock:
+            own = self._steps.nbytes() + self._epochs.nbytes() + sum(c.nbytes() for c in self._cols.values())
+            return own + sum(s.nbytes() for s in self._metrics.values())
+
+    def append(self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None) -> None:
+        """One step row. It waits in a deque (an append, the training loop's whole cost) and joins the columns
+        in batches of :data:`SETTLE_ROWS`, or at once when anything reads the history."""
+        pending = self._pending
+        pending.append((step, epoch, lr, loss, metrics))
+        if len(pending) >= SETTLE_ROWS:
+            self._settle()
+
+    def _add_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            series = self._metrics.get(name)
+            if series is None:
+                series = self._metrics[name] = Series()
+            series.steps.append(step)
+            series.values.append(value)
+
+    def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Step-level metrics of ``step`` without a step row (a framework's logging step, sampled readings)."""
+        self._settle()
+        with self._lock:
+            self._add_metrics(step, metrics)
             self.version += 1
 
     def extend(self, steps: np.ndarray, epochs: np.ndarray, lrs: np.ndarray, losses: np.ndarray) -> None:
         """Append many rows at once (a run's history arriving over its socket)."""
-        count = len(steps)
+        self._settle()
         with self._lock:
-            while self._n + count > len(self._steps):
-                self._grow()
-            i, j = self._n, self._n + count
-            self._steps[i:j] = steps
-            self._cols["epoch"][i:j] = epochs
-            self._cols["lr"][i:j] = lrs
-            self._cols["loss"][i:j] = losses
-            self._n = j
+            self._steps.extend(steps)
+            self._epochs.extend(epochs, self._steps)
+            self._cols["lr"].extend(lrs)
+            self._cols["loss"].extend(losses)
+            self._n += len(steps)
+            self._extrema["loss"].update(self._cols["loss"], self._n)
+            self.version += 1
+
+    def extend_metric(self, name: str, steps: np.ndarray, values: np.ndarray) -> None:
+        """Append many points of one step-level metric (its steps after those it holds)."""
+        with self._lock:
+            series = self._metrics.get(name)
+            if series is None:
+                series = self._metrics[name] = Series()
+            series.steps.extend(steps)
+            series.values.extend(values)
+            series.extrema.update(series.values, len(series))
             self.version += 1
 
     def append_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
+        self._settle()
         with self._lock:
+            for name in metrics:
+                if name not in self._val:
+                    self._val[name] = [np.nan] * len(self._val_steps)
             self._val_steps.append(step)
             self._val_epochs.append(epoch)
-            for name in self.val_names:
-                self._val[name].append(float(metrics.get(name, np.nan)))
+            for name, values in self._val.items():
+                values.append(float(metrics.get(name, np.nan)))
             self.version += 1
 
     def column(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """A copy of ``step`` or one of ``epoch, lr, loss`` for rows ``start:stop``."""
+        self._settle()
         with self._lock:
             stop = self._n if stop is None else min(stop, self._n)
-            source = self._steps if name == "step" else self._cols[name]
-            return source[start:stop].copy()
+            if name == "step":
+                return self._steps[start:stop]
+            if name == "epoch":
+                return self._epochs.get(slice(start, stop), self._steps)
+            return self._cols[name][start:stop]
+
+    def metric_names(self) -> list[str]:
+        """The step-level metrics logged so far, in the order they first came."""
+        self._settle()
+        with self._lock:
+            return list(self._metrics)
+
+    def metric_length(self, name: str) -> int:
+        """Points of a step-level metric so far."""
+        self._settle()
+        with self._lock:
+            series = self._metrics.get(name)
+            return len(series) if series is not None else 0
+
+    def metric(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of a step-level metric from its point ``start`` on (empty if never logged)."""
+        self._settle()
+        with self._lock:
+            series = self._metrics.get(name)
+            if series is None:
+                return np.empty(0, dtype=np.int64), np.empty(0)
+            n = len(series)
+            return series.steps[start:n], series.values[start:n]
+
+    def metric_snapshot(
+        self, name: str, max_points: int, since_step: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of one step-level metric, decimated as :meth:`snapshot` does the loss."""
+        self._settle()
+        with self._lock:
+            series = self._metrics.get(name)
+            if series is None:
+                return np.empty(0, dtype=np.int64), np.empty(0)
+            n = len(series)
+            start = series.steps.searchsorted(since_step) if since_step is not None else 0
+            series.extrema.update(series.values, n)
+            rows, values = decimate_series(series.values, series.extrema, start, n, max_points)
+            return series.steps[rows], values
 
     def last(self) -> dict[str, float] | None:
+        self._settle()
         with self._lock:
             if self._n == 0:
                 return None
             i = self._n - 1
-            return {"step": int(self._steps[i]), **{k: float(v[i]) for k, v in self._cols.items()}}
+            epoch = float(self._epochs.get(np.array([i]), self._steps)[0])
+            return {"step": int(self._steps[i]), "epoch": epoch, **{k: float(v[i]) for k, v in self._cols.items()}}
+
+    def last_metrics(self) -> dict[str, tuple[int, float]]:
+        """Each step-level metric's last ``(step, value)``."""
+        self._settle()
+        with self._lock:
+            return {k: (int(s.steps[-1]), float(s.values[-1])) for k, s in self._metrics.items() if len(s)}
 
     def validation(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """``(steps, epochs, {metric: values})`` of every epoch end."""
+        self._settle()
         with self._lock:
             return (
                 np.array(self._val_steps, dtype=np.int64),
@@ -197,11 +335,12 @@ class MetricHistory:
 
         The cost grows with the rows in range ÷ ``BLOCK``, not with the rows themselves.
         """
+        self._settle()
         with self._lock:
             n, version = self._n, self.version
             start = 0
             if since_step is not None and n:
-                start = int(np.searchsorted(self._steps[:n], since_step))
+                start = self._steps.searchsorted(since_step)
             picked = {}
             for name in ("lr", "loss"):
                 self._extrema[name].update(self._cols[name], n)
@@ -212,15 +351,43 @@ class MetricHistory:
         (xs_lr, lr), (xs_loss, loss) = picked["lr"], picked["loss"]
         return Snapshot(n, version, xs_lr, lr, xs_loss, loss, {k: (val_steps[keep], v[keep]) for k, v in val.items()})
 
+    def decimated_rows(self, stop: int, max_points: int) -> np.ndarray:
+        """Rows of ``0 … stop − 1`` that stand for them in ``max_points``: the loss's min and max per bucket
+        (from the block extrema: cost O(rows ÷ BLOCK)); all of them when they are fewer."""
+        self._settle()
+        with self._lock:
+            self._extrema["loss"].update(self._cols["loss"], self._n)
+            rows, _ = decimate_series(self._cols["loss"], self._extrema["loss"], 0, min(stop, self._n), max_points)
+            return rows
+
+    def rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(steps, epochs, lrs, losses)`` of the given rows."""
+        self._settle()
+        rows = np.asarray(rows, dtype=np.int64)
+        with self._lock:
+            return (self._steps[rows], self._epochs.get(rows, self._steps), self._cols["lr"][rows],
+                    self._cols["loss"][rows])  # fmt: skip
+
+    def metric_points(self, name: str, stop: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+        """A metric's points ``0 … stop − 1`` in at most ``max_points`` (min and max per bucket)."""
+        self._settle()
+        with self._lock:
+            series = self._metrics[name]
+            series.extrema.update(series.values, len(series))
+            rows, values = decimate_series(series.values, series.extrema, 0, min(stop, len(series)), max_points)
+            return series.steps[rows], values
+
     def steps_at(self, rows: np.ndarray) -> np.ndarray:
         """The steps of the given rows."""
+        self._settle()
         with self._lock:
-            return self._steps[rows]
+            return self._steps[np.asarray(rows, dtype=np.int64)]
 
     def row_of(self, step: int) -> int:
         """The first row at or after ``step``."""
+        self._settle()
         with self._lock:
-            return int(np.searchsorted(self._steps[: self._n], step))
+            return min(self._steps.searchsorted(step), self._n)
 
 
 class Ema:

@@ -8,6 +8,7 @@ said so in :attr:`RunReader.skipped`, never raised.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,16 @@ class _Tail:
         self.offset = 0
         self.pending = b""
         self.line_no = 0
+        self.inode: int | None = None
+        self.replaced = False  # the file was replaced (metrics.csv widened): read again from its start
 
     def read(self) -> list[tuple[int, str]]:
         try:
             with self.path.open("rb") as f:
+                inode = os.fstat(f.fileno()).st_ino
+                if self.inode is not None and inode != self.inode:
+                    self.offset, self.pending, self.line_no, self.replaced = 0, b"", 0, True
+                self.inode = inode
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
@@ -71,6 +78,8 @@ class RunReader:
         self._events_tail = _Tail(self.path / "events.jsonl")
         self.columns: list[str] = []
         self.history: MetricHistory | None = None
+        self._rows_read = 0  # data lines of metrics.csv read (parsed or skipped)
+        self._skip = 0
         self.events: list[Event] = []
         self.timeline: Timeline | None = None
         self.skipped: list[str] = []
@@ -104,7 +113,12 @@ class RunReader:
     def poll(self) -> bool:
         """Read what was appended since the last poll; ``True`` if anything new arrived."""
         new = False
-        for line_no, line in self._metrics.read():
+        lines = self._metrics.read()
+        if self._metrics.replaced:  # widened by a new metric: same rows, more columns; skip those read
+            self._metrics.replaced = False
+            self._skip = self._rows_read
+            self.columns = []
+        for line_no, line in lines:
             new |= self._metric_line(line_no, line)
         for line_no, line in self._events_tail.read():
             new |= self._event_line(line_no, line)
@@ -119,16 +133,21 @@ class RunReader:
         return "; ".join(parts) or None
 
     def _metric_line(self, line_no: int, line: str) -> bool:
-        if self.history is None:
+        if not self.columns:
             self.columns = line.strip().split(",")
             if self.columns[:4] != ["step", "epoch", "lr", "loss"]:
                 raise RunDirError(f"{self.path}/metrics.csv: header is not step,epoch,lr,loss,...")
-            self.history = MetricHistory(tuple(self.columns[4:]))
+            if self.history is None:
+                self.history = MetricHistory(tuple(c for c in self.columns[4:] if c.startswith("val_")))
             return False
+        if self._skip:
+            self._skip -= 1
+            return False
+        self._rows_read += 1
         try:
             row = parse_metrics_line(self.columns, line)
             if len(row) == 4:
-                self.history.append(*row)
+                self.history.append(*row, row.metrics)
             else:
                 self.history.append_epoch(*row)
         except ValueError as exc:

@@ -2,9 +2,10 @@
 
 ``metrics.csv`` has one row per optimizer step (``step`` is its 0-based index, ``epoch`` its
 fractional position ``step / steps_per_epoch``, ``lr`` the LR it used, ``loss`` its training
-loss) and one row per epoch end (``step`` = steps done, ``epoch`` = epochs done, ``lr`` and
-``loss`` empty, the validation columns filled). Rows are buffered and flushed at least once a
-second; events are written and flushed as they happen; :meth:`RunWriter.close` flushes on
+loss, and any metric it was logged with in that metric's own column) and one row per epoch end
+(``step`` = steps done, ``epoch`` = epochs done, ``lr`` and ``loss`` empty, its metrics filled). A metric
+first seen mid-run adds its column (the file rewritten atomically). Rows are buffered and flushed at
+least once a second; events are written and flushed as they happen; :meth:`RunWriter.close` flushes on
 every exit path.
 """
 
@@ -19,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.protocol.events import Event
-from lrwatch.record.safefile import AppendLog, WriteError, remove_leftovers, replace_text
+from lrwatch.record.safefile import AppendLog, WriteError, remove_leftovers, replace_file, replace_text
 
 FLUSH_SECONDS = 1.0
 BACKLOG_BYTES = 32 << 20  # per file: rows (~60 bytes each) and events a full disk keeps waiting
+MAX_PENDING = 1 << 16  # rows held before a flush whatever the time
+PENDING_LIMIT = 1 << 20  # step rows kept while metrics.csv cannot be widened (a full disk)
 
 
 def run_dir_problem(path: str | Path) -> str | None:
@@ -62,10 +65,20 @@ def _step_row(step: int, epoch: float, lr: float, loss: float) -> str:
     return f"{step},{_num(epoch) if math.isfinite(epoch) else ''},{_num(lr)},{_num(loss)}"
 
 
+FIXED_COLUMNS = ("step", "epoch", "lr", "loss")
+
+
 class RunWriter:
-    """Writes a run directory. A write that fails (a full disk, a read-only directory) never raises into
-    training: rows and events wait in memory (bounded, :data:`BACKLOG_BYTES`) and go out with the next
-    write that succeeds; :attr:`trouble` says what failed, and ``on_trouble`` is called once per episode."""
+    """``metrics.csv`` (one column per metric, widened when a name first comes), ``events.jsonl``, ``run.json``.
+
+    Step rows wait in memory as tuples and become text at a flush (at least once a second, at every epoch
+    end, pause and exit path), so a step costs an append. A metric name first seen mid-run rewrites the
+    file with the wider header (atomically: a reader sees the old or the new file, never half of one); the
+    rows already written get empty cells there. A write that fails (a full disk, a read-only directory)
+    never raises into training: rows and events wait in memory (bounded, :data:`BACKLOG_BYTES`) and go out
+    with the next write that succeeds; :attr:`trouble` says what failed, ``on_trouble`` is called once per
+    episode.
+    """
 
     def __init__(
         self, run_dir: str | Path, val_names: tuple[str, ...] = ("val_loss", "val_acc"), resume_at: int | None = None
@@ -75,20 +88,30 @@ class RunWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.path)
         self.val_names = tuple(val_names)
-        header = ",".join(("step", "epoch", "lr", "loss", *self.val_names)) + "\n"
-        metrics_path = self.path / "metrics.csv"
+        metrics_path = self.metrics_path = self.path / "metrics.csv"
+        self.extra: list[str] = list(self.val_names)  # the columns after step,epoch,lr,loss
         if resume_at is not None and metrics_path.exists():
-            replace_text(metrics_path, "".join([header, *_rows_before(metrics_path, resume_at)]))
+            columns = _header(metrics_path)
+            if columns[:4] == list(FIXED_COLUMNS):
+                self.extra = [*columns[4:], *(n for n in self.val_names if n not in columns[4:])]
+            kept = [self._header_line(), *_rows_before(metrics_path, resume_at, len(self.extra))]
+            replace_text(metrics_path, "".join(kept))
         else:
-            replace_text(metrics_path, header)  # a run killed before its first second still opens
+            replace_text(metrics_path, self._header_line())  # a run killed before its first second still opens
         self._metrics = AppendLog(metrics_path, limit=BACKLOG_BYTES)
         self._events = AppendLog(self.path / "events.jsonl", truncate=resume_at is None, limit=BACKLOG_BYTES)
-        self._empty_val = "," * len(self.val_names)
+        self._index = {name: i for i, name in enumerate(self.extra)}
+        self._empty = "," * len(self.extra) + "\n"
+        self._pending: list[tuple[Any, ...]] = []  # (step, epoch, lr, loss, metrics | None); lr None: an epoch row
+        self._pending_dropped = 0  # rows dropped while a widening could not be written (bounded backlog)
         self._last_flush = time.monotonic()
         self.closed = False
         self.trouble: str | None = None  # what could not be written, while it waits
         self.on_trouble: Callable[[str | None], None] | None = None  # a problem began (text) or ended (None)
         self._said = False
+
+    def _header_line(self, extra: list[str] | None = None) -> str:
+        return ",".join((*FIXED_COLUMNS, *(self.extra if extra is None else extra))) + "\n"
 
     def write_run_info(self, info: dict[str, Any]) -> None:
         """``run.json`` (atomically); a failure is reported as trouble, never raised."""
@@ -97,16 +120,70 @@ class RunWriter:
         except WriteError as exc:
             self._report(f"run.json not written ({exc})")
 
-    def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
-        self._metrics.add(f"{_step_row(step, epoch, lr, loss)}{self._empty_val}\n")
-        now = time.monotonic()
-        if now - self._last_flush >= FLUSH_SECONDS:
+    def add_step(
+        self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None
+    ) -> None:
+        self._pending.append((step, epoch, lr, loss, metrics))
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+
+    def flush_due(self, now: float) -> None:
+        """The engine's tick, about once a second: the rows held so far to disk (at most a second's)."""
+        if self._pending or self.trouble is not None:
             self.flush(now)
 
     def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
-        values = ",".join(_num(metrics[k]) if k in metrics else "" for k in self.val_names)
-        self._metrics.add(f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,,{values}\n")  # no epochs: empty
+        self._pending.append((step, epoch, None, None, metrics))
         self.flush()
+
+    def _text(self, row: tuple[Any, ...]) -> str:
+        step, epoch, lr, loss, metrics = row
+        if not metrics and lr is not None and epoch - epoch == 0:  # the common row: a step, a finite epoch
+            return f"{step},{epoch!r},{float(lr)!r},{float(loss)!r}{self._empty}"
+        cells = [""] * len(self.extra)
+        if metrics:
+            index = self._index
+            for name, value in metrics.items():
+                cells[index[name]] = repr(float(value))
+        if lr is None:  # an epoch row: lr and loss empty
+            head = f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,"
+        else:
+            head = _step_row(step, epoch, lr, loss)
+        return head + ("," + ",".join(cells) if cells else "") + "\n"
+
+    def _widen(self) -> bool:
+        """New metric names in the pending rows: the file rewritten with them as new columns. ``False`` when
+        that could not be written (the rows wait; the file is as it was)."""
+        new: list[str] = []
+        for row in self._pending:
+            for name in row[4] or ():
+                if name not in self._index and name not in new:
+                    new.append(name)
+        if not new:
+            return True
+        if not self._metrics.flush():  # the file must be whole before it is rewritten
+            return False
+        extra, pad = [*self.extra, *new], ("," * len(new)).encode()
+
+        def write(dst: Any) -> None:
+            with self.metrics_path.open("rb") as src:
+                next(src, None)
+                dst.write(self._header_line(extra).encode("utf-8"))
+                for line in src:
+                    if line.endswith(b"\n"):
+                        dst.write(line[:-1] + pad + b"\n")
+
+        try:
+            replace_file(self.metrics_path, write)
+        except WriteError as exc:
+            self._report(f"metrics.csv not widened for {', '.join(new)} ({exc}); its rows wait in memory")
+            return False
+        self._metrics.close()
+        self._metrics = AppendLog(self.metrics_path, limit=BACKLOG_BYTES)  # the new file
+        self.extra = extra
+        self._index = {name: i for i, name in enumerate(self.extra)}
+        self._empty = "," * len(self.extra) + "\n"
+        return True
 
     def add_event(self, event: Event) -> None:
         if self.closed:
@@ -118,6 +195,13 @@ class RunWriter:
     def flush(self, now: float | None = None) -> None:
         if self.closed:
             return
+        if self._pending:
+            if self._widen():
+                self._metrics.add("".join(map(self._text, self._pending)))
+                self._pending.clear()
+            elif len(self._pending) > PENDING_LIMIT:  # a widening that cannot be written: keep the newest
+                self._pending_dropped += len(self._pending) - PENDING_LIMIT
+                del self._pending[: len(self._pending) - PENDING_LIMIT]
         self._write()
         self._last_flush = time.monotonic() if now is None else now
 
@@ -149,7 +233,7 @@ class RunWriter:
     @property
     def dropped(self) -> int:
         """Lines dropped because the backlog was full."""
-        return self._metrics.dropped + self._events.dropped
+        return self._metrics.dropped + self._events.dropped + self._pending_dropped
 
     def close(self) -> None:
         if self.closed:
@@ -164,26 +248,52 @@ def _float(text: str) -> float:
     return float(text) if text else math.nan
 
 
-MetricRow = tuple[int, float, float, float] | tuple[int, float, dict[str, float]]
+class StepRow(tuple):
+    """A step row, ``(step, epoch, lr, loss)``, with the metrics logged with it in :attr:`metrics`."""
+
+    metrics: dict[str, float]
+
+    def __new__(cls, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float]) -> StepRow:
+        row = super().__new__(cls, (step, epoch, lr, loss))
+        row.metrics = metrics
+        return row
+
+
+EpochRow = tuple[int, float, dict[str, float]]
+MetricRow = StepRow | EpochRow
+
+
+def is_epoch_row(row: MetricRow) -> bool:
+    """An epoch end's row (``(step, epoch, metrics)``), not a step's."""
+    return len(row) == 3
 
 
 def parse_metrics_line(columns: list[str], line: str) -> MetricRow:
-    """One data line of ``metrics.csv`` (header ``columns``): ``(step, epoch, lr, loss)`` for a step
-    row, ``(step, epoch, {metric: value})`` for an epoch row (its loss is empty). ``ValueError`` if not."""
+    """One data line of ``metrics.csv`` (header ``columns``): a :class:`StepRow` ``(step, epoch, lr, loss)`` with
+    its ``metrics`` (the filled cells after ``loss``), or ``(step, epoch, {metric: value})`` for an epoch row
+    (its loss is empty). ``ValueError`` if not."""
     fields = line.rstrip("\r").split(",")
     if len(fields) != len(columns):
         raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
     step, epoch = int(fields[0]), _float(fields[1])
+    metrics = {name: float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}
     if fields[3]:
-        return step, epoch, _float(fields[2]), float(fields[3])
-    return step, epoch, {name: _float(v) for name, v in zip(columns[4:], fields[4:], strict=True) if v}
+        return StepRow(step, epoch, _float(fields[2]), float(fields[3]), metrics)
+    return step, epoch, metrics
 
 
-def _rows_before(metrics_path: Path, step: int) -> list[str]:
-    """Complete step rows before ``step`` and epoch rows up to it (a cut-off or unparsable line is dropped)."""
+def _header(metrics_path: Path) -> list[str]:
+    with metrics_path.open(encoding="utf-8") as f:
+        return next(f, "").strip().split(",")
+
+
+def _rows_before(metrics_path: Path, step: int, width: int | None = None) -> list[str]:
+    """Complete step rows before ``step`` and epoch rows up to it (a cut-off or unparsable line is dropped),
+    padded to ``width`` columns after ``loss``."""
     kept = []
     with metrics_path.open(encoding="utf-8") as f:
         columns = next(f, "").strip().split(",")
+        pad = "," * max((width or 0) - (len(columns) - 4), 0)
         for line in f:
             if not line.endswith("\n"):
                 break
@@ -191,8 +301,8 @@ def _rows_before(metrics_path: Path, step: int) -> list[str]:
                 row = parse_metrics_line(columns, line.rstrip("\n"))
             except ValueError:
                 continue
-            if row[0] < step or (len(row) == 3 and row[0] <= step):
-                kept.append(line)
+            if row[0] < step or (is_epoch_row(row) and row[0] <= step):
+                kept.append(line[:-1] + pad + "\n")
     return kept
 
 
@@ -337,5 +447,5 @@ def steps_done(run_dir: str | Path) -> int | None:
             row = parse_metrics_line(columns, line.decode("utf-8", errors="replace"))
         except ValueError:
             continue
-        return row[0] + 1 if len(row) == 4 else row[0]  # a step row's index; an epoch row's steps done
+        return row[0] if is_epoch_row(row) else row[0] + 1  # an epoch row's steps done; a step row's index
     return None

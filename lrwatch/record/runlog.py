@@ -54,10 +54,12 @@ class RunLog:
         """Events so far."""
         return len(self._events)
 
-    def add_step(self, step: int, epoch: float, lr: float, loss: float) -> None:
-        self.history.append(step, epoch, lr, loss)
+    def add_step(
+        self, step: int, epoch: float, lr: float, loss: float, metrics: dict[str, float] | None = None
+    ) -> None:
+        self.history.append(step, epoch, lr, loss, metrics)
         if self.writer is not None:
-            self.writer.add_step(step, epoch, lr, loss)
+            self.writer.add_step(step, epoch, lr, loss, metrics)
 
     def add_epoch(self, step: int, epoch: float, values: dict[str, float]) -> None:
         self.history.append_epoch(step, epoch, values)
@@ -67,6 +69,11 @@ class RunLog:
     def write_run_info(self, info: dict) -> None:
         if self.writer is not None:
             self.writer.write_run_info(info)
+
+    def tick(self, now: float) -> None:
+        """About once a second, from the training thread: ``metrics.csv`` flushed if a second has passed."""
+        if self.writer is not None:
+            self.writer.flush_due(now)
 
     def flush(self) -> None:
         """``metrics.csv`` to disk now (before a checkpoint, while paused)."""

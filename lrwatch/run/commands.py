@@ -18,6 +18,9 @@ Done = Callable[[Event], None]  # told the event a submitted command led to (app
 Pending = tuple[Command, Done | None]
 
 
+_NONE: list = []  # shared, never appended to: due() with nothing scripted allocates nothing
+
+
 class CommandQueue:
     """Submitted commands (thread-safe, in order) and scripted ones (by step)."""
 
@@ -31,6 +34,8 @@ class CommandQueue:
 
     def take(self, wait: float = 0.0) -> Pending | None:
         """The oldest submitted command, waiting up to ``wait`` seconds for one; ``None`` if none came."""
+        if not wait and self._submitted.empty():
+            return None  # the common case, every step: no exception raised and caught
         try:
             return self._submitted.get(timeout=wait) if wait else self._submitted.get_nowait()
         except queue.Empty:
@@ -52,7 +57,7 @@ class CommandQueue:
 
     def due(self, step: int) -> list[Command]:
         """The commands scripted for ``step``, taken off the script."""
-        return self._scripted.pop(step, [])
+        return self._scripted.pop(step, _NONE) if self._scripted else _NONE
 
     def scheduled(self) -> list[tuple[int, Command]]:
         """The commands still waiting for their step, in step order (a checkpoint keeps them)."""

@@ -63,24 +63,35 @@ class DivergenceWatch:
         self.snapshotter = snapshotter
         self.rollbacks = 0
         self._recent: deque[float] = deque(maxlen=policy.window)
+        self._recent_sum = 0.0  # Σ _recent, kept as it slides (summed afresh every window, against drift)
+        self._added = 0
+        self._min_count = min(policy.warmup, policy.window)
+        self._factor, self._window, self._snapshot_every = policy.spike_factor, policy.window, policy.snapshot_every
         self._good_since_snapshot = 0
         self._snapshot: tuple[int, Any] | None = None
         self.auto_snapshot = True  # False under DDP: the engine calls snapshot_if_due at sync steps
 
     def observe(self, loss: float, steps_done: int) -> Cause | None:
         """``None`` for a good loss (remembered; a snapshot every ``snapshot_every`` of them, labelled
-        ``steps_done``), else why it diverged."""
-        policy, recent = self.policy, self._recent
-        if not math.isfinite(loss):
+        ``steps_done``), else why it diverged. Every step: the window's mean is a running sum."""
+        recent = self._recent
+        n = len(recent)
+        if loss - loss != 0:  # NaN or ±inf
             cause: Cause = "non-finite"
-        elif len(recent) >= min(policy.warmup, policy.window) and loss > policy.spike_factor * (
-            sum(recent) / len(recent)
-        ):
+        elif n >= self._min_count and loss > self._factor * self._recent_sum / n:
             cause = "spike"
         else:
+            window = self._window
+            if n == window:
+                self._recent_sum -= recent[0]
             recent.append(loss)
+            self._added += 1
+            if self._added >= window:
+                self._added, self._recent_sum = 0, math.fsum(recent)
+            else:
+                self._recent_sum += loss
             self._good_since_snapshot += 1
-            due = self._good_since_snapshot >= policy.snapshot_every
+            due = self._good_since_snapshot >= self._snapshot_every
             if due and self.auto_snapshot and self.snapshotter is not None:
                 self._snapshot = (steps_done, self.snapshotter.snapshot())
                 self._good_since_snapshot = 0
@@ -114,6 +125,7 @@ class DivergenceWatch:
         self.snapshotter.restore(state)
         self.rollbacks += 1
         self._recent.clear()
+        self._recent_sum, self._added = 0.0, 0
         return step
 
 

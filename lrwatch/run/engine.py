@@ -38,6 +38,7 @@ from lrwatch.run.commands import CommandQueue, Done
 from lrwatch.run.divergence import DivergencePolicy, DivergenceResponse, DivergenceWatch, Snapshotter
 from lrwatch.run.lrcontrol import LrControl
 from lrwatch.run.plateau import PlateauWatch
+from lrwatch.run.system import SystemSampler
 from lrwatch.schedule.timeline import Timeline
 
 PAUSE_POLL_SECONDS = 0.25
@@ -64,8 +65,10 @@ class Engine:
         checkpointer: Callable[[str], Path] | None = None,
         divergence: DivergencePolicy | None = None,
         snapshotter: Snapshotter | None = None,
+        tokens_per_step: float | None = None,
     ) -> None:
         self.optimizer = optimizer
+        self.system = SystemSampler(tokens_per_step)
         self._timeline = timeline
         self.control = LrControl(optimizer, timeline, drive=drive_lr, take_over=take_over, warn=self.warn)
         self.epochs_known = epochs_known  # False: an epoch is one step; metrics.csv's epoch column stays empty
@@ -97,7 +100,7 @@ class Engine:
         self.monitors = 0  # interactive monitors attached (the run's server counts them)
         self.sync: Any = None  # a distributed.RankSync under DDP: commands and stops agreed at sync steps
         self.gpu: Any = None  # a gpu.GpuProbe when the run trains on CUDA (sampled off this thread)
-        self._awaiting: deque[tuple[int, float]] = deque()  # (step, lr) of steps whose loss is still on a GPU
+        self._awaiting: deque[tuple[int, float, dict[str, float] | None]] = deque()  # loss on a GPU
 
     # -- the UI side: any thread ------------------------------------------------------------
     @property
@@ -206,34 +209,54 @@ class Engine:
         """Log an event of the loop's own (``lr_find``) at the current step, in the training thread."""
         return self.emit(kind, **data)
 
-    def step(self, loss: float | None, *, watch_loss: bool = True) -> bool:
-        """Record the step just taken with its ``loss``; prepare the next. ``False``: stop now.
-        ``loss=None``: the loss is still on its device and comes later, through :meth:`deliver`.
-        ``watch_loss=False``: there is no loss for this step (``loss`` is NaN, not a divergence)."""
+    def step(self, loss: float | None, *, watch_loss: bool = True, metrics: dict[str, float] | None = None) -> bool:
+        """Record the step just taken with its ``loss`` (and step-level ``metrics``: ``{name: float}``); prepare
+        the next. ``False``: stop now. ``loss=None``: the loss is still on its device and comes later, through
+        :meth:`deliver`. ``watch_loss=False``: there is no loss for this step (``loss`` is NaN, not a divergence)."""
         s = self.step_index
         self.control.after_step()
         self.step_index = s + 1  # before recording: a snapshot taken there holds the weights after step s
         self.steps_taken += 1
         if loss is None or self._awaiting:
-            self._awaiting.append((s, self.lr))
+            self._awaiting.append((s, self.lr, metrics))
             if loss is not None:
                 self.deliver([loss])
         else:
-            self._record(s, self.lr, float(loss), watch_loss)
+            self._record(s, self.lr, float(loss), watch_loss, metrics)
         return self._at_boundary()
 
-    def deliver(self, losses: list[float]) -> None:
+    def deliver(self, losses: list[Any]) -> None:
         """The losses of the oldest steps that were taken with ``loss=None``, in step order (the
-        training thread). A diverged one is acted on at the next step boundary (or sync step)."""
-        for loss in losses:
-            step, lr = self._awaiting.popleft()
-            self._record(step, lr, float(loss))
+        training thread): each a float, or ``(loss, {metric: value})`` when metrics came with it. A
+        diverged one is acted on at the next step boundary (or sync step)."""
+        for item in losses:
+            step, lr, metrics = self._awaiting.popleft()
+            if isinstance(item, tuple):
+                item, more = item
+                metrics = {**metrics, **more} if metrics else more
+            self._record(step, lr, float(item), True, metrics)
 
-    def _record(self, step: int, lr: float, loss: float, watch_loss: bool = True) -> None:
+    def _record(
+        self, step: int, lr: float, loss: float, watch_loss: bool = True, metrics: dict[str, float] | None = None
+    ) -> None:
         epoch = step / self._timeline.steps_per_epoch if self.epochs_known else math.nan
-        self.log.add_step(step, epoch, lr, loss)
+        self.log.add_step(step, epoch, lr, loss, metrics)
         if watch_loss:
             self.divergence.observe(step, loss)
+        system = self.system
+        if metrics and "tokens" in metrics:
+            system.tokens += metrics["tokens"]
+            system.counted_tokens = True
+        now = time.monotonic()
+        if now >= system.next_at:  # about once a second: metrics.csv flushed; steps/s, CPU, RSS, the GPU
+            self.log.tick(now)
+            readings = system.sample(step + 1, now, self.gpu.latest() if self.gpu is not None else None)
+            if readings:
+                self.log.history.add_metrics(step, readings)
+
+    def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Step-level metrics of a step already recorded (or without a row), in the history only."""
+        self.log.history.add_metrics(step, metrics)
 
     def emit_switch(self, **extra: Any) -> Event:
         """A ``switch`` event for the segment just added: its spec, anchor, base LR and PyTorch line."""

@@ -67,42 +67,79 @@ def on_device(loss: Any) -> bool:
     return device is not None and getattr(device, "type", "cpu") == "cuda"
 
 
+def host_value(value: Any) -> float:
+    """A float, or a tensor already readable without waiting (a CPU one)."""
+    return float(value.item()) if hasattr(value, "item") else float(value)
+
+
 class DeviceLosses:
-    """Per-step losses still on their device, in step order; :meth:`ready` hands back the copied ones."""
+    """Per-step losses (and the step's metrics) still on their device, in step order; :meth:`ready` hands
+    back the copied ones: a float per step, or ``(loss, {metric: value})`` for a step logged with metrics.
+    A step's metric tensors on the device travel in the same copy as the losses."""
 
     def __init__(self, copier: Copier | None = None, *, batch: int = BATCH, batch_seconds: float = BATCH_SECONDS):
         self.copier = copier or CudaCopier()
         self.batch = batch
         self.batch_seconds = batch_seconds
         self.clock = time.monotonic
-        self._waiting: list[Any] = []
+        self._waiting: list[Any] = []  # the tensors to copy: each step's loss, then its device metrics
+        self._layout: list[tuple[tuple[str, ...], dict[str, float]] | None] = []  # per step: device names, host values
         self._last_copy = -math.inf
-        self._copies: deque[Copy] = deque()
+        self._copies: deque[tuple[Copy, list[Any]]] = deque()
 
-    def push(self, loss: Any) -> None:
-        """This step's loss; a copy starts when ``batch`` are waiting or ``batch_seconds`` have passed
-        since the last copy started (slow steps: every step is copied at once)."""
+    def push(self, loss: Any, metrics: dict[str, Any] | None = None) -> None:
+        """This step's loss (and metrics); a copy starts when ``batch`` steps are waiting or ``batch_seconds``
+        have passed since the last copy started (slow steps: every step is copied at once)."""
         self._waiting.append(loss.detach())
-        if len(self._waiting) >= self.batch or self.clock() - self._last_copy >= self.batch_seconds:
+        if metrics:
+            names: list[str] = []
+            host: dict[str, float] = {}
+            for name, value in metrics.items():
+                if on_device(value):
+                    names.append(name)
+                    self._waiting.append(value.detach())
+                else:
+                    host[name] = host_value(value)
+            self._layout.append((tuple(names), host))
+        else:
+            self._layout.append(None)
+        if len(self._layout) >= self.batch or self.clock() - self._last_copy >= self.batch_seconds:
             self._start_copy()
 
     def _start_copy(self) -> None:
         if self._waiting:
-            self._copies.append(self.copier.start(self._waiting))
-            self._waiting = []
+            self._copies.append((self.copier.start(self._waiting), self._layout))
+            self._waiting, self._layout = [], []
             self._last_copy = self.clock()
 
-    def ready(self) -> list[float]:
-        """The losses whose copy has completed, oldest first; never waits."""
-        out: list[float] = []
-        while self._copies and self._copies[0].done():
-            out.extend(self._copies.popleft().values())
+    @staticmethod
+    def _assemble(values: list[float], layout: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        i = 0
+        for entry in layout:
+            if entry is None:
+                out.append(values[i])
+                i += 1
+                continue
+            names, host = entry
+            metrics = dict(zip(names, values[i + 1 : i + 1 + len(names)], strict=True))
+            out.append((values[i], {**host, **metrics}))
+            i += 1 + len(names)
         return out
 
-    def drain(self) -> list[float]:
+    def ready(self) -> list[Any]:
+        """The losses whose copy has completed, oldest first; never waits."""
+        out: list[Any] = []
+        while self._copies and self._copies[0][0].done():
+            copy, layout = self._copies.popleft()
+            out.extend(self._assemble(copy.values(), layout))
+        return out
+
+    def drain(self) -> list[Any]:
         """Every loss still pushed, waiting once for the device (a stop, the end of the run)."""
         self._start_copy()
-        out: list[float] = []
+        out: list[Any] = []
         while self._copies:
-            out.extend(self._copies.popleft().values())
+            copy, layout = self._copies.popleft()
+            out.extend(self._assemble(copy.values(), layout))
         return out

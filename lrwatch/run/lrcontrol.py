@@ -79,7 +79,11 @@ class LrControl:
             if self._hook is None:
                 self.lr = host_lr(self.optimizer.param_groups[0]) or self.lr
         elif not self._warned and not self.took_over:
-            self._check_outside_change(host_lr(self.optimizer.param_groups[0]))
+            lr = self.optimizer.param_groups[0]["lr"]
+            if lr.__class__ is not float:
+                self._check_outside_change(host_lr(self.optimizer.param_groups[0]))
+            elif lr != self.lr:
+                self._check_outside_change(lr)
 
     def _before_optimizer_step(self, optimizer: Any, *_args: Any) -> None:
         """Read the LR the step really uses (watching), set it again (handed over), or notice a scheduler."""

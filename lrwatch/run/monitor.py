@@ -22,7 +22,7 @@ from lrwatch.record.safefile import WriteError, replace_file
 from lrwatch.run.checkpoints import CHECKPOINT_FORMAT, STATE_FORMAT, checkpoint_name, parse_state, rng_state, state_of
 from lrwatch.run.distributed import rank_error
 from lrwatch.run.engine import Engine
-from lrwatch.run.losses import DeviceLosses, on_device
+from lrwatch.run.losses import DeviceLosses, host_value, on_device
 from lrwatch.run.lrfind import RangeTest, range_test
 from lrwatch.run.race import RaceRun
 from lrwatch.schedule.spec import SpecError
@@ -84,18 +84,35 @@ class Monitor:
     def lr(self) -> float:
         return self.engine.lr
 
-    def step(self, loss: Any) -> bool:
-        """Log this step's loss (a float or a 0-d tensor); ``False`` means stop now (``q``, a signal).
-        A loss on a GPU is never waited for here: it is copied to the host with others, later
-        (:mod:`lrwatch.run.losses`)."""
+    def step(self, loss: Any, **metrics: Any) -> bool:
+        """Log this step's loss (a float or a 0-d tensor) and any metrics (``grad_norm=..., acc=...``: floats or
+        0-d tensors, any names; each becomes a column of ``metrics.csv`` and a chart); ``False`` means stop now
+        (``q``, a signal). A loss or metric on a GPU is never waited for here: the step's tensors are copied
+        to the host together with other steps', later (:mod:`lrwatch.run.losses`)."""
         if self.stopped:
             return False
-        if not on_device(loss):
-            return self.engine.step(loss.detach().item() if hasattr(loss, "detach") else float(loss))
+        if not metrics:  # the common case, first: a float or a CPU tensor is read now
+            device = getattr(loss, "device", None)
+            if device is None:
+                return self.engine.step(float(loss))
+            if device.type != "cuda":  # read at once: only a CUDA tensor's read would wait (losses.on_device)
+                return self.engine.step(loss.item())
+        elif not on_device(loss):
+            values = {}
+            for name, value in metrics.items():  # one pass: read each now, unless one is on a GPU
+                device = getattr(value, "device", None)
+                if device is None:
+                    values[name] = float(value)
+                elif device.type != "cuda":
+                    values[name] = value.item()
+                else:
+                    break
+            else:
+                return self.engine.step(host_value(loss), metrics=values)
         if self._device_losses is None:
             self._device_losses = DeviceLosses()
         self.engine.deliver(self._device_losses.ready())
-        self._device_losses.push(loss)
+        self._device_losses.push(loss if hasattr(loss, "detach") else _as_tensor(loss, metrics), metrics)
         go_on = self.engine.step(None)
         if not go_on:
             self._drain_device_losses()  # every step's loss is logged before the run ends
@@ -109,11 +126,12 @@ class Monitor:
         if self._device_losses is not None:
             self.engine.deliver(self._device_losses.drain())
 
-    def epoch_end(self, **metrics: float) -> None:
-        """Log validation metrics (names from ``val_names``); checkpoint if ``checkpoint_every`` is due.
-        Losses still on a GPU are copied first (one wait per epoch), so the epoch's rows are all logged."""
+    def epoch_end(self, **metrics: Any) -> None:
+        """Log the epoch's metrics, any names (``val_loss=..., val_f1=...``: floats or 0-d tensors; each a column
+        of ``metrics.csv``, plotted per epoch); checkpoint if ``checkpoint_every`` is due. Losses still on a GPU
+        are copied first (one wait per epoch), so the epoch's rows are all logged."""
         self._drain_device_losses()
-        self.engine.end_epoch(**metrics)
+        self.engine.end_epoch(**{name: host_value(v) for name, v in metrics.items()})
         every = self.checkpoint_every
         if every and self.model is not None:
             epoch = self.engine.step_index / self.engine.timeline.steps_per_epoch
@@ -251,6 +269,14 @@ class Monitor:
         }
         path = engine.run_dir / checkpoint_name(reason, engine.step_index)
         return replace_file(path, lambda f: torch.save(state, f))  # WriteError: the engine says why
+
+
+def _as_tensor(loss: Any, metrics: dict[str, Any]) -> Any:
+    """A float loss beside metrics on a GPU: a tensor on their device, so it travels in the same copy."""
+    import torch
+
+    device = next(v.device for v in metrics.values() if on_device(v))
+    return torch.tensor(float(loss), device=device)
 
 
 def run_state(engine: Engine) -> dict[str, Any]:
