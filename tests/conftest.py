@@ -47,10 +47,11 @@ async def app_wait_for(predicate: Callable[[], bool], pilot: Any, timeout: float
 def no_process_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test, end any lrwatch process still running in its ``tmp_path`` (a test that failed half way
     leaves its run behind otherwise, and that run's CPU then slows every later test)."""
-    yield
     if "tmp_path" not in request.fixturenames:
+        yield
         return
-    path = str(request.getfixturevalue("tmp_path")).encode()
+    path = str(request.getfixturevalue("tmp_path")).encode()  # now: torn down after this fixture
+    yield
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
