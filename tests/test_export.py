@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_run_reads_back_as_tensorboard_scalars_and_text(run_dir: Path, tmp_path: Path, capsys) -> None:
     assert main(["export", str(run_dir), "--tensorboard", str(tmp_path / "tb")]) == 0
-    assert "60 lr, 60 loss/train, 6 validation" in capsys.readouterr().out
+    assert "60 lr, 60 loss/train, 120 metrics, 6 validation" in capsys.readouterr().out  # the demo's grad_norm, acc
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     rows = [r for r in read_metric_rows(run_dir / "metrics.csv") if len(r) == 4]
@@ -36,6 +36,10 @@ def test_the_run_reads_back_as_tensorboard_scalars_and_text(run_dir: Path, tmp_p
     assert np.allclose([e.value for e in lr], [r[2] for r in rows], rtol=1e-6)  # float32 in TensorBoard
     assert np.allclose([e.value for e in events.Scalars("loss/train")], [r[3] for r in rows], rtol=1e-6)
     assert [e.step for e in events.Scalars("val_loss")] == [20, 40, 60]
+    for name in ("grad_norm", "acc"):  # one tag per metric, its own name, every step's value
+        values = [r.metrics[name] for r in rows]
+        assert [e.step for e in events.Scalars(name)] == [r[0] for r in rows]
+        assert np.allclose([e.value for e in events.Scalars(name)], values, rtol=1e-6)
     texts = {e.step: e.tensor_proto.string_val[0].decode() for e in events.Tensors("events/text_summary")}
     assert "switch at step 20" in texts[20] and "exp:gamma=0.5" in texts[20]
 

@@ -22,9 +22,11 @@ from lrwatch.live import sockets
 from lrwatch.live.client import RemoteRunSource, RunClient
 from lrwatch.live.sockets import LiveRecord, live_runs, record_of_run_dir, socket_dir, unpublish
 from lrwatch.protocol.events import Event
+from lrwatch.protocol.wire import VERSION
 from tests.test_wire import TrainingRun
 
 ROOT = Path(__file__).resolve().parent.parent
+HELLO = b'{"type": "hello", "version": %d, "client": "monitor"}\n' % VERSION
 CLI = [sys.executable, "-m", "lrwatch.cli"]
 RUN = "import sys; from pathlib import Path; from tests.test_wire import TrainingRun; TrainingRun(Path(sys.argv[1]), delay=0.002).thread.join()"  # noqa: E501
 
@@ -226,6 +228,7 @@ def test_silent_subscribers_cost_a_bounded_memory_and_the_65th_is_told_why(priva
     line; the run's memory grows by at most ~1.5 MB per subscriber and comes back when they go."""
     import numpy as np
 
+    from lrwatch.live.feed import SNAPSHOT_ROWS
     from lrwatch.live.host import serve
     from lrwatch.run.engine import Engine
     from lrwatch.schedule.timeline import Timeline
@@ -245,7 +248,7 @@ def test_silent_subscribers_cost_a_bounded_memory_and_the_65th_is_told_why(priva
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(server.record.socket)
-            sock.sendall(b'{"type": "hello", "version": 1, "client": "monitor"}\n{"type": "subscribe"}\n')
+            sock.sendall(HELLO + b'{"type": "subscribe"}\n')
             clients.append(sock)
         wait_for(lambda: sum(c.subscribed for c in server.clients) == 64 and len(server.clients) == 64, "64 served")
         time.sleep(1.0)  # a few pushes: each silent subscriber holds what it was given, no more
@@ -261,8 +264,10 @@ def test_silent_subscribers_cost_a_bounded_memory_and_the_65th_is_told_why(priva
             sock.close()
         wait_for(lambda: not server.clients, "the subscribers to go")
         wait_for(lambda: rss_mb() - before < 16, "their memory to come back (within a server check, 1 s)", 5)
-        reader = RemoteRunSource.of_path(server.record.socket).start()  # a monitor that reads gets every row
-        assert reader.ready.wait(30) and len(reader.history) == n
+        reader = RemoteRunSource.of_path(server.record.socket).start()  # a monitor that reads gets the snapshot:
+        assert reader.ready.wait(30) and len(reader.history) == SNAPSHOT_ROWS  # decimated, all its slices in
+        steps = reader.history.column("step")
+        assert steps[-1] == n - 1 and np.array_equal(steps[-SNAPSHOT_ROWS // 2 :], np.arange(n - SNAPSHOT_ROWS // 2, n))
         reader.detach()
     finally:
         for sock in clients:
@@ -282,7 +287,7 @@ def test_a_half_line_left_hanging_is_closed_with_one_error_line(
         half = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         half.settimeout(10)
         half.connect(run.server.record.socket)
-        half.sendall(b'{"type": "hello", "version": 1, "client": "monitor"}\n{"type": "sta')
+        half.sendall(HELLO + b'{"type": "sta')
         received = b""
         while chunk := half.recv(65536):
             received += chunk
