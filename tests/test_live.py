@@ -103,7 +103,7 @@ def detached(tmp_path_factory: pytest.TempPathFactory):
     """One demo run in the background for the whole module, long enough to outlive it; stopped at the end."""
     run_dir = tmp_path_factory.mktemp("live") / "run"
     out, took = detached_demo(run_dir)
-    assert f"lrwatch attach {run_dir}" in out.stdout and took < 3.0  # interpreter start included
+    assert f"lrwatch attach {run_dir}" in out.stdout and took < 6.0  # about 1 s idle
     yield run_dir
     if (run_dir / "live.json").exists():
         os.kill(run_pid(run_dir), signal.SIGTERM)

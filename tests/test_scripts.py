@@ -153,7 +153,7 @@ def test_a_detached_script_is_listed_and_steered_before_its_first_step(tmp_path:
 
 
 def steer_before_the_first_step(run_dir: Path, took: float) -> None:
-    assert took < 5.0  # it answers well before the script's first step
+    assert took < 8.0  # it answers well before the script's first step
     (row,) = [r for r in json.loads(lrwatch("ls", "--json").stdout) if r["run_dir"] == str(run_dir.resolve())]
     assert row["state"] == "starting" and row["epoch"] is None
     assert "(before the script's first optimizer step)" in lrwatch("ls").stdout
