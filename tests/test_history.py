@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrwatch.record.history import Ema, MetricHistory, decimate
+from lrwatch.record.decimate import decimate
+from lrwatch.record.history import Ema, MetricHistory
 
 
 def test_decimate_keeps_spikes_and_bounds_points() -> None:

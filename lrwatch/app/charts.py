@@ -14,7 +14,8 @@ import numpy as np
 
 from lrwatch.app.axis import XAxis, planned_end, zoomed_end
 from lrwatch.charts.plot import DIM, MARKER_COLOR, NOW_COLOR, PALETTE, ChartSpec, Line
-from lrwatch.record.history import Ema, MetricHistory, decimate
+from lrwatch.record.decimate import decimate
+from lrwatch.record.history import Ema, MetricHistory
 from lrwatch.schedule.timeline import Timeline
 
 APPLIED_COLOR = PALETTE[0]

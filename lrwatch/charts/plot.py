@@ -231,7 +231,7 @@ def text_chart(
     color: bool = True,
 ) -> str:
     """A standalone chart of ``(label, steps, values)`` series with x in epochs (for the CLI)."""
-    from lrwatch.record.history import decimate
+    from lrwatch.record.decimate import decimate
 
     lines = []
     hi = 0.0
