@@ -19,7 +19,7 @@ from lrwatch.app.picker import SchedulePicker
 from lrwatch.app.screens import LrFindScreen, RaceScreen, SpecEditor
 from lrwatch.protocol.commands import MONITOR_ONLY, EditParams, FindLr, Length, Race, RaceEnd, Switch, parse_length
 from lrwatch.protocol.events import Event
-from lrwatch.schedule.base import Span, fmt_value
+from lrwatch.schedule.base import Span, fmt_value, one_minus_sig
 from lrwatch.schedule.spec import KINDS, LengthUnknown, SpecError, parse_spec
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ def nudged(name: str, value: float | Span, up: bool) -> float | str:
         scaled = value.value * NUDGE if up else value.value / NUDGE
         return str(Span(float(round(scaled)) if value.steps else float(f"{scaled:.4g}"), value.steps))
     if name in ("gamma", "factor"):
-        gap = (1 - value) / NUDGE if up else (1 - value) * NUDGE
-        return float(f"{min(max(1 - gap, 1e-3), 1.0):.4g}")
+        gap = (1 - value) / NUDGE if up else (1 - value) * NUDGE  # its gap to 1 keeps 4 digits: 0.99995 → 0.99996
+        return min(max(one_minus_sig(gap), 1e-3), 1.0)
     return float(f"{(value * NUDGE if up else value / NUDGE):.4g}")
 
 

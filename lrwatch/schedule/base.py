@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any, Protocol, Union
 
@@ -237,6 +238,12 @@ class Fit:
 
 def round_sig(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
+
+
+def one_minus_sig(gap: float, digits: int = 4) -> float:
+    """``1 − gap`` with ``gap`` rounded at ``digits`` significant digits, as the decimal it reads (``0.7929``,
+    not the ``0.7928999999999999`` that float subtraction gives; ``0.99995`` keeps its digits)."""
+    return float(Decimal(1) - Decimal(f"{gap:.{digits}g}"))
 
 
 def ceil_sig(value: float, digits: int = 4) -> float:

@@ -7,7 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from lrwatch.schedule.base import Fit, Kind, LineUnits, Param, Span, fmt, positive, round_sig, unit_open_closed
+from lrwatch.schedule.base import (
+    Fit,
+    Kind,
+    LineUnits,
+    Param,
+    Span,
+    fmt,
+    one_minus_sig,
+    positive,
+    round_sig,
+    unit_open_closed,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,7 @@ def _fit(values: dict[str, Any], fit: Fit) -> dict[str, Any]:
     if "gamma" in values:
         return {}
     gamma = 0.01 ** (fit.steps(values["decay_steps"]) / fit.rest("gamma"))
-    return {"gamma": min(1.0, round_sig(gamma) if gamma < 0.5 else 1 - round_sig(1 - gamma))}
+    return {"gamma": min(1.0, round_sig(gamma) if gamma < 0.5 else one_minus_sig(1 - gamma))}
 
 
 def _line(v: dict[str, Any], u: LineUnits) -> str:
