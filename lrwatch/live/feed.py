@@ -89,12 +89,13 @@ class Feed:
         series = {}
         for name in history.metric_names():
             count = history.metric_length(name)
+            # bounded by count: points logged meanwhile go with the news, which starts there
             if not max_rows or count <= max_rows:
-                steps, values = history.metric(name)
+                steps, values = history.metric(name, 0, count)
             else:
                 tail = max_rows // 2
                 head_steps, head_values = history.metric_points(name, count - tail, max_rows - tail)
-                tail_steps, tail_values = history.metric(name, count - tail)
+                tail_steps, tail_values = history.metric(name, count - tail, count)
                 steps, values = np.concatenate([head_steps, tail_steps]), np.concatenate([head_values, tail_values])
             series[name] = (0, steps[: len(values)], values)
             self.metrics_sent[name] = count

@@ -396,4 +396,3 @@ class RunServer:
 
     def _count_monitors(self) -> None:
         self.engine.monitors = sum(1 for c in self.clients if c.subscribed and c.kind == "monitor")
-

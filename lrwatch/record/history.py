@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
@@ -84,14 +86,13 @@ class MetricHistory:
             if not count:
                 return
             rows = [pending.popleft() for _ in range(count)]
-            steps, epochs, lrs, losses, metrics = zip(*rows, strict=True)
-            self._steps.extend(np.array(steps, dtype=np.int64))
-            self._epochs.extend(np.array(epochs, dtype=np.float64), self._steps)
-            self._cols["lr"].extend(np.array(lrs, dtype=np.float64))
-            self._cols["loss"].extend(np.array(losses, dtype=np.float64))
+            self._steps.extend(np.fromiter(map(itemgetter(0), rows), np.int64, count))
+            self._epochs.extend(np.fromiter(map(itemgetter(1), rows), np.float64, count), self._steps)
+            self._cols["lr"].extend(np.fromiter(map(itemgetter(2), rows), np.float64, count))
+            self._cols["loss"].extend(np.fromiter(map(itemgetter(3), rows), np.float64, count))
             self._n += count
             points: dict[str, tuple[list[int], list[float]]] = {}
-            for step, values in zip(steps, metrics, strict=True):
+            for step, _, _, _, values in rows if any(map(itemgetter(4), rows)) else ():
                 if values:
                     for name, value in values.items():
                         column = points.get(name)
@@ -123,6 +124,12 @@ class MetricHistory:
         pending.append((step, epoch, lr, loss, metrics))
         if len(pending) >= SETTLE_ROWS:
             self._settle()
+
+    def row_sink(self) -> Callable[[tuple[int, float, float, float, None]], None]:
+        """:meth:`append` of a whole row tuple ``(step, epoch, lr, loss, None)``, with no size check: for a
+        caller that settles often enough itself (the engine's fast step, which reaches a boundary every
+        :data:`~lrwatch.run.groups.LR_BLOCK` steps, where :meth:`append` checks)."""
+        return self._pending.append
 
     def _add_metrics(self, step: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -198,14 +205,15 @@ class MetricHistory:
             series = self._metrics.get(name)
             return len(series) if series is not None else 0
 
-    def metric(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """``(steps, values)`` of a step-level metric from its point ``start`` on (empty if never logged)."""
+    def metric(self, name: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of a step-level metric's points ``start … stop − 1`` (``stop`` None: all it holds
+        now; empty if never logged)."""
         self._settle()
         with self._lock:
             series = self._metrics.get(name)
             if series is None:
                 return np.empty(0, dtype=np.int64), np.empty(0)
-            n = len(series)
+            n = len(series) if stop is None else min(stop, len(series))
             return series.steps[start:n], series.values[start:n]
 
     def metric_snapshot(

@@ -16,10 +16,12 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from lrwatch.protocol.events import Event
+from lrwatch.record.csvrows import num, rows_text, step_row
 from lrwatch.record.safefile import AppendLog, WriteError, remove_leftovers, replace_file, replace_text
 
 FLUSH_SECONDS = 1.0
@@ -53,16 +55,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-def _num(value: float) -> str:
-    return repr(float(value))
-
-
-def _step_row(step: int, epoch: float, lr: float, loss: float) -> str:
-    """``step,epoch,lr,loss`` of one optimizer step (``metrics.csv``, a race's candidate); the epoch is
-    empty when the run's epochs are unknown."""
-    return f"{step},{_num(epoch) if math.isfinite(epoch) else ''},{_num(lr)},{_num(loss)}"
 
 
 FIXED_COLUMNS = ("step", "epoch", "lr", "loss")
@@ -127,6 +119,11 @@ class RunWriter:
         if len(self._pending) >= MAX_PENDING:
             self.flush()
 
+    def row_sink(self) -> Callable[[tuple[Any, ...]], None]:
+        """:meth:`add_step` of a whole row tuple ``(step, epoch, lr, loss, None)``, with no size check (the
+        engine's fast step; its boundaries, at least every LR block, check)."""
+        return self._pending.append
+
     def flush_due(self, now: float) -> None:
         """The engine's tick, about once a second: the rows held so far to disk (at most a second's)."""
         if self._pending or self.trouble is not None:
@@ -135,21 +132,6 @@ class RunWriter:
     def add_epoch(self, step: int, epoch: float, metrics: dict[str, float]) -> None:
         self._pending.append((step, epoch, None, None, metrics))
         self.flush()
-
-    def _text(self, row: tuple[Any, ...]) -> str:
-        step, epoch, lr, loss, metrics = row
-        if not metrics and lr is not None and epoch - epoch == 0:  # the common row: a step, a finite epoch
-            return f"{step},{epoch!r},{float(lr)!r},{float(loss)!r}{self._empty}"
-        cells = [""] * len(self.extra)
-        if metrics:
-            index = self._index
-            for name, value in metrics.items():
-                cells[index[name]] = repr(float(value))
-        if lr is None:  # an epoch row: lr and loss empty
-            head = f"{step},{_num(epoch) if math.isfinite(epoch) else ''},,"
-        else:
-            head = _step_row(step, epoch, lr, loss)
-        return head + ("," + ",".join(cells) if cells else "") + "\n"
 
     def _widen(self) -> bool:
         """New metric names in the pending rows: the file rewritten with them as new columns. ``False`` when
@@ -196,8 +178,8 @@ class RunWriter:
         if self.closed:
             return
         if self._pending:
-            if self._widen():
-                self._metrics.add("".join(map(self._text, self._pending)))
+            if not any(map(itemgetter(4), self._pending)) or self._widen():  # no metrics: no new column either
+                self._metrics.add(rows_text(self._pending, self._index, self._empty))
                 self._pending.clear()
             elif len(self._pending) > PENDING_LIMIT:  # a widening that cannot be written: keep the newest
                 self._pending_dropped += len(self._pending) - PENDING_LIMIT
@@ -328,7 +310,7 @@ def write_lr_find(run_dir: str | Path, rows: list[tuple[float, float, float]]) -
     """``RUN_DIR/lr_find.csv``: header ``lr,loss,smoothed``, one row per batch of an LR range test."""
     path = Path(run_dir) / LR_FIND_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    return replace_text(path, "lr,loss,smoothed\n" + "".join(f"{_num(a)},{_num(b)},{_num(c)}\n" for a, b, c in rows))
+    return replace_text(path, "lr,loss,smoothed\n" + "".join(f"{num(a)},{num(b)},{num(c)}\n" for a, b, c in rows))
 
 
 def race_path(run_dir: str | Path, number: int, name: str) -> Path:
@@ -340,7 +322,7 @@ def write_race_rows(run_dir: str | Path, number: int, name: str, rows: list[tupl
     """A race candidate's steps, as ``metrics.csv`` writes them: header ``step,epoch,lr,loss``."""
     path = race_path(run_dir, number, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = "".join(f"{_step_row(*row)}\n" for row in rows)
+    lines = "".join(f"{step_row(*row)}\n" for row in rows)
     return replace_text(path, "step,epoch,lr,loss\n" + lines)
 
 

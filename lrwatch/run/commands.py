@@ -24,13 +24,19 @@ _NONE: list = []  # shared, never appended to: due() with nothing scripted alloc
 class CommandQueue:
     """Submitted commands (thread-safe, in order) and scripted ones (by step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
         self._submitted: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._scripted: dict[int, list[Command]] = {}
+        self._on_change = on_change  # told after any command is added (the engine's fast step then stops)
 
     # -- submitted: any thread puts, the training thread takes ---------------------------------
     def submit(self, command: Command, on_done: Done | None = None) -> None:
         self._submitted.put((command, on_done))
+        self._on_change()
+
+    def waiting(self) -> bool:
+        """A submitted command waits to be taken."""
+        return not self._submitted.empty()
 
     def take(self, wait: float = 0.0) -> Pending | None:
         """The oldest submitted command, waiting up to ``wait`` seconds for one; ``None`` if none came."""
@@ -54,6 +60,11 @@ class CommandQueue:
     # -- scripted: by step --------------------------------------------------------------------
     def schedule(self, step: int, command: Command) -> None:
         self._scripted.setdefault(int(step), []).append(command)
+        self._on_change()
+
+    def next_scripted(self, step: int) -> int | None:
+        """The first step at or after ``step`` that has scripted commands (``None``: none)."""
+        return min((s for s in self._scripted if s >= step), default=None)
 
     def due(self, step: int) -> list[Command]:
         """The commands scripted for ``step``, taken off the script."""
@@ -75,3 +86,4 @@ class CommandQueue:
         moved = [c for step in sorted(s for s in self._scripted if start < s < end) for c in self._scripted.pop(step)]
         if moved:
             self._scripted[end] = moved + self._scripted.get(end, [])  # earlier steps' first
+            self._on_change()

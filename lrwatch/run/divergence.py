@@ -10,6 +10,7 @@ a stop, a rollback with the LR halved) is the engine's to do; this class only ju
 from __future__ import annotations
 
 import math
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -99,6 +100,27 @@ class DivergenceWatch:
         self._good_since_snapshot = 0
         return cause
 
+    def remember(self, losses: list[float]) -> None:
+        """Losses the engine's fast step took without judging each, all good (each was at most the bound of
+        :meth:`fast_limits`): the window and the snapshot count move as if each had been observed."""
+        self._recent.extend(losses)
+        self._recent_sum, self._added = math.fsum(self._recent), 0
+        self._good_since_snapshot += len(losses)
+
+    def fast_limits(self) -> tuple[float, float, int]:
+        """``(bound, floor, steps)`` for the engine's fast step: for the next ``steps`` steps a loss ≤ ``bound``
+        is good by :meth:`observe`'s rule (the window's mean is at least its lowest loss, so ``factor`` × the
+        lowest loss seen is a bound; ``floor`` is that lowest, −∞ while spikes are not judged yet). A NaN or ±∞
+        is never ≤ it. ``steps`` ends before the step that judges its first spike or takes a snapshot."""
+        steps = 1 << 62
+        if self.auto_snapshot and self.snapshotter is not None:
+            steps = self._snapshot_every - self._good_since_snapshot - 1
+        n = len(self._recent)
+        if n < self._min_count:
+            return sys.float_info.max, -math.inf, min(steps, self._min_count - n)
+        floor = min(self._recent)
+        return spike_bound(self._factor, floor), floor, steps
+
     def snapshot_if_due(self, step: int) -> None:
         """Snapshot at ``step`` if ``snapshot_every`` steps passed since the last one (by step, not by
         good losses, so that every rank of a DDP run snapshots at the same steps)."""
@@ -129,6 +151,13 @@ class DivergenceWatch:
         return step
 
 
+def spike_bound(factor: float, floor: float) -> float:
+    """``factor × floor``, a hair lower: a loss at most this is no spike even with the window's running sum
+    rounded."""
+    bound = factor * floor
+    return bound - abs(bound) * 1e-12
+
+
 class DivergenceResponse:
     """What the run does about a diverged loss, at a step boundary: pause (and wait for an answer), stop,
     or roll back to the last good snapshot with the LR halved. ``engine`` is the run's
@@ -146,6 +175,17 @@ class DivergenceResponse:
             cause = self.watch.observe(loss, step + 1)
             if cause is not None:
                 self.pending = (step, loss, cause)
+
+    def remember(self, losses: list[float]) -> None:
+        """Good losses taken by the engine's fast step (:meth:`DivergenceWatch.remember`)."""
+        if self.watch is not None:
+            self.watch.remember(losses)
+
+    def fast_limits(self) -> tuple[float, float, int]:
+        """:meth:`DivergenceWatch.fast_limits`; with no policy, any loss goes (a NaN still takes the whole way)."""
+        if self.watch is None:
+            return math.inf, -math.inf, 1 << 62
+        return self.watch.fast_limits()
 
     def action(self) -> str:
         """The policy's action now (``auto``: pause while a monitor is attached, else stop); ``""``: none."""

@@ -35,13 +35,14 @@ from lrwatch.record.rundir import run_info
 from lrwatch.record.runlog import Listener, RunLog
 from lrwatch.run.actions import act
 from lrwatch.run.commands import CommandQueue, Done
-from lrwatch.run.divergence import DivergencePolicy, DivergenceResponse, DivergenceWatch, Snapshotter
+from lrwatch.run.divergence import DivergencePolicy, DivergenceResponse, DivergenceWatch, Snapshotter, spike_bound
 from lrwatch.run.lrcontrol import LrControl
 from lrwatch.run.plateau import PlateauWatch
 from lrwatch.run.system import SystemSampler
 from lrwatch.schedule.timeline import Timeline
 
 PAUSE_POLL_SECONDS = 0.25
+_monotonic = time.monotonic
 
 
 class Engine:
@@ -90,7 +91,7 @@ class Engine:
         self.completed = False  # the run reached the end of its schedule (a cooldown's last step)
         self._ends_at = timeline.ends_at  # kept with the timeline: the step boundary reads it every step
         self.plateau = PlateauWatch(self)  # a plateau schedule's evaluations
-        self.commands = CommandQueue()
+        self.commands = CommandQueue(on_change=self._leave_fast)
         self.step_index = start_step
         self.start_step = start_step
         self.steps_taken = 0  # in this process
@@ -101,6 +102,11 @@ class Engine:
         self.sync: Any = None  # a distributed.RankSync under DDP: commands and stops agreed at sync steps
         self.gpu: Any = None  # a gpu.GpuProbe when the run trains on CUDA (sampled off this thread)
         self._awaiting: deque[tuple[int, float, dict[str, float] | None]] = deque()  # loss on a GPU
+        # The fast step (see step): steps below fast_until go the short way, planned at each boundary
+        self.fast_until = 0
+        self._to_history = self.history.row_sink()
+        self._to_disk = self.log.writer.row_sink() if self.log.writer is not None else deque(maxlen=0).append
+        self._unjudged: list[float] = []  # losses taken the short way, not yet in the divergence window
 
     # -- the UI side: any thread ------------------------------------------------------------
     @property
@@ -166,6 +172,7 @@ class Engine:
     # -- the training side ------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> Event:
         """Log an event at the current step (the training thread)."""
+        self.fast_until = 0  # whatever led to it may change what the next step does
         epoch = self.step_index / self._timeline.steps_per_epoch
         return self.log.emit(Event(kind, self.step_index, epoch, time.time(), data))
 
@@ -212,8 +219,48 @@ class Engine:
     def step(self, loss: float | None, *, watch_loss: bool = True, metrics: dict[str, float] | None = None) -> bool:
         """Record the step just taken with its ``loss`` (and step-level ``metrics``: ``{name: float}``); prepare
         the next. ``False``: stop now. ``loss=None``: the loss is still on its device and comes later, through
-        :meth:`deliver`. ``watch_loss=False``: there is no loss for this step (``loss`` is NaN, not a divergence)."""
+        :meth:`deliver`. ``watch_loss=False``: there is no loss for this step (``loss`` is NaN, not a divergence).
+
+        Most steps go a short way: between two boundaries planned by :meth:`_plan_fast` (nothing queued,
+        scripted, due or paused; lrwatch drives float LRs) a step with a float loss that is surely no divergence
+        appends its row, sets the next LR from the block in force and returns. Everything else, and at least
+        one step per LR block and per second, goes the whole way (:meth:`_step`)."""
         s = self.step_index
+        if (
+            s < self.fast_until
+            and loss.__class__ is float
+            and loss <= self._spike_above  # False for NaN
+            and metrics is None
+            and watch_loss
+            and _monotonic() < self._tick_at
+        ):
+            base, block, group0 = self._lr_base, self._lr_block, self._group0
+            lr = block[s - base]
+            if group0["lr"] == lr:  # nothing moved it since (a scheduler still stepping goes the whole way)
+                t = s + 1
+                self.step_index = t
+                self.steps_taken += 1
+                row = (s, s / self._steps_per_epoch if self.epochs_known else math.nan, lr, loss, None)
+                self._to_history(row)
+                self._to_disk(row)
+                if self._judging:
+                    self._unjudged.append(loss)
+                    if loss < self._loss_floor:  # a new lowest loss: a lower bound for a spike
+                        self._loss_floor, self._spike_above = loss, spike_bound(self._spike_factor, loss)
+                lr = block[t - base]
+                group0["lr"] = lr
+                for group, lrs in self._lr_others:
+                    group["lr"] = lrs[t - base]
+                control = self.control
+                control.lr, control.current_step = lr, t
+                return True
+        return self._step(s, loss, watch_loss, metrics)
+
+    def _step(self, s: int, loss: float | None, watch_loss: bool, metrics: dict[str, float] | None) -> bool:
+        self.fast_until = 0
+        if self._unjudged:  # the losses that went the short way join the divergence window first
+            self.divergence.remember(self._unjudged)
+            self._unjudged = []
         self.control.after_step()
         self.step_index = s + 1  # before recording: a snapshot taken there holds the weights after step s
         self.steps_taken += 1
@@ -225,10 +272,43 @@ class Engine:
             self._record(s, self.lr, float(loss), watch_loss, metrics)
         return self._at_boundary()
 
+    def _leave_fast(self) -> None:
+        """Something changed between boundaries (a command came, any thread): the next step goes the whole way."""
+        self.fast_until = 0
+
+    def _plan_fast(self) -> None:
+        """At a boundary: up to which step :meth:`step` may go the short way, and what it needs for it."""
+        self.fast_until = 0
+        if self.state != "running" or self.sync is not None or self._awaiting or self.divergence.pending is not None:
+            return
+        block = self.control.fast_block()
+        t = self.step_index
+        if block is None or not block[0] <= t < block[0] + len(block[1][0][1]):
+            return
+        base, pairs = block
+        bound, floor, steps = self.divergence.fast_limits()
+        until = min(base + len(pairs[0][1]) - 1, t + steps)  # the last short step sets an LR of this block
+        scripted = self.commands.next_scripted(t + 1)
+        if scripted is not None:
+            until = min(until, scripted - 1)  # the step before goes the whole way, to its boundary
+        if self._ends_at is not None:
+            until = min(until, self._ends_at - 1)
+        self._lr_base, (self._group0, self._lr_block), self._lr_others = base, pairs[0], pairs[1:]
+        self._steps_per_epoch = self._timeline.steps_per_epoch
+        self._spike_above, self._loss_floor = bound, floor
+        self._judging = self.divergence.watch is not None
+        watch = self.divergence.watch
+        self._spike_factor = watch.policy.spike_factor if watch is not None else math.inf
+        self._tick_at = self.system.next_at
+        self.fast_until = until
+        if self.commands.waiting():  # one came while this was planned
+            self.fast_until = 0
+
     def deliver(self, losses: list[Any]) -> None:
         """The losses of the oldest steps that were taken with ``loss=None``, in step order (the
         training thread): each a float, or ``(loss, {metric: value})`` when metrics came with it. A
         diverged one is acted on at the next step boundary (or sync step)."""
+        self.fast_until = 0
         for item in losses:
             step, lr, metrics = self._awaiting.popleft()
             if isinstance(item, tuple):
@@ -364,6 +444,7 @@ class Engine:
         if self.state == "stopping":
             return False
         self._set_lr(self.step_index)
+        self._plan_fast()
         return True
 
     def _apply(self, command: Command, on_done: Done | None = None) -> None:
@@ -432,11 +513,13 @@ class Engine:
         self.commands.postpone(fork, end)
 
     def set_timeline(self, timeline: Timeline) -> None:
+        self.fast_until = 0
         self._timeline = timeline
         self._ends_at = timeline.ends_at
         self.control.set_timeline(timeline)
 
     def _set_lr(self, step: int) -> None:
+        self.fast_until = 0  # between boundaries (a plateau's reduction): planned again at the next one
         self.control.set(step)
 
     def reset_lr(self) -> None:

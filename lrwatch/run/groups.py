@@ -64,6 +64,16 @@ class GroupLrs:
                 current.fill_(block[offset])
         return self._blocks[0][offset]
 
+    def block(self) -> tuple[int, list[tuple[dict[str, Any], list[float]]]] | None:
+        """The block last set: its first step, and each param group with its LRs (``None``: none yet, or a
+        group's LR is a tensor, which :meth:`set` fills in place)."""
+        if self._block_start < 0:
+            return None
+        pairs = list(zip(self.optimizer.param_groups, self._blocks, strict=True))
+        if any(group["lr"].__class__ is not float for group, _ in pairs):
+            return None
+        return self._block_start, pairs
+
 
 def host_lr(group: dict[str, Any]) -> float | None:
     """A group's LR as a float, or ``None`` for a tensor on a GPU (reading it would wait for the device)."""

@@ -36,7 +36,7 @@ class LrControl:
         self.warn = warn
         self.lr = timeline.initial_lr if drive else float(optimizer.param_groups[0]["lr"])
         self._groups = GroupLrs(optimizer, timeline)
-        self._step = 0
+        self.current_step = 0  # the step whose LR was set last
         self._warned = False
         self.suspended = False  # the LR range test sets the LR itself, batch by batch
         hook = getattr(optimizer, "register_step_pre_hook", None)
@@ -56,11 +56,19 @@ class LrControl:
 
     def set(self, step: int) -> None:
         """The LR of ``step``, from the timeline, into every param group (when lrwatch drives)."""
-        self._step = step
+        self.current_step = step
         if self.hand_over_at is not None and step >= self.hand_over_at and not self.took_over:
             self.hand_over(self.hand_over_at)
         if self.drive:
             self.lr = self._groups.set(step)
+
+    def fast_block(self) -> tuple[int, list[tuple[dict[str, Any], list[float]]]] | None:
+        """The LR block in force, for the engine's fast step (:meth:`Engine.step`): its first step and each param
+        group with its LRs over the block. ``None`` when a step must go the whole way: lrwatch does not drive,
+        a hand-over waits for its step, the range test sets the LR, or a group's LR is a tensor."""
+        if not self.drive or self.suspended or self.hand_over_at is not None:
+            return None
+        return self._groups.block()
 
     def hand_over(self, step: int) -> None:
         """From ``step`` (the boundary it happens at) lrwatch drives the LR, and sets it before every
@@ -71,7 +79,7 @@ class LrControl:
     def reapply(self) -> None:
         """Set this step's LR again (after a hand-over: the loop's scheduler may have moved it)."""
         if self.took_over:
-            self.set(self._step)
+            self.set(self.current_step)
 
     def after_step(self) -> None:
         """A step was taken: read the LR it used (watching, with no hook), or notice a scheduler (driving)."""

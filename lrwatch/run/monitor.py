@@ -89,6 +89,12 @@ class Monitor:
         0-d tensors, any names; each becomes a column of ``metrics.csv`` and a chart); ``False`` means stop now
         (``q``, a signal). A loss or metric on a GPU is never waited for here: the step's tensors are copied
         to the host together with other steps', later (:mod:`lrwatch.run.losses`)."""
+        engine = self.engine
+        if not metrics and engine.step_index < engine.fast_until:  # running, between planned boundaries
+            if loss.__class__ is float:
+                return engine.step(loss)
+            if getattr(loss, "is_cuda", True) is False:  # a tensor not on a GPU: read now, at no wait
+                return engine.step(loss.item())
         if self.stopped:
             return False
         if not metrics:  # the common case, first: a float or a CPU tensor is read now
