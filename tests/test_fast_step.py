@@ -121,6 +121,9 @@ def test_batched_csv_text_reads_back_as_row_by_row() -> None:
         [(s, math.nan, rng.random(), rng.random(), None) for s in range(100)],  # epochs unknown
         [(0, 0.0, 0.1, math.nan, None), (1, 0.1, 0.1, math.inf, None)],  # not finite: row by row
         [(0, 0.0, 0.1, 1.5, {"grad_norm": 2.5}), (1, 0.1, None, None, {"val_loss": 0.25})],  # metrics, epoch row
+        [(s, s / 7, 0.1, 1.5 / (s + 1), {"grad_norm": rng.random()} | ({"val_loss": 3} if s % 3 else {}))
+         for s in range(300)] + [(300, 300 / 7, 0.1, 0.2, None)],  # metrics, some missing, an int: by orjson
+        [(0, math.nan, 0.1, 1.5, {"grad_norm": math.nan})],  # a NaN metric: row by row, written nan
         [(0, 0.0, np.float64(0.1), 1.5, None)],  # a numpy scalar: row by row
         [(0, 0.0, 1e-7, 1e16, None), (1, math.nan, 0.1, 0.2, None)],  # spelling; one NaN epoch among finite
     ]
@@ -131,4 +134,4 @@ def test_batched_csv_text_reads_back_as_row_by_row() -> None:
         for a, b in zip(batched, single, strict=True):
             left, right = parse_metrics_line(columns, a), parse_metrics_line(columns, b)
             assert [str(x) for x in left] == [str(x) for x in right]  # NaN equal to NaN, floats exact
-            assert getattr(left, "metrics", None) == getattr(right, "metrics", None)
+            assert repr(getattr(left, "metrics", None)) == repr(getattr(right, "metrics", None))  # nan reads nan

@@ -5,7 +5,7 @@ reader gets exactly what was logged. A batch of plain step rows (no metrics, fin
 row of a run) is formatted by orjson in one call, ~15× faster than ``repr`` row by row (it writes the same
 floats, in its own spelling: ``1e-7`` for ``1e-07``); a step of training pays for its row's text, so this is
 what keeps lrwatch's per-step cost under a PyTorch scheduler's (``make bench``: ``step_tax``). Anything else
-(metrics, an epoch's validation row, a NaN) is written row by row.
+(an epoch's validation row, a NaN) is written row by row; rows with metrics go by orjson when all is finite.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+CHUNK_ROWS = 512  # rows with metrics turned into cells at a time
 Row = tuple[Any, ...]  # (step, epoch, lr, loss, metrics | None); lr None: an epoch row (metrics: its values)
 
 
@@ -49,6 +50,8 @@ def row_text(row: Row, index: dict[str, int], empty: str) -> str:
 
 def rows_text(rows: list[Row], index: dict[str, int], empty: str) -> str:
     """The lines of ``rows``, in order (see the module's docstring for which way each batch goes)."""
+    if rows and any(map(itemgetter(4), rows)):
+        return _with_metrics(rows, index, empty)
     if rows and _plain(rows):
         try:
             body = orjson.dumps(rows)  # b'[[0,0.0,0.05,1.5,null],[1,...,null]]': one array per row
@@ -58,6 +61,30 @@ def rows_text(rows: list[Row], index: dict[str, int], empty: str) -> str:
             end = empty.encode()
             lines = body[2:-7].replace(b",null],[", end) + end  # each row's metrics (null) become its empty cells
             return lines.replace(b",null,", b",,").decode()  # a NaN epoch (epochs unknown): an empty cell
+    return "".join(row_text(row, index, empty) for row in rows)
+
+
+def _with_metrics(rows: list[Row], index: dict[str, int], empty: str) -> str:
+    """Step rows with metrics, by orjson too when every LR, loss and metric value is a finite float (then the
+    only ``null`` cells are the ones left empty: a metric not logged at that step, an unknown epoch)."""
+    dicts = list(filter(None, map(itemgetter(4), rows)))
+    if (
+        None not in map(itemgetter(2), rows)  # no epoch row
+        and math.isfinite(sum(map(itemgetter(2), rows)))
+        and math.isfinite(sum(map(itemgetter(3), rows)))
+        and math.isfinite(sum(map(sum, map(dict.values, dicts))))
+    ):
+        names = sorted(index, key=index.__getitem__)
+        parts = []
+        for start in range(0, len(rows), CHUNK_ROWS):  # a few rows' cells at a time: nothing piles up for the GC
+            table = [(*row[:4], *map((row[4] or {}).get, names)) for row in rows[start : start + CHUNK_ROWS]]
+            try:
+                body = orjson.dumps(table)
+            except TypeError:  # a value orjson does not write as a float (a numpy scalar, a tensor)
+                break
+            parts.append((body[2:-2].replace(b"],[", b"\n") + b"\n").replace(b"null", b""))
+        else:
+            return b"".join(parts).decode()
     return "".join(row_text(row, index, empty) for row in rows)
 
 

@@ -7,12 +7,13 @@ by its width, not by the run's length.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 
 import numpy as np
 
@@ -91,24 +92,34 @@ class MetricHistory:
             self._cols["lr"].extend(np.fromiter(map(itemgetter(2), rows), np.float64, count))
             self._cols["loss"].extend(np.fromiter(map(itemgetter(3), rows), np.float64, count))
             self._n += count
-            points: dict[str, tuple[list[int], list[float]]] = {}
-            for step, _, _, _, values in rows if any(map(itemgetter(4), rows)) else ():
-                if values:
-                    for name, value in values.items():
-                        column = points.get(name)
-                        if column is None:
-                            column = points[name] = ([], [])
-                        column[0].append(step)
-                        column[1].append(value)
-            for name, (at, values) in points.items():  # each metric's points of the batch, at once
-                series = self._metrics.get(name)
-                if series is None:
-                    series = self._metrics[name] = Series()
-                series.steps.extend(np.array(at, dtype=np.int64))
-                series.values.extend(np.array(values, dtype=np.float64))
-                series.extrema.update(series.values, len(series))
+            logged = [row for row in rows if row[4]] if any(map(itemgetter(4), rows)) else []
+            if logged:
+                self._settle_metrics(np.fromiter(map(itemgetter(0), logged), np.int64, len(logged)),
+                                     list(map(itemgetter(4), logged)))  # fmt: skip
             self._extrema["loss"].update(self._cols["loss"], self._n)  # kept as rows come: a snapshot's decimation
             self.version += 1
+
+    def _settle_metrics(self, at: np.ndarray, dicts: list[dict[str, float]]) -> None:
+        """Each metric's points of a batch at once (in C): when every step logged the same names in the same
+        order (the usual loop), one array of all values; else by presence, name by name."""
+        if len(set(map(tuple, dicts))) == 1:
+            names = list(dicts[0])
+            flat = itertools.chain.from_iterable(map(dict.values, dicts))  # no list per row: nothing for the GC
+            table = np.fromiter(flat, np.float64, len(dicts) * len(names)).reshape(len(dicts), -1)
+            columns = [(name, at, table[:, j]) for j, name in enumerate(names)]
+        else:
+            columns = []
+            for name in dict.fromkeys(itertools.chain.from_iterable(dicts)):  # in the order they first came
+                present = np.fromiter(map(methodcaller("__contains__", name), dicts), bool, len(dicts))
+                values = np.fromiter(map(methodcaller("get", name, 0.0), dicts), np.float64, len(dicts))
+                columns.append((name, at[present], values[present]))
+        for name, steps, values in columns:
+            series = self._metrics.get(name)
+            if series is None:
+                series = self._metrics[name] = Series()
+            series.steps.extend(steps)
+            series.values.extend(values)
+            series.extrema.update(series.values, len(series))
 
     def nbytes(self) -> int:
         """Bytes held by the columns (chunks allocated, the last one counted whole)."""

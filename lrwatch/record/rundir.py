@@ -11,6 +11,7 @@ every exit path.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -136,11 +137,8 @@ class RunWriter:
     def _widen(self) -> bool:
         """New metric names in the pending rows: the file rewritten with them as new columns. ``False`` when
         that could not be written (the rows wait; the file is as it was)."""
-        new: list[str] = []
-        for row in self._pending:
-            for name in row[4] or ():
-                if name not in self._index and name not in new:
-                    new.append(name)
+        names = dict.fromkeys(itertools.chain.from_iterable(filter(None, map(itemgetter(4), self._pending))))
+        new = [name for name in names if name not in self._index]  # in the order they first came
         if not new:
             return True
         if not self._metrics.flush():  # the file must be whole before it is rewritten

@@ -230,7 +230,7 @@ class Engine:
             s < self.fast_until
             and loss.__class__ is float
             and loss <= self._spike_above  # False for NaN
-            and metrics is None
+            and (metrics is None or "tokens" not in metrics)  # tokens are counted on the way (_record)
             and watch_loss
             and _monotonic() < self._tick_at
         ):
@@ -240,7 +240,7 @@ class Engine:
                 t = s + 1
                 self.step_index = t
                 self.steps_taken += 1
-                row = (s, s / self._steps_per_epoch if self.epochs_known else math.nan, lr, loss, None)
+                row = (s, s / self._steps_per_epoch if self.epochs_known else math.nan, lr, loss, metrics)
                 self._to_history(row)
                 self._to_disk(row)
                 if self._judging:

@@ -90,11 +90,26 @@ class Monitor:
         (``q``, a signal). A loss or metric on a GPU is never waited for here: the step's tensors are copied
         to the host together with other steps', later (:mod:`lrwatch.run.losses`)."""
         engine = self.engine
-        if not metrics and engine.step_index < engine.fast_until:  # running, between planned boundaries
+        if engine.step_index < engine.fast_until:  # running, between planned boundaries
             if loss.__class__ is float:
-                return engine.step(loss)
-            if getattr(loss, "is_cuda", True) is False:  # a tensor not on a GPU: read now, at no wait
-                return engine.step(loss.item())
+                value = loss
+            elif getattr(loss, "is_cuda", True) is False:  # a tensor not on a GPU: read now, at no wait
+                value = loss.item()
+            else:
+                value = None
+            if value is not None and not metrics:
+                return engine.step(value)
+            if value is not None:
+                values = {}
+                for name, metric in metrics.items():
+                    if metric.__class__ is float:
+                        values[name] = metric
+                    elif getattr(metric, "is_cuda", True) is False:
+                        values[name] = metric.item()
+                    else:  # on a GPU (copied later), or not a tensor: the way below
+                        break
+                else:
+                    return engine.step(value, metrics=values)
         if self.stopped:
             return False
         if not metrics:  # the common case, first: a float or a CPU tensor is read now
