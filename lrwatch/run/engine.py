@@ -16,36 +16,35 @@ the commands are rank 0's, agreed at sync steps (:meth:`~lrwatch.run.distributed
 from __future__ import annotations
 
 import math
-import threading
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lrwatch.protocol.commands import (
     Command,
     Race,
-    RaceEnd,
     Stop,
 )
-from lrwatch.protocol.events import ENDED_STATES, Event, EventKind, RunState, RunStatus
+from lrwatch.protocol.events import Event, EventKind, RunState, RunStatus
 from lrwatch.record.rundir import run_info
 from lrwatch.record.runlog import Listener, RunLog
 from lrwatch.run.actions import act
 from lrwatch.run.commands import CommandQueue, Done
-from lrwatch.run.divergence import DivergencePolicy, DivergenceResponse, DivergenceWatch, Snapshotter, spike_bound
+from lrwatch.run.divergence import DivergencePolicy, DivergenceResponse, DivergenceWatch, Snapshotter
+from lrwatch.run.ending import Ending
+from lrwatch.run.faststep import FastStep
 from lrwatch.run.lrcontrol import LrControl
 from lrwatch.run.plateau import PlateauWatch
+from lrwatch.run.racehooks import RaceHooks
 from lrwatch.run.system import SystemSampler
 from lrwatch.schedule.timeline import Timeline
 
 PAUSE_POLL_SECONDS = 0.25
-_monotonic = time.monotonic
 
 
-class Engine:
+class Engine(FastStep, RaceHooks, Ending):
     """Drives ``optimizer``'s LR along ``timeline`` and records the run.
 
     Each param group follows its own timeline from its own initial LR (:mod:`lrwatch.run.groups`).
@@ -102,11 +101,7 @@ class Engine:
         self.sync: Any = None  # a distributed.RankSync under DDP: commands and stops agreed at sync steps
         self.gpu: Any = None  # a gpu.GpuProbe when the run trains on CUDA (sampled off this thread)
         self._awaiting: deque[tuple[int, float, dict[str, float] | None]] = deque()  # loss on a GPU
-        # The fast step (see step): steps below fast_until go the short way, planned at each boundary
-        self.fast_until = 0
-        self._to_history = self.history.row_sink()
-        self._to_disk = self.log.writer.row_sink() if self.log.writer is not None else deque(maxlen=0).append
-        self._unjudged: list[float] = []  # losses taken the short way, not yet in the divergence window
+        self._init_fast()
 
     # -- the UI side: any thread ------------------------------------------------------------
     @property
@@ -216,46 +211,6 @@ class Engine:
         """Log an event of the loop's own (``lr_find``) at the current step, in the training thread."""
         return self.emit(kind, **data)
 
-    def step(self, loss: float | None, *, watch_loss: bool = True, metrics: dict[str, float] | None = None) -> bool:
-        """Record the step just taken with its ``loss`` (and step-level ``metrics``: ``{name: float}``); prepare
-        the next. ``False``: stop now. ``loss=None``: the loss is still on its device and comes later, through
-        :meth:`deliver`. ``watch_loss=False``: there is no loss for this step (``loss`` is NaN, not a divergence).
-
-        Most steps go a short way: between two boundaries planned by :meth:`_plan_fast` (nothing queued,
-        scripted, due or paused; lrwatch drives float LRs) a step with a float loss that is surely no divergence
-        appends its row, sets the next LR from the block in force and returns. Everything else, and at least
-        one step per LR block and per second, goes the whole way (:meth:`_step`)."""
-        s = self.step_index
-        if (
-            s < self.fast_until
-            and loss.__class__ is float
-            and loss <= self._spike_above  # False for NaN
-            and (metrics is None or "tokens" not in metrics)  # tokens are counted on the way (_record)
-            and watch_loss
-            and _monotonic() < self._tick_at
-        ):
-            base, block, group0 = self._lr_base, self._lr_block, self._group0
-            lr = block[s - base]
-            if group0["lr"] == lr:  # nothing moved it since (a scheduler still stepping goes the whole way)
-                t = s + 1
-                self.step_index = t
-                self.steps_taken += 1
-                row = (s, s / self._steps_per_epoch if self.epochs_known else math.nan, lr, loss, metrics)
-                self._to_history(row)
-                self._to_disk(row)
-                if self._judging:
-                    self._unjudged.append(loss)
-                    if loss < self._loss_floor:  # a new lowest loss: a lower bound for a spike
-                        self._loss_floor, self._spike_above = loss, spike_bound(self._spike_factor, loss)
-                lr = block[t - base]
-                group0["lr"] = lr
-                for group, lrs in self._lr_others:
-                    group["lr"] = lrs[t - base]
-                control = self.control
-                control.lr, control.current_step = lr, t
-                return True
-        return self._step(s, loss, watch_loss, metrics)
-
     def _step(self, s: int, loss: float | None, watch_loss: bool, metrics: dict[str, float] | None) -> bool:
         self.fast_until = 0
         if self._unjudged:  # the losses that went the short way join the divergence window first
@@ -271,38 +226,6 @@ class Engine:
         else:
             self._record(s, self.lr, float(loss), watch_loss, metrics)
         return self._at_boundary()
-
-    def _leave_fast(self) -> None:
-        """Something changed between boundaries (a command came, any thread): the next step goes the whole way."""
-        self.fast_until = 0
-
-    def _plan_fast(self) -> None:
-        """At a boundary: up to which step :meth:`step` may go the short way, and what it needs for it."""
-        self.fast_until = 0
-        if self.state != "running" or self.sync is not None or self._awaiting or self.divergence.pending is not None:
-            return
-        block = self.control.fast_block()
-        t = self.step_index
-        if block is None or not block[0] <= t < block[0] + len(block[1][0][1]):
-            return
-        base, pairs = block
-        bound, floor, steps = self.divergence.fast_limits()
-        until = min(base + len(pairs[0][1]) - 1, t + steps)  # the last short step sets an LR of this block
-        scripted = self.commands.next_scripted(t + 1)
-        if scripted is not None:
-            until = min(until, scripted - 1)  # the step before goes the whole way, to its boundary
-        if self._ends_at is not None:
-            until = min(until, self._ends_at - 1)
-        self._lr_base, (self._group0, self._lr_block), self._lr_others = base, pairs[0], pairs[1:]
-        self._steps_per_epoch = self._timeline.steps_per_epoch
-        self._spike_above, self._loss_floor = bound, floor
-        self._judging = self.divergence.watch is not None
-        watch = self.divergence.watch
-        self._spike_factor = watch.policy.spike_factor if watch is not None else math.inf
-        self._tick_at = self.system.next_at
-        self.fast_until = until
-        if self.commands.waiting():  # one came while this was planned
-            self.fast_until = 0
 
     def deliver(self, losses: list[Any]) -> None:
         """The losses of the oldest steps that were taken with ``loss=None``, in step order (the
@@ -350,19 +273,6 @@ class Engine:
             **extra,
         )
 
-    def interrupted(self) -> None:
-        """The loop was interrupted mid-step (Ctrl+C): log the stop, without a checkpoint of a half step."""
-        self.stop_now("KeyboardInterrupt", checkpoint=False)
-
-    def stop_now(self, reason: str, *, checkpoint: bool = True) -> None:
-        """Stop at this step boundary: log ``stop`` and (``checkpoint``) save one, so ``--resume`` goes on here."""
-        if self.state in ("running", "paused"):
-            self.state = "stopping"
-            self.stop_reason = reason
-            self.emit("stop", reason=reason)
-            if checkpoint:
-                self.checkpoint("stop")  # so that --resume continues exactly here
-
     def end_epoch(self, **metrics: float) -> None:
         """Record validation metrics at the end of an epoch (``val_loss=…, val_acc=…``)."""
         k = self._timeline.steps_per_epoch
@@ -371,27 +281,6 @@ class Engine:
         self.log.add_epoch(self.step_index, epoch, values)
         self.emit("epoch", **values)
         self.plateau.observe(values)
-
-    def finish(self, error: BaseException | None = None) -> None:
-        """Log how the run ended and close the run directory; safe to call twice."""
-        if self.state in ENDED_STATES:
-            return
-        if error is not None:
-            self.error = "".join(traceback.format_exception_only(type(error), error)).strip()
-            self.emit("error", message=self.error, traceback="".join(traceback.format_exception(error)))
-            self.state = "error"
-        elif self.state == "stopping":
-            self.state = "finished" if self.completed else "stopped"
-        else:
-            self.state = "finished"
-        writer = self.log.writer
-        if writer is not None:
-            writer.flush()  # a disk that has room again takes what waited
-        if writer is not None and writer.trouble is not None:
-            self.warn(f"{writer.backlog:,} bytes of rows and events are not on disk ({writer.trouble})")
-        self.emit("finish", status=self.state)
-        self.log.close()
-        self.control.remove()
 
     def checkpoint(self, reason: str = "request") -> Path | None:
         """Save a checkpoint now (a step boundary) through the checkpointer; log it. ``None``: none set."""
@@ -463,55 +352,6 @@ class Engine:
         if not told:
             tell(self.log.event_at(first) or self.emit("rejected", command=command.to_dict(), reason="nothing to do"))
 
-    # -- a race (lrwatch.run.race) runs inside one command, in the training thread -------------------
-    def tell(self, event: Event) -> None:
-        """The command being applied has led to ``event`` (its sender may stop waiting)."""
-        self._tell(event)
-
-    def apply(self, command: Command, on_done: Done | None = None) -> None:
-        """Apply ``command`` now, at this boundary (a DDP sync step's agreed commands; a ``Stop`` that ended a race)."""
-        self._apply(command, on_done)
-
-    def reject(self, command: Command, on_done: Done | None, reason: str) -> None:
-        event = self.emit("rejected", command=command.to_dict(), reason=reason)
-        if on_done is not None:
-            on_done(event)
-
-    def race_command(self, wait: float = 0.0) -> tuple[Command, Done | None] | None:
-        """While a race runs: the next ``RaceEnd`` or ``Stop`` that came (waiting up to ``wait`` s);
-        any other command is rejected, as it would change the run under the race."""
-        while (pending := self.commands.take(wait)) is not None:
-            command, on_done = pending
-            if isinstance(command, (RaceEnd, Stop)):
-                return command, on_done
-            self.reject(command, on_done, "a race is running: escape (or lrwatch send RUN_DIR race-end) ends it")
-        return None
-
-    def keep_branch(
-        self,
-        timeline: Timeline | None,
-        rows: list[tuple[float, float]],
-        epochs: Iterable[tuple[int, dict[str, float]]] = (),
-        **why: Any,
-    ) -> None:
-        """A race's kept candidate: from the fork (this step) on, ``timeline`` (None: unchanged, a logged
-        switch otherwise), and its ``(lr, loss)`` rows become the run's next steps, with the validation rows
-        of the epochs that ended among them (``(steps done, metrics)``). Switches scripted inside them land
-        at the step after (visibly, as one given for the past)."""
-        fork = self.step_index
-        if timeline is not None:
-            self.set_timeline(timeline)
-            self.emit_switch(**why)
-        ends = dict(epochs)
-        for i, (lr, loss) in enumerate(rows):
-            self._record(fork + i, lr, loss, watch_loss=False)
-            if fork + i + 1 in ends:
-                self.step_index = fork + i + 1
-                self.end_epoch(**ends[fork + i + 1])
-        self.step_index = end = fork + len(rows)
-        self.steps_taken += len(rows)
-        self.commands.postpone(fork, end)
-
     def set_timeline(self, timeline: Timeline) -> None:
         self.fast_until = 0
         self._timeline = timeline
@@ -525,24 +365,3 @@ class Engine:
     def reset_lr(self) -> None:
         """Set the next step's LR again from the timeline (a change between steps: a plateau's reduction)."""
         self._set_lr(self.step_index)
-
-    # -- running ----------------------------------------------------------------------------
-    def run(self, train: Callable[[Engine], None]) -> None:
-        """Run ``train(self)`` here; any exception ends the run in state ``error`` (not re-raised)."""
-        try:
-            train(self)
-        except KeyboardInterrupt:
-            self.interrupted()
-            self.finish()
-            raise
-        except BaseException as exc:  # the app stays up and shows it; the run dir is closed below
-            self.finish(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            self.finish()
-
-    def start_thread(self, train: Callable[[Engine], None]) -> threading.Thread:
-        thread = threading.Thread(target=self.run, args=(train,), name="lrwatch-train", daemon=True)
-        thread.start()
-        return thread
